@@ -1,0 +1,29 @@
+//! The monitored transport: [`MonitoredIo`] counts a connection's bytes into
+//! its [`ConnRecord`](crate::ConnRecord) and fails once the connection is
+//! closed from outside.
+//!
+//! # Examples
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> std::io::Result<()> {
+//! use tokio::io::{AsyncReadExt, AsyncWriteExt};
+//!
+//! let service = monconn::Registry::new().service("demo");
+//! let (client, server) = tokio::io::duplex(64);
+//! let addr = "127.0.0.1:1".parse().unwrap();
+//! let mut server = service.wrap(server, addr, addr)?;
+//! let mut client = client;
+//! client.write_all(b"ping").await?;
+//! let mut buf = [0; 4];
+//! server.read_exact(&mut buf).await?;
+//! server.write_all(b"pong!").await?;
+//! assert_eq!((server.record().bytes_read(), server.record().bytes_written()), (4, 5));
+//! assert_eq!(service.bytes(), (4, 5));
+//! # Ok(()) }
+//! ```
+
+mod hexdump;
+mod monitored;
+mod tcp;
+
+pub use monitored::MonitoredIo;

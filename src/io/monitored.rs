@@ -1,0 +1,227 @@
+//! `MonitoredIo<T>`: an `AsyncRead + AsyncWrite` that counts into its record.
+
+use std::fmt;
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use pin_project_lite::pin_project;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use super::hexdump::{self, Direction};
+use crate::registry::{ConnGuard, ConnRecord};
+
+pin_project! {
+    /// A transport whose reads and writes are counted into its connection's
+    /// [`ConnRecord`].
+    ///
+    /// Every `Ready(Ok(n))` of `poll_read`, `poll_write` and
+    /// `poll_write_vectored` adds `n` to the record's byte count and stamps
+    /// the time of the last read or write; that is all the hot path does, on
+    /// this connection's own atomics. `poll_flush` and `poll_shutdown`
+    /// are forwarded.
+    ///
+    /// When the connection is closed from outside (the sweeper, a kick, a
+    /// service stop), a task parked on it is woken and its next read, write
+    /// or flush fails: [`io::ErrorKind::TimedOut`] for idle and timeouts,
+    /// [`io::ErrorKind::ConnectionAborted`] for kicks and shutdown.
+    /// `poll_shutdown` still reaches the transport, so a cut connection can
+    /// be shut down cleanly.
+    ///
+    /// Dropping it removes the connection from its service's table, folds its
+    /// bytes into the service totals and releases its admission.
+    ///
+    /// `Unpin` when `T` is.
+    pub struct MonitoredIo<T> {
+        #[pin]
+        inner: T,
+        guard: ConnGuard,
+    }
+}
+
+// === impl MonitoredIo ===
+
+impl<T> MonitoredIo<T> {
+    pub(crate) fn new(inner: T, guard: ConnGuard) -> Self {
+        MonitoredIo { inner, guard }
+    }
+
+    /// The connection's live record: id, addresses, byte counts, idle time.
+    /// Clone the `Arc` to keep reading it after the connection is gone.
+    pub fn record(&self) -> &Arc<ConnRecord> {
+        self.guard.record()
+    }
+
+    /// The id of the service the connection belongs to.
+    pub fn sid(&self) -> &str {
+        self.guard.sid()
+    }
+
+    /// The wrapped transport.
+    pub fn get_ref(&self) -> &T {
+        &self.inner
+    }
+
+    /// The wrapped transport, mutably. Bytes moved through it directly are
+    /// not counted.
+    pub fn get_mut(&mut self) -> &mut T {
+        &mut self.inner
+    }
+
+    /// The wrapped transport, pinned. Bytes moved through it directly are
+    /// not counted.
+    pub fn get_pin_mut(self: Pin<&mut Self>) -> Pin<&mut T> {
+        self.project().inner
+    }
+
+    #[inline]
+    pub(crate) fn dump(&self, dir: Direction, offset: u64, bytes: &[u8]) {
+        if self.record().print_bytes() {
+            dump(&self.guard, dir, offset, bytes);
+        }
+    }
+}
+
+#[cold]
+fn dump(guard: &ConnGuard, dir: Direction, offset: u64, bytes: &[u8]) {
+    let r = guard.record();
+    hexdump::trace(guard.sid(), r.id(), r.peer(), dir, offset, bytes);
+}
+
+impl<T: AsyncRead> AsyncRead for MonitoredIo<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.project();
+        let record = this.guard.record();
+        record.check_open()?;
+        let before = buf.filled().len();
+        match this.inner.poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                let bytes = &buf.filled()[before..];
+                let offset = record.on_read(bytes.len());
+                if record.print_bytes() {
+                    dump(this.guard, Direction::Read, offset, bytes);
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => {
+                record.on_error();
+                Poll::Ready(Err(e))
+            }
+            Poll::Pending => {
+                record.read_pending(cx)?;
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl<T: AsyncWrite> AsyncWrite for MonitoredIo<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.project();
+        let record = this.guard.record();
+        record.check_open()?;
+        let n = ready!(ready_or_park(this.inner.poll_write(cx, buf), record, cx))?;
+        let offset = record.on_write(n);
+        if record.print_bytes() {
+            dump(this.guard, Direction::Write, offset, &buf[..n]);
+        }
+        Poll::Ready(Ok(n))
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.project();
+        let record = this.guard.record();
+        record.check_open()?;
+        let n = ready!(ready_or_park(
+            this.inner.poll_write_vectored(cx, bufs),
+            record,
+            cx
+        ))?;
+        let offset = record.on_write(n);
+        if record.print_bytes() {
+            let mut left = n;
+            let mut at = offset;
+            for buf in bufs {
+                let take = left.min(buf.len());
+                dump(this.guard, Direction::Write, at, &buf[..take]);
+                left -= take;
+                at += take as u64;
+                if left == 0 {
+                    break;
+                }
+            }
+        }
+        Poll::Ready(Ok(n))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.project();
+        let record = this.guard.record();
+        record.check_open()?;
+        ready!(ready_or_park(this.inner.poll_flush(cx), record, cx))?;
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().inner.poll_shutdown(cx)
+    }
+}
+
+/// Unwraps a write-side poll: notes an error, or parks the waker on `Pending`.
+#[inline]
+fn ready_or_park<R>(
+    poll: Poll<io::Result<R>>,
+    record: &ConnRecord,
+    cx: &Context<'_>,
+) -> Poll<io::Result<R>> {
+    match poll {
+        Poll::Ready(Err(e)) => {
+            record.on_error();
+            Poll::Ready(Err(e))
+        }
+        Poll::Pending => match record.write_pending(cx) {
+            Ok(()) => Poll::Pending,
+            Err(e) => Poll::Ready(Err(e)),
+        },
+        ready => ready,
+    }
+}
+
+impl<T: fmt::Debug> fmt::Debug for MonitoredIo<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MonitoredIo")
+            .field("inner", &self.inner)
+            .field("record", self.record())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::MonitoredIo;
+
+    fn assert_unpin_send_sync<T: Unpin + Send + Sync>() {}
+
+    #[test]
+    fn auto_traits() {
+        assert_unpin_send_sync::<MonitoredIo<tokio::net::TcpStream>>();
+        assert_unpin_send_sync::<MonitoredIo<tokio::io::DuplexStream>>();
+    }
+}

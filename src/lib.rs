@@ -1,0 +1,59 @@
+//! Monitor and guard TCP connections in tower servers.
+//!
+//! `monconn` answers, for any tokio server or proxy: who is connected, how
+//! much each connection read and wrote, which connections are idle; and it
+//! decides at accept time who may connect and how many.
+//!
+//! - [`MonitoredIo`] wraps a connection and counts its bytes, live and exact,
+//!   on the connection's own atomics: no lock, no allocation, no task and no
+//!   timer per connection.
+//! - [`Registry`] holds [`Service`]s by id: settings ([`ServiceConfig`]),
+//!   exact counters, the live connection table, JSON snapshots, one sweeper
+//!   task per service for idle and timed-out connections, graceful close.
+//!
+//! # Examples
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> std::io::Result<()> {
+//! use tokio::io::{AsyncReadExt, AsyncWriteExt};
+//! use tokio::net::{TcpListener, TcpStream};
+//!
+//! let registry = monconn::Registry::new();
+//! let service = registry.service("echo");
+//! let listener = TcpListener::bind("127.0.0.1:0").await?;
+//! let addr = listener.local_addr()?;
+//! let mut client = TcpStream::connect(addr).await?;
+//!
+//! let (stream, peer) = listener.accept().await?;
+//! let mut conn = service.wrap(stream, peer, addr)?;
+//! client.write_all(b"hello").await?;
+//! let mut buf = [0; 5];
+//! conn.read_exact(&mut buf).await?;
+//!
+//! let stats = service.snapshot(true);
+//! assert_eq!(stats.connections, 1);
+//! assert_eq!(stats.bytes_read, 5);
+//! # Ok(()) }
+//! ```
+#![warn(
+    missing_debug_implementations,
+    missing_docs,
+    rust_2018_idioms,
+    unreachable_pub
+)]
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod clock;
+pub mod io;
+#[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+pub mod metrics;
+pub mod registry;
+
+pub use io::MonitoredIo;
+pub use registry::{
+    Admission, CloseCause, CloseReport, ConnRecord, ConnSnapshot, IpConnections, RateLimit, Reason,
+    Registry, RegistrySnapshot, Rejected, Service, ServiceConfig, ServiceSnapshot,
+};

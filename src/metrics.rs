@@ -1,0 +1,119 @@
+//! Export of service counters to the [`metrics`](https://docs.rs/metrics) facade.
+//!
+//! Each service publishes its figures, labelled `service = sid` (never the
+//! peer's IP), from its sweeper's tick and whenever
+//! [`Service::publish_metrics`] is called (at scrape time, say); never per
+//! read or write. The connection duration histogram is recorded as each
+//! connection closes.
+//!
+//! | name | kind | labels |
+//! |---|---|---|
+//! | `monconn_connections_accepted_total` | counter | `service` |
+//! | `monconn_connections_rejected_total` | counter | `service`, `reason` |
+//! | `monconn_connections_closed_total` | counter | `service`, `cause` |
+//! | `monconn_connections_active` | gauge | `service` |
+//! | `monconn_client_ips_active` | gauge | `service` |
+//! | `monconn_bytes_read_total` | counter (bytes) | `service` |
+//! | `monconn_bytes_written_total` | counter (bytes) | `service` |
+//! | `monconn_backend_errors_total` | counter | `service` |
+//! | `monconn_connection_duration_seconds` | histogram (seconds) | `service` |
+
+use std::sync::Once;
+use std::time::Duration;
+
+use metrics::{
+    counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit,
+};
+
+use crate::registry::ServiceInner;
+use crate::Service;
+
+/// Describes every metric (help text and unit) to the installed recorder.
+/// Called once by the first publish; call it again after installing a new
+/// recorder.
+pub fn describe() {
+    describe_counter!(
+        "monconn_connections_accepted_total",
+        Unit::Count,
+        "Connections admitted and monitored."
+    );
+    describe_counter!(
+        "monconn_connections_rejected_total",
+        Unit::Count,
+        "Connections refused at accept time, by reason."
+    );
+    describe_counter!(
+        "monconn_connections_closed_total",
+        Unit::Count,
+        "Connections ended, by cause."
+    );
+    describe_gauge!(
+        "monconn_connections_active",
+        Unit::Count,
+        "Open connections."
+    );
+    describe_gauge!(
+        "monconn_client_ips_active",
+        Unit::Count,
+        "Distinct client IPs with an open connection."
+    );
+    describe_counter!(
+        "monconn_bytes_read_total",
+        Unit::Bytes,
+        "Bytes read from clients."
+    );
+    describe_counter!(
+        "monconn_bytes_written_total",
+        Unit::Bytes,
+        "Bytes written to clients."
+    );
+    describe_counter!(
+        "monconn_backend_errors_total",
+        Unit::Count,
+        "Failed connections to a backend."
+    );
+    describe_histogram!(
+        "monconn_connection_duration_seconds",
+        Unit::Seconds,
+        "How long connections stayed open."
+    );
+}
+
+fn describe_once() {
+    static DESCRIBED: Once = Once::new();
+    DESCRIBED.call_once(describe);
+}
+
+impl Service {
+    /// Publishes the service's figures to the `metrics` facade now.
+    pub fn publish_metrics(&self) {
+        publish(&self.inner);
+    }
+}
+
+pub(crate) fn publish(inner: &std::sync::Arc<ServiceInner>) {
+    describe_once();
+    let service = Service {
+        inner: inner.clone(),
+    };
+    let s = service.snapshot(false);
+    let sid = s.sid;
+    counter!("monconn_connections_accepted_total", "service" => sid.clone()).absolute(s.accepted);
+    for (reason, n) in s.rejected {
+        counter!("monconn_connections_rejected_total", "service" => sid.clone(), "reason" => reason).absolute(n);
+    }
+    for (cause, n) in s.closed {
+        counter!("monconn_connections_closed_total", "service" => sid.clone(), "cause" => cause)
+            .absolute(n);
+    }
+    gauge!("monconn_connections_active", "service" => sid.clone()).set(s.connections as f64);
+    gauge!("monconn_client_ips_active", "service" => sid.clone()).set(s.ip_count as f64);
+    counter!("monconn_bytes_read_total", "service" => sid.clone()).absolute(s.bytes_read);
+    counter!("monconn_bytes_written_total", "service" => sid.clone()).absolute(s.bytes_written);
+    counter!("monconn_backend_errors_total", "service" => sid).absolute(s.backend_errors);
+}
+
+pub(crate) fn record_duration(sid: &str, age: Duration) {
+    histogram!("monconn_connection_duration_seconds", "service" => sid.to_owned())
+        .record(age.as_secs_f64());
+}

@@ -1,0 +1,162 @@
+//! A service's settings: timeouts, limits, filters.
+
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+/// The settings of one [`Service`](crate::Service).
+///
+/// Defaults are the Go monconn's: read and write timeouts 600 s, wait timeout
+/// 60 s, max idle 900 s, idle check every 15 s, no connection or IP limit,
+/// TCP keepalive with a 30 s period, no hex dump, empty blacklist.
+///
+/// A `None` time or limit means "none". Settings changed at runtime with
+/// [`Service::set_config`](crate::Service::set_config) apply to connections
+/// admitted afterwards, and the sweeper reads the timeouts at every tick.
+///
+/// # Examples
+/// ```
+/// use std::time::Duration;
+/// use monconn::ServiceConfig;
+///
+/// let config = ServiceConfig::default()
+///     .with_max_idle(Some(Duration::from_secs(60)))
+///     .with_conn_limit(Some(1000))
+///     .with_blacklist(["10.0.0.0/8".parse().unwrap()]);
+/// assert_eq!(config.conn_limit, Some(1000));
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct ServiceConfig {
+    /// Close a connection whose read has been pending this long. Default 600 s.
+    pub read_timeout: Option<Duration>,
+    /// Close a connection whose write has been pending this long (a peer that
+    /// stopped reading). Default 600 s.
+    pub write_timeout: Option<Duration>,
+    /// On a graceful stop, how long live connections may go on before they are
+    /// cut. Default 60 s.
+    pub wait_timeout: Duration,
+    /// Close a connection that has neither read nor written a byte for this
+    /// long. Default 900 s.
+    pub max_idle: Option<Duration>,
+    /// How often the sweeper checks idleness and timeouts. Default 15 s.
+    pub idle_interval: Duration,
+    /// Most concurrent connections. Default none.
+    pub conn_limit: Option<usize>,
+    /// Most distinct client IPs; a known IP may open more connections. Default none.
+    pub ip_limit: Option<usize>,
+    /// Most concurrent connections from one IP. Default none.
+    pub per_ip_limit: Option<usize>,
+    /// Most new connections per second from one IP (a token bucket), with its burst.
+    /// Default none.
+    pub rate_limit: Option<RateLimit>,
+    /// TCP keepalive period, `None` to leave keepalive off. Default 30 s.
+    pub keepalive: Option<Duration>,
+    /// Set `TCP_NODELAY` on accepted connections. Default false.
+    pub nodelay: bool,
+    /// Hex-dump every read and write through `tracing` at TRACE. Default false.
+    pub print_bytes: bool,
+    /// At `conn_limit`, stop accepting until a slot frees (backpressure)
+    /// instead of refusing. Default false.
+    pub pause_at_limit: bool,
+    /// Addresses and networks refused at accept time.
+    pub blacklist: Vec<IpNet>,
+    /// When not empty, only these addresses and networks are admitted.
+    pub allowlist: Vec<IpNet>,
+}
+
+/// A per-IP connection rate: `per_sec` new connections a second, bursts up to `burst`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RateLimit {
+    /// Tokens added per second.
+    pub per_sec: f64,
+    /// Bucket size: connections allowed at once after a quiet period.
+    pub burst: u32,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        ServiceConfig {
+            read_timeout: Some(Duration::from_secs(600)),
+            write_timeout: Some(Duration::from_secs(600)),
+            wait_timeout: Duration::from_secs(60),
+            max_idle: Some(Duration::from_secs(900)),
+            idle_interval: Duration::from_secs(15),
+            conn_limit: None,
+            ip_limit: None,
+            per_ip_limit: None,
+            rate_limit: None,
+            keepalive: Some(Duration::from_secs(30)),
+            nodelay: false,
+            print_bytes: false,
+            pause_at_limit: false,
+            blacklist: Vec::new(),
+            allowlist: Vec::new(),
+        }
+    }
+}
+
+macro_rules! setters {
+    ($($(#[$doc:meta])* $name:ident: $field:ident: $ty:ty;)*) => {
+        impl ServiceConfig {
+            $(
+                $(#[$doc])*
+                #[must_use]
+                pub fn $name(mut self, value: $ty) -> Self {
+                    self.$field = value;
+                    self
+                }
+            )*
+        }
+    };
+}
+
+setters! {
+    /// Sets [`read_timeout`](Self::read_timeout).
+    with_read_timeout: read_timeout: Option<Duration>;
+    /// Sets [`write_timeout`](Self::write_timeout).
+    with_write_timeout: write_timeout: Option<Duration>;
+    /// Sets [`wait_timeout`](Self::wait_timeout).
+    with_wait_timeout: wait_timeout: Duration;
+    /// Sets [`max_idle`](Self::max_idle).
+    with_max_idle: max_idle: Option<Duration>;
+    /// Sets [`idle_interval`](Self::idle_interval); a zero interval is raised to 1 ms.
+    with_idle_interval: idle_interval: Duration;
+    /// Sets [`conn_limit`](Self::conn_limit).
+    with_conn_limit: conn_limit: Option<usize>;
+    /// Sets [`ip_limit`](Self::ip_limit).
+    with_ip_limit: ip_limit: Option<usize>;
+    /// Sets [`per_ip_limit`](Self::per_ip_limit).
+    with_per_ip_limit: per_ip_limit: Option<usize>;
+    /// Sets [`rate_limit`](Self::rate_limit).
+    with_rate_limit: rate_limit: Option<RateLimit>;
+    /// Sets [`keepalive`](Self::keepalive).
+    with_keepalive: keepalive: Option<Duration>;
+    /// Sets [`nodelay`](Self::nodelay).
+    with_nodelay: nodelay: bool;
+    /// Sets [`print_bytes`](Self::print_bytes).
+    with_print_bytes: print_bytes: bool;
+    /// Sets [`pause_at_limit`](Self::pause_at_limit).
+    with_pause_at_limit: pause_at_limit: bool;
+}
+
+impl ServiceConfig {
+    /// Sets [`blacklist`](Self::blacklist).
+    #[must_use]
+    pub fn with_blacklist(mut self, nets: impl IntoIterator<Item = IpNet>) -> Self {
+        self.blacklist = nets.into_iter().collect();
+        self
+    }
+
+    /// Sets [`allowlist`](Self::allowlist).
+    #[must_use]
+    pub fn with_allowlist(mut self, nets: impl IntoIterator<Item = IpNet>) -> Self {
+        self.allowlist = nets.into_iter().collect();
+        self
+    }
+
+    /// The sweeper's tick, never zero.
+    pub(crate) fn tick(&self) -> Duration {
+        self.idle_interval.max(Duration::from_millis(1))
+    }
+}

@@ -1,0 +1,236 @@
+//! One connection's record: its own counters, timestamps, close flag and wakers.
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::Arc;
+use std::task::Context;
+use std::time::Duration;
+
+use atomic_waker::AtomicWaker;
+
+use super::reason::CloseCause;
+use crate::clock::{now_ms, since};
+
+const OPEN: u8 = u8::MAX;
+
+/// The live record of one monitored connection.
+///
+/// Shared (`Arc`) between the connection's [`MonitoredIo`](crate::MonitoredIo),
+/// its service's live table and anyone who asked for it (connect info in a
+/// handler, say). Only the connection itself writes its counters; everyone
+/// else reads them.
+pub struct ConnRecord {
+    id: u64,
+    peer: SocketAddr,
+    local: SocketAddr,
+    opened: u64,
+    read: AtomicU64,
+    written: AtomicU64,
+    last_read: AtomicU64,
+    last_write: AtomicU64,
+    /// When the pending read started (ms), 0 when no read is pending.
+    read_wait: AtomicU64,
+    /// When the pending write started (ms), 0 when no write is pending.
+    write_wait: AtomicU64,
+    state: AtomicU8,
+    errored: AtomicBool,
+    print_bytes: bool,
+    read_waker: AtomicWaker,
+    write_waker: AtomicWaker,
+}
+
+// === impl ConnRecord ===
+
+impl ConnRecord {
+    pub(crate) fn new(id: u64, peer: SocketAddr, local: SocketAddr, print_bytes: bool) -> Self {
+        ConnRecord {
+            id,
+            peer,
+            local,
+            opened: now_ms(),
+            read: AtomicU64::new(0),
+            written: AtomicU64::new(0),
+            last_read: AtomicU64::new(0),
+            last_write: AtomicU64::new(0),
+            read_wait: AtomicU64::new(0),
+            write_wait: AtomicU64::new(0),
+            state: AtomicU8::new(OPEN),
+            errored: AtomicBool::new(false),
+            print_bytes,
+            read_waker: AtomicWaker::new(),
+            write_waker: AtomicWaker::new(),
+        }
+    }
+
+    /// The connection's id, unique within its service.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The client's address.
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// The local address the client connected to.
+    pub fn local(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// Bytes read from the client so far.
+    pub fn bytes_read(&self) -> u64 {
+        self.read.load(Relaxed)
+    }
+
+    /// Bytes written to the client so far.
+    pub fn bytes_written(&self) -> u64 {
+        self.written.load(Relaxed)
+    }
+
+    /// How long the connection has been open.
+    pub fn age(&self) -> Duration {
+        since(now_ms(), self.opened)
+    }
+
+    /// How long since the connection last read or wrote a byte (or opened).
+    pub fn idle(&self) -> Duration {
+        since(now_ms(), self.last_active())
+    }
+
+    /// Why the connection was closed from outside, if it was.
+    pub fn closed(&self) -> Option<CloseCause> {
+        CloseCause::from_slot(self.state.load(Relaxed))
+    }
+
+    pub(crate) fn print_bytes(&self) -> bool {
+        self.print_bytes
+    }
+
+    pub(crate) fn opened_ms(&self) -> u64 {
+        self.opened
+    }
+
+    pub(crate) fn last_read_ms(&self) -> u64 {
+        self.last_read.load(Relaxed)
+    }
+
+    pub(crate) fn last_active(&self) -> u64 {
+        self.opened
+            .max(self.last_read.load(Relaxed))
+            .max(self.last_write.load(Relaxed))
+    }
+
+    pub(crate) fn read_waiting_since(&self) -> u64 {
+        self.read_wait.load(Relaxed)
+    }
+
+    pub(crate) fn write_waiting_since(&self) -> u64 {
+        self.write_wait.load(Relaxed)
+    }
+
+    pub(crate) fn errored(&self) -> bool {
+        self.errored.load(Relaxed)
+    }
+
+    /// Marks the connection closed with `cause` and wakes any task parked on it.
+    /// The first cause wins; returns whether this call closed it.
+    pub(crate) fn close(&self, cause: CloseCause) -> bool {
+        let closed = self
+            .state
+            .compare_exchange(OPEN, cause.slot() as u8, Relaxed, Relaxed)
+            .is_ok();
+        if closed {
+            self.read_waker.wake();
+            self.write_waker.wake();
+        }
+        closed
+    }
+
+    // --- the hot path: this connection's own atomics only
+
+    /// Fails with the close cause's error kind once the record is closed.
+    #[inline]
+    pub(crate) fn check_open(&self) -> io::Result<()> {
+        match self.state.load(Relaxed) {
+            OPEN => Ok(()),
+            slot => Err(closed_error(slot)),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn on_read(&self, n: usize) -> u64 {
+        if self.read_wait.load(Relaxed) != 0 {
+            self.read_wait.store(0, Relaxed);
+        }
+        if n == 0 {
+            return self.read.load(Relaxed);
+        }
+        self.last_read.store(now_ms(), Relaxed);
+        self.read.fetch_add(n as u64, Relaxed)
+    }
+
+    #[inline]
+    pub(crate) fn on_write(&self, n: usize) -> u64 {
+        if self.write_wait.load(Relaxed) != 0 {
+            self.write_wait.store(0, Relaxed);
+        }
+        if n == 0 {
+            return self.written.load(Relaxed);
+        }
+        self.last_write.store(now_ms(), Relaxed);
+        self.written.fetch_add(n as u64, Relaxed)
+    }
+
+    #[inline]
+    pub(crate) fn on_error(&self) {
+        self.errored.store(true, Relaxed);
+    }
+
+    /// A read returned `Pending`: note since when, and park `cx`'s waker so that
+    /// a close from outside wakes the task. Fails if the record closed meanwhile.
+    #[inline]
+    pub(crate) fn read_pending(&self, cx: &Context<'_>) -> io::Result<()> {
+        if self.read_wait.load(Relaxed) == 0 {
+            self.read_wait.store(now_ms(), Relaxed);
+        }
+        self.read_waker.register(cx.waker());
+        self.check_open()
+    }
+
+    /// A write or flush returned `Pending`; see [`Self::read_pending`].
+    #[inline]
+    pub(crate) fn write_pending(&self, cx: &Context<'_>) -> io::Result<()> {
+        if self.write_wait.load(Relaxed) == 0 {
+            self.write_wait.store(now_ms(), Relaxed);
+        }
+        self.write_waker.register(cx.waker());
+        self.check_open()
+    }
+}
+
+#[cold]
+fn closed_error(slot: u8) -> io::Error {
+    let cause = CloseCause::from_slot(slot).unwrap_or(CloseCause::Shutdown);
+    io::Error::new(
+        cause.error_kind(),
+        format!("connection closed by monconn: {cause}"),
+    )
+}
+
+impl fmt::Debug for ConnRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConnRecord")
+            .field("id", &self.id)
+            .field("peer", &self.peer)
+            .field("local", &self.local)
+            .field("bytes_read", &self.bytes_read())
+            .field("bytes_written", &self.bytes_written())
+            .field("closed", &self.closed())
+            .finish()
+    }
+}
+
+/// Shorthand for the record as it is shared.
+pub(crate) type Record = Arc<ConnRecord>;

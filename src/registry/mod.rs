@@ -1,0 +1,163 @@
+//! The registry of services, their live connection tables and snapshots.
+//!
+//! A [`Registry`] maps a service id (`sid`, usually the listen address) to a
+//! [`Service`]. Each service holds its [`ServiceConfig`], exact live counters
+//! and the table of its open connections' [`ConnRecord`]s; one sweeper task
+//! per service closes idle and timed-out connections.
+//!
+//! # Examples
+//! ```
+//! use std::time::Duration;
+//! use monconn::{Registry, ServiceConfig};
+//!
+//! let registry = Registry::new();
+//! let web = registry.create(
+//!     "web",
+//!     ServiceConfig::default().with_max_idle(Some(Duration::from_secs(60))),
+//! );
+//! assert_eq!(registry.get("web").unwrap().sid(), web.sid());
+//! let stats = registry.snapshot(false);
+//! assert_eq!(stats.services.len(), 1);
+//! ```
+
+mod admission;
+mod config;
+mod conn;
+mod reason;
+mod service;
+mod snapshot;
+mod sweeper;
+
+pub(crate) use admission::ConnGuard;
+pub use admission::{canonical_ip, Admission};
+pub use config::{RateLimit, ServiceConfig};
+pub use conn::ConnRecord;
+pub use reason::{CloseCause, Reason, Rejected};
+#[cfg(feature = "metrics")]
+pub(crate) use service::ServiceInner;
+pub use service::{CloseReport, Service};
+pub use snapshot::{ConnSnapshot, IpConnections, ServiceSnapshot};
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::{Arc, OnceLock, RwLock};
+
+use serde::Serialize;
+
+/// Services by id. Cheap to clone; clones share the same services.
+///
+/// [`Registry::global`] is a process-wide default, like the Go tool's
+/// package-level table.
+#[derive(Clone, Default)]
+pub struct Registry {
+    services: Arc<RwLock<BTreeMap<Arc<str>, Service>>>,
+}
+
+/// Every service's snapshot, as `{"services": [...]}`.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct RegistrySnapshot {
+    /// One snapshot per service, sorted by sid.
+    pub services: Vec<ServiceSnapshot>,
+}
+
+fn normalize(sid: &str) -> &str {
+    if sid.is_empty() {
+        "default"
+    } else {
+        sid
+    }
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The process-wide registry.
+    pub fn global() -> &'static Registry {
+        static GLOBAL: OnceLock<Registry> = OnceLock::new();
+        GLOBAL.get_or_init(Registry::new)
+    }
+
+    /// The service `sid`, created with the default config if it does not
+    /// exist. An empty sid is `"default"`.
+    pub fn service(&self, sid: &str) -> Service {
+        if let Some(s) = self.get(sid) {
+            return s;
+        }
+        self.create_if_absent(sid, ServiceConfig::default())
+    }
+
+    /// Creates the service `sid` with `config`, or, if it exists, sets its
+    /// config to `config` and returns it.
+    pub fn create(&self, sid: &str, config: ServiceConfig) -> Service {
+        let sid = normalize(sid);
+        let mut services = self.services.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = services.get(sid) {
+            s.set_config(config);
+            return s.clone();
+        }
+        let service = Service::new(Arc::from(sid), config);
+        services.insert(Arc::from(sid), service.clone());
+        service
+    }
+
+    fn create_if_absent(&self, sid: &str, config: ServiceConfig) -> Service {
+        let sid = normalize(sid);
+        let mut services = self.services.write().unwrap_or_else(|e| e.into_inner());
+        services
+            .entry(Arc::from(sid))
+            .or_insert_with(|| Service::new(Arc::from(sid), config))
+            .clone()
+    }
+
+    /// The service `sid`, if it exists.
+    pub fn get(&self, sid: &str) -> Option<Service> {
+        let services = self.services.read().unwrap_or_else(|e| e.into_inner());
+        services.get(normalize(sid)).cloned()
+    }
+
+    /// Removes the service `sid` and closes it gracefully (see
+    /// [`Service::close`]). `None` if there was no such service.
+    pub async fn remove(&self, sid: &str) -> Option<CloseReport> {
+        let service = {
+            let mut services = self.services.write().unwrap_or_else(|e| e.into_inner());
+            services.remove(normalize(sid))?
+        };
+        Some(service.close().await)
+    }
+
+    /// All services, sorted by sid.
+    pub fn list(&self) -> Vec<Service> {
+        let services = self.services.read().unwrap_or_else(|e| e.into_inner());
+        services.values().cloned().collect()
+    }
+
+    /// Closes every service gracefully, all at once; they stay listed.
+    /// Returns each sid with its report.
+    pub async fn shutdown(&self) -> Vec<(String, CloseReport)> {
+        let services = self.list();
+        let mut set = tokio::task::JoinSet::new();
+        for service in services {
+            set.spawn(async move { (service.sid().to_owned(), service.close().await) });
+        }
+        let mut reports: Vec<_> = set.join_all().await;
+        reports.sort_by(|a, b| a.0.cmp(&b.0));
+        reports
+    }
+
+    /// Every service's snapshot; see [`Service::snapshot`].
+    pub fn snapshot(&self, with_conns: bool) -> RegistrySnapshot {
+        RegistrySnapshot {
+            services: self.list().iter().map(|s| s.snapshot(with_conns)).collect(),
+        }
+    }
+}
+
+impl fmt::Debug for Registry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let sids: Vec<String> = self.list().iter().map(|s| s.sid().to_owned()).collect();
+        f.debug_struct("Registry").field("services", &sids).finish()
+    }
+}

@@ -1,0 +1,182 @@
+//! Why a connection was refused, and why it was closed.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::io;
+
+/// Why a connection was refused at accept time.
+///
+/// The built-in reasons are counted in fixed slots; [`Reason::Other`] lets a
+/// user's own layer (a failed handshake, say) name its own reason.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Reason {
+    /// The peer's address is on the blacklist.
+    Blacklisted,
+    /// An allowlist is set and the peer's address is not on it.
+    NotAllowed,
+    /// The service already has `conn_limit` connections.
+    ConnLimit,
+    /// The service already has `ip_limit` distinct client IPs and this one is new.
+    IpLimit,
+    /// This client IP already has `per_ip_limit` connections.
+    PerIpLimit,
+    /// This client IP opened connections faster than its rate limit allows.
+    RateLimit,
+    /// The service is stopping or stopped.
+    Stopped,
+    /// A reason named by a user's layer.
+    Other(Cow<'static, str>),
+}
+
+impl Reason {
+    /// The built-in reasons, in the order of their counter slots.
+    pub(crate) const BUILTIN: [Reason; 7] = [
+        Reason::Blacklisted,
+        Reason::NotAllowed,
+        Reason::ConnLimit,
+        Reason::IpLimit,
+        Reason::PerIpLimit,
+        Reason::RateLimit,
+        Reason::Stopped,
+    ];
+
+    /// The reason's name as it appears in snapshots and metrics labels.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Reason::Blacklisted => "blacklisted",
+            Reason::NotAllowed => "not_allowed",
+            Reason::ConnLimit => "conn_limit",
+            Reason::IpLimit => "ip_limit",
+            Reason::PerIpLimit => "per_ip_limit",
+            Reason::RateLimit => "rate_limit",
+            Reason::Stopped => "stopped",
+            Reason::Other(name) => name,
+        }
+    }
+
+    /// The counter slot of a built-in reason.
+    pub(crate) fn slot(&self) -> Option<usize> {
+        Self::BUILTIN.iter().position(|r| r == self)
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a connection ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum CloseCause {
+    /// Dropped by its owner with no error seen: a clean close.
+    Normal,
+    /// Dropped after the transport returned an I/O error (a reset, say).
+    Error,
+    /// Closed by the sweeper: nothing read or written for `max_idle`.
+    Idle,
+    /// Closed by the sweeper: a read pending past `read_timeout`.
+    ReadTimeout,
+    /// Closed by the sweeper: a write pending past `write_timeout`.
+    WriteTimeout,
+    /// Closed by [`Service::kick`](crate::Service::kick) or
+    /// [`Service::kick_ip`](crate::Service::kick_ip).
+    Kicked,
+    /// Cut when its service stopped and `wait_timeout` ran out.
+    Shutdown,
+}
+
+impl CloseCause {
+    /// All causes, in the order of their counter slots.
+    pub(crate) const ALL: [CloseCause; 7] = [
+        CloseCause::Normal,
+        CloseCause::Error,
+        CloseCause::Idle,
+        CloseCause::ReadTimeout,
+        CloseCause::WriteTimeout,
+        CloseCause::Kicked,
+        CloseCause::Shutdown,
+    ];
+
+    /// The cause's name as it appears in snapshots and metrics labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseCause::Normal => "normal",
+            CloseCause::Error => "error",
+            CloseCause::Idle => "idle",
+            CloseCause::ReadTimeout => "read_timeout",
+            CloseCause::WriteTimeout => "write_timeout",
+            CloseCause::Kicked => "kicked",
+            CloseCause::Shutdown => "shutdown",
+        }
+    }
+
+    pub(crate) fn slot(self) -> usize {
+        self as usize
+    }
+
+    pub(crate) fn from_slot(slot: u8) -> Option<CloseCause> {
+        Self::ALL.get(usize::from(slot)).copied()
+    }
+
+    /// The error kind a closed connection's next poll returns:
+    /// [`io::ErrorKind::TimedOut`] for idle and timeouts,
+    /// [`io::ErrorKind::ConnectionAborted`] for kicks and shutdown.
+    pub fn error_kind(self) -> io::ErrorKind {
+        match self {
+            CloseCause::Idle | CloseCause::ReadTimeout | CloseCause::WriteTimeout => {
+                io::ErrorKind::TimedOut
+            }
+            _ => io::ErrorKind::ConnectionAborted,
+        }
+    }
+}
+
+impl fmt::Display for CloseCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A connection refused at accept time, with its reason and peer.
+///
+/// Accept-stack layers return it (boxed) as their error; the listener
+/// downcasts it to count the refusal by reason.
+#[derive(Clone, Debug)]
+pub struct Rejected {
+    reason: Reason,
+    peer: std::net::SocketAddr,
+}
+
+impl Rejected {
+    /// A refusal of `peer` for `reason`.
+    pub fn new(reason: Reason, peer: std::net::SocketAddr) -> Self {
+        Rejected { reason, peer }
+    }
+
+    /// Why the connection was refused.
+    pub fn reason(&self) -> &Reason {
+        &self.reason
+    }
+
+    /// The refused client's address.
+    pub fn peer(&self) -> std::net::SocketAddr {
+        self.peer
+    }
+}
+
+impl fmt::Display for Rejected {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "connection from {} refused: {}", self.peer, self.reason)
+    }
+}
+
+impl std::error::Error for Rejected {}
+
+impl From<Rejected> for io::Error {
+    fn from(r: Rejected) -> io::Error {
+        io::Error::new(io::ErrorKind::ConnectionRefused, r)
+    }
+}

@@ -1,0 +1,484 @@
+//! A monitored service: its config, counters and live connection table.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use tokio::sync::Notify;
+
+use super::admission::{canonical_ip, Admission};
+use super::conn::{ConnRecord, Record};
+use super::reason::{CloseCause, Reason, Rejected};
+use super::ServiceConfig;
+use crate::clock::now_ms;
+use crate::io::MonitoredIo;
+
+const RUNNING: u8 = 0;
+const DRAINING: u8 = 1;
+const STOPPED: u8 = 2;
+
+/// A monitored service: a set of connections under one id (`sid`), with its
+/// settings, live counters and connection table.
+///
+/// Cheap to clone; clones share everything. Get one from a
+/// [`Registry`](crate::Registry).
+///
+/// # Examples
+/// Wrapping a connection accepted by hand (the Go tool's `WrapMonConn`):
+/// ```no_run
+/// # async fn run() -> std::io::Result<()> {
+/// use tokio::io::AsyncWriteExt;
+///
+/// let registry = monconn::Registry::new();
+/// let service = registry.service("127.0.0.1:4000");
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:4000").await?;
+/// loop {
+///     let (stream, peer) = listener.accept().await?;
+///     let local = stream.local_addr()?;
+///     let Ok(mut conn) = service.wrap(stream, peer, local) else { continue };
+///     tokio::spawn(async move { conn.write_all(b"hello\n").await });
+///     let snapshot = service.snapshot(false);
+///     println!("{}", serde_json::to_string(&snapshot).unwrap());
+/// }
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Service {
+    pub(crate) inner: Arc<ServiceInner>,
+}
+
+/// What a graceful [`Service::close`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct CloseReport {
+    /// Connections that ended by themselves within `wait_timeout`.
+    pub drained: usize,
+    /// Connections still open at `wait_timeout`, closed with
+    /// [`CloseCause::Shutdown`].
+    pub cut: usize,
+}
+
+pub(crate) struct ServiceInner {
+    sid: Arc<str>,
+    config: ArcSwap<ServiceConfig>,
+    boot_at: SystemTime,
+    boot_ms: u64,
+    state: AtomicU8,
+    next_id: AtomicU64,
+    table: Mutex<Table>,
+    pub(crate) counters: Counters,
+    /// Notified whenever a slot is released.
+    released: Notify,
+    sweeper: AtomicBool,
+}
+
+#[derive(Default)]
+pub(crate) struct Table {
+    pub(crate) conns: HashMap<u64, Record>,
+    pub(crate) ips: HashMap<IpAddr, u32>,
+    pub(crate) active: usize,
+}
+
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub(crate) accepted: AtomicU64,
+    pub(crate) rejected: [AtomicU64; Reason::BUILTIN.len()],
+    pub(crate) rejected_other: Mutex<BTreeMap<String, u64>>,
+    pub(crate) closed: [AtomicU64; CloseCause::ALL.len()],
+    pub(crate) backend_errors: AtomicU64,
+    /// Bytes of closed connections, folded in under the table lock.
+    pub(crate) closed_read: AtomicU64,
+    pub(crate) closed_written: AtomicU64,
+    /// Bytes handed out by `take_bytes`, subtracted from the totals.
+    pub(crate) taken_read: AtomicU64,
+    pub(crate) taken_written: AtomicU64,
+    /// Last read of a closed connection (ms).
+    pub(crate) last_read: AtomicU64,
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+// === impl Service ===
+
+impl Service {
+    pub(crate) fn new(sid: Arc<str>, config: ServiceConfig) -> Self {
+        Service {
+            inner: Arc::new(ServiceInner {
+                sid,
+                config: ArcSwap::from_pointee(config),
+                boot_at: SystemTime::now(),
+                boot_ms: now_ms(),
+                state: AtomicU8::new(RUNNING),
+                next_id: AtomicU64::new(1),
+                table: Mutex::default(),
+                counters: Counters::default(),
+                released: Notify::new(),
+                sweeper: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// The service's id.
+    pub fn sid(&self) -> &str {
+        self.inner.sid()
+    }
+
+    /// The current settings.
+    pub fn config(&self) -> Arc<ServiceConfig> {
+        self.inner.config.load_full()
+    }
+
+    /// Replaces the settings. Limits and filters apply to connections admitted
+    /// afterwards; the sweeper uses the new timeouts from its next tick.
+    pub fn set_config(&self, config: ServiceConfig) {
+        self.inner.config.store(Arc::new(config));
+    }
+
+    /// Changes the settings with `f`, atomically with respect to other updates.
+    pub fn update_config(&self, f: impl Fn(&mut ServiceConfig)) {
+        self.inner.config.rcu(|old| {
+            let mut new = ServiceConfig::clone(old);
+            f(&mut new);
+            new
+        });
+    }
+
+    /// Reserves a slot for a connection from `peer`, or refuses it.
+    ///
+    /// The check and the reservation are one step under the table lock, so no
+    /// number of concurrent callers can pass a limit. Refuses when the service
+    /// is stopping ([`Reason::Stopped`]), at `conn_limit`, when `peer`'s IP is
+    /// new and the service is at `ip_limit`, or at `per_ip_limit` for that IP.
+    /// The refusal is not counted here: the caller counts it with
+    /// [`Service::count_rejected`] (the [`Listener`](crate::Listener) and
+    /// [`Service::wrap`] do).
+    ///
+    /// # Errors
+    /// [`Rejected`] with the reason.
+    pub fn admit(&self, peer: SocketAddr) -> Result<Admission, Rejected> {
+        self.inner.admit(peer)?;
+        Ok(Admission::new(self.inner.clone(), peer))
+    }
+
+    /// Admits and wraps a connection accepted by hand (the Go tool's
+    /// `WrapMonConn`): it is counted, listed and swept like any other.
+    /// A refusal is counted by reason.
+    ///
+    /// # Errors
+    /// [`Rejected`] when [`Service::admit`] refuses the connection; drop `io`
+    /// to close it.
+    pub fn wrap<T>(
+        &self,
+        io: T,
+        peer: SocketAddr,
+        local: SocketAddr,
+    ) -> Result<MonitoredIo<T>, Rejected> {
+        match self.admit(peer) {
+            Ok(admission) => Ok(admission.attach(io, local)),
+            Err(rejected) => {
+                self.count_rejected(rejected.reason());
+                Err(rejected)
+            }
+        }
+    }
+
+    /// Counts a connection refused for `reason`.
+    pub fn count_rejected(&self, reason: &Reason) {
+        let c = &self.inner.counters;
+        match reason.slot() {
+            Some(slot) => {
+                c.rejected[slot].fetch_add(1, Relaxed);
+            }
+            None => {
+                *lock(&c.rejected_other)
+                    .entry(reason.as_str().to_owned())
+                    .or_default() += 1
+            }
+        }
+    }
+
+    /// Counts a failed connection to a backend (for proxies such as the forwarder).
+    pub fn count_backend_error(&self) {
+        self.inner.counters.backend_errors.fetch_add(1, Relaxed);
+    }
+
+    /// Whether the service still admits connections (it is not stopping).
+    pub fn is_running(&self) -> bool {
+        self.inner.state.load(Relaxed) == RUNNING
+    }
+
+    /// Admitted connections not yet closed.
+    pub fn connections(&self) -> usize {
+        lock(&self.inner.table).active
+    }
+
+    /// Distinct client IPs with at least one open connection.
+    pub fn ip_count(&self) -> usize {
+        lock(&self.inner.table).ips.len()
+    }
+
+    /// Client IPs with their open connection counts, sorted by IP.
+    pub fn ips(&self) -> Vec<(IpAddr, u32)> {
+        let mut ips: Vec<_> = lock(&self.inner.table)
+            .ips
+            .iter()
+            .map(|(ip, n)| (*ip, *n))
+            .collect();
+        ips.sort_unstable();
+        ips
+    }
+
+    /// The live record of connection `id`, if it is open.
+    pub fn conn(&self, id: u64) -> Option<Arc<ConnRecord>> {
+        lock(&self.inner.table).conns.get(&id).cloned()
+    }
+
+    /// Bytes read and written by the service's connections, closed and live,
+    /// minus what [`Service::take_bytes`] handed out.
+    pub fn bytes(&self) -> (u64, u64) {
+        self.inner.bytes(&lock(&self.inner.table))
+    }
+
+    /// Returns the byte totals and starts counting again from zero (the Go
+    /// tool's `EliminateBytes`): for shipping totals elsewhere without
+    /// counting a byte twice or losing one.
+    pub fn take_bytes(&self) -> (u64, u64) {
+        let table = lock(&self.inner.table);
+        let (read, written) = self.inner.bytes(&table);
+        let c = &self.inner.counters;
+        c.taken_read.fetch_add(read, Relaxed);
+        c.taken_written.fetch_add(written, Relaxed);
+        (read, written)
+    }
+
+    /// Connections attached since boot (or the last reset).
+    pub fn accepted(&self) -> u64 {
+        self.inner.counters.accepted.load(Relaxed)
+    }
+
+    /// Resets accepted, rejected, closed, backend error and byte counters.
+    /// Live connections and their own counters are untouched.
+    pub fn reset_stats(&self) {
+        let _ = self.take_bytes();
+        let c = &self.inner.counters;
+        c.accepted.store(0, Relaxed);
+        c.backend_errors.store(0, Relaxed);
+        c.rejected.iter().for_each(|n| n.store(0, Relaxed));
+        c.closed.iter().for_each(|n| n.store(0, Relaxed));
+        lock(&c.rejected_other).clear();
+    }
+
+    /// When the service was created.
+    pub fn boot_at(&self) -> SystemTime {
+        self.inner.boot_at
+    }
+
+    /// How long the service has existed.
+    pub fn uptime(&self) -> Duration {
+        crate::clock::since(now_ms(), self.inner.boot_ms)
+    }
+
+    /// Closes connection `id` ([`CloseCause::Kicked`]): its next poll fails
+    /// with `ConnectionAborted`. Returns whether it was open.
+    pub fn kick(&self, id: u64) -> bool {
+        let table = lock(&self.inner.table);
+        table
+            .conns
+            .get(&id)
+            .is_some_and(|r| r.close(CloseCause::Kicked))
+    }
+
+    /// Closes every open connection from `ip` (IPv4-mapped addresses match
+    /// their IPv4 address). Returns how many it closed.
+    pub fn kick_ip(&self, ip: IpAddr) -> usize {
+        let ip = canonical_ip(ip);
+        let table = lock(&self.inner.table);
+        table
+            .conns
+            .values()
+            .filter(|r| canonical_ip(r.peer().ip()) == ip)
+            .filter(|r| r.close(CloseCause::Kicked))
+            .count()
+    }
+
+    /// Stops the service gracefully: admits nothing more, lets live
+    /// connections go on for up to `wait_timeout`, then closes the rest with
+    /// [`CloseCause::Shutdown`] (their next poll fails with
+    /// `ConnectionAborted`). Idempotent.
+    pub async fn close(&self) -> CloseReport {
+        let inner = &self.inner;
+        inner.state.store(DRAINING, Relaxed);
+        let start = self.connections();
+        let deadline = tokio::time::Instant::now() + inner.config.load().wait_timeout;
+        loop {
+            let released = inner.released.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
+            if self.connections() == 0 {
+                break;
+            }
+            if tokio::time::timeout_at(deadline, released).await.is_err() {
+                break;
+            }
+        }
+        let table = lock(&inner.table);
+        let remaining = table.active;
+        let cut = table
+            .conns
+            .values()
+            .filter(|r| r.close(CloseCause::Shutdown))
+            .count();
+        drop(table);
+        inner.state.store(STOPPED, Relaxed);
+        CloseReport {
+            drained: start.saturating_sub(remaining),
+            cut,
+        }
+    }
+
+    /// Waits until a slot is released (a connection or admission dropped).
+    /// Used for backpressure at `conn_limit`.
+    pub async fn released(&self) {
+        self.inner.released.notified().await;
+    }
+
+    /// Closes what the sweeper would close now. The sweeper task calls this
+    /// every `idle_interval`; call it by hand where no runtime runs one.
+    /// Returns how many connections it closed.
+    pub fn sweep(&self) -> usize {
+        self.inner.sweep()
+    }
+}
+
+impl fmt::Debug for Service {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Service")
+            .field("sid", &self.sid())
+            .field("connections", &self.connections())
+            .finish()
+    }
+}
+
+// === impl ServiceInner ===
+
+impl ServiceInner {
+    pub(crate) fn sid(&self) -> &str {
+        &self.sid
+    }
+
+    pub(crate) fn config(&self) -> arc_swap::Guard<Arc<ServiceConfig>> {
+        self.config.load()
+    }
+
+    pub(crate) fn table(&self) -> MutexGuard<'_, Table> {
+        lock(&self.table)
+    }
+
+    pub(crate) fn boot_ms(&self) -> u64 {
+        self.boot_ms
+    }
+
+    pub(crate) fn is_stopped(&self) -> bool {
+        self.state.load(Relaxed) == STOPPED
+    }
+
+    fn admit(self: &Arc<Self>, peer: SocketAddr) -> Result<(), Rejected> {
+        let refuse = |reason| Err(Rejected::new(reason, peer));
+        if self.state.load(Relaxed) != RUNNING {
+            return refuse(Reason::Stopped);
+        }
+        let ip = canonical_ip(peer.ip());
+        let config = self.config.load();
+        let mut table = lock(&self.table);
+        if config.conn_limit.is_some_and(|l| table.active >= l) {
+            return refuse(Reason::ConnLimit);
+        }
+        let known = table.ips.get(&ip).copied().unwrap_or(0) as usize;
+        if known == 0 && config.ip_limit.is_some_and(|l| table.ips.len() >= l) {
+            return refuse(Reason::IpLimit);
+        }
+        if config.per_ip_limit.is_some_and(|l| known >= l) {
+            return refuse(Reason::PerIpLimit);
+        }
+        table.active += 1;
+        *table.ips.entry(ip).or_insert(0) += 1;
+        drop(table);
+        self.ensure_sweeper();
+        Ok(())
+    }
+
+    /// Creates and lists the record of an admitted connection.
+    pub(crate) fn register(&self, peer: SocketAddr, local: SocketAddr) -> Record {
+        let id = self.next_id.fetch_add(1, Relaxed);
+        let print_bytes = self.config.load().print_bytes;
+        let record = Arc::new(ConnRecord::new(id, peer, local, print_bytes));
+        lock(&self.table).conns.insert(id, record.clone());
+        self.counters.accepted.fetch_add(1, Relaxed);
+        record
+    }
+
+    /// Gives back an admission's slot; with a record, also unlists it and
+    /// folds its bytes and close cause into the totals.
+    pub(crate) fn release(&self, ip: IpAddr, record: Option<&Record>) {
+        let ip = canonical_ip(ip);
+        let mut table = lock(&self.table);
+        if let Some(record) = record {
+            table.conns.remove(&record.id());
+            let c = &self.counters;
+            c.closed_read.fetch_add(record.bytes_read(), Relaxed);
+            c.closed_written.fetch_add(record.bytes_written(), Relaxed);
+            c.last_read.fetch_max(record.last_read_ms(), Relaxed);
+            let cause = record.closed().unwrap_or(if record.errored() {
+                CloseCause::Error
+            } else {
+                CloseCause::Normal
+            });
+            c.closed[cause.slot()].fetch_add(1, Relaxed);
+            #[cfg(feature = "metrics")]
+            crate::metrics::record_duration(self.sid(), record.age());
+        }
+        table.active = table.active.saturating_sub(1);
+        if let Some(n) = table.ips.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                table.ips.remove(&ip);
+            }
+        }
+        drop(table);
+        self.released.notify_waiters();
+    }
+
+    pub(crate) fn bytes(&self, table: &Table) -> (u64, u64) {
+        let c = &self.counters;
+        let (mut read, mut written) = (c.closed_read.load(Relaxed), c.closed_written.load(Relaxed));
+        for r in table.conns.values() {
+            read += r.bytes_read();
+            written += r.bytes_written();
+        }
+        (
+            read.saturating_sub(c.taken_read.load(Relaxed)),
+            written.saturating_sub(c.taken_written.load(Relaxed)),
+        )
+    }
+
+    fn ensure_sweeper(self: &Arc<Self>) {
+        if self.sweeper.load(Relaxed) || self.sweeper.swap(true, Relaxed) {
+            return;
+        }
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => {
+                handle.spawn(super::sweeper::run(Arc::downgrade(self)));
+            }
+            Err(_) => self.sweeper.store(false, Relaxed),
+        }
+    }
+
+    pub(crate) fn sweeper_stopped(&self) {
+        self.sweeper.store(false, Relaxed);
+    }
+}

@@ -1,0 +1,161 @@
+//! Serializable snapshots of services and connections.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering::Relaxed;
+
+use serde::Serialize;
+
+use super::reason::{CloseCause, Reason};
+use super::service::{lock, Service};
+use crate::clock::{now_ms, since, system_secs, unix_secs};
+
+/// A service's figures at one instant, as served by `/stats`.
+///
+/// Every counter is exact: bytes include the live connections' bytes.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct ServiceSnapshot {
+    /// The service's id.
+    pub sid: String,
+    /// When the service was created, in unix seconds.
+    pub boot_at: u64,
+    /// Seconds since the service was created.
+    pub uptime_secs: u64,
+    /// When a client connection last read a byte, in unix seconds; `null` if never.
+    pub access_at: Option<u64>,
+    /// Open connections.
+    pub connections: usize,
+    /// Distinct client IPs with an open connection.
+    pub ip_count: usize,
+    /// Each client IP with its number of open connections, sorted by IP.
+    pub ips: Vec<IpConnections>,
+    /// Bytes read from clients, closed and live connections (minus `take_bytes`).
+    pub bytes_read: u64,
+    /// Bytes written to clients, closed and live connections (minus `take_bytes`).
+    pub bytes_written: u64,
+    /// Connections admitted and monitored.
+    pub accepted: u64,
+    /// Connections refused at accept time, by reason (`blacklisted`,
+    /// `not_allowed`, `conn_limit`, `ip_limit`, `per_ip_limit`, `rate_limit`,
+    /// `stopped`, and any reason a user's layer named).
+    pub rejected: BTreeMap<String, u64>,
+    /// Connections ended, by cause (`normal`, `error`, `idle`,
+    /// `read_timeout`, `write_timeout`, `kicked`, `shutdown`).
+    pub closed: BTreeMap<String, u64>,
+    /// Failed connections to a backend (proxies only).
+    pub backend_errors: u64,
+    /// The open connections, when asked for; absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub conns: Option<Vec<ConnSnapshot>>,
+}
+
+/// One client IP and its open connections.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct IpConnections {
+    /// The client IP (IPv4-mapped IPv6 shown as IPv4).
+    pub ip: IpAddr,
+    /// Its open connections.
+    pub connections: u32,
+}
+
+/// One open connection's figures.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct ConnSnapshot {
+    /// The connection's id within its service.
+    pub id: u64,
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// The local address the client connected to.
+    pub local: SocketAddr,
+    /// Seconds since the connection was accepted.
+    pub age_secs: u64,
+    /// Seconds since it last read or wrote a byte.
+    pub idle_secs: u64,
+    /// Bytes read from the client.
+    pub bytes_read: u64,
+    /// Bytes written to the client.
+    pub bytes_written: u64,
+}
+
+impl Service {
+    /// The service's figures now; with `with_conns`, the list of open
+    /// connections too.
+    ///
+    /// # Examples
+    /// ```
+    /// let service = monconn::Registry::new().service("web");
+    /// let json = serde_json::to_value(service.snapshot(false)).unwrap();
+    /// assert_eq!(json["sid"], "web");
+    /// assert_eq!(json["connections"], 0);
+    /// ```
+    pub fn snapshot(&self, with_conns: bool) -> ServiceSnapshot {
+        let inner = &self.inner;
+        let c = &inner.counters;
+        let now = now_ms();
+        let table = inner.table();
+        let (bytes_read, bytes_written) = inner.bytes(&table);
+        let last_read = table
+            .conns
+            .values()
+            .map(|r| r.last_read_ms())
+            .fold(c.last_read.load(Relaxed), u64::max);
+        let mut ips: Vec<_> = table
+            .ips
+            .iter()
+            .map(|(ip, n)| IpConnections {
+                ip: *ip,
+                connections: *n,
+            })
+            .collect();
+        ips.sort_unstable_by_key(|e| e.ip);
+        let conns = with_conns.then(|| {
+            let mut list: Vec<_> = table
+                .conns
+                .values()
+                .map(|r| ConnSnapshot {
+                    id: r.id(),
+                    peer: r.peer(),
+                    local: r.local(),
+                    age_secs: since(now, r.opened_ms()).as_secs(),
+                    idle_secs: since(now, r.last_active()).as_secs(),
+                    bytes_read: r.bytes_read(),
+                    bytes_written: r.bytes_written(),
+                })
+                .collect();
+            list.sort_unstable_by_key(|c| c.id);
+            list
+        });
+        let connections = table.active;
+        drop(table);
+
+        let mut rejected: BTreeMap<String, u64> = Reason::BUILTIN
+            .iter()
+            .zip(&c.rejected)
+            .map(|(r, n)| (r.as_str().to_owned(), n.load(Relaxed)))
+            .collect();
+        for (name, n) in lock(&c.rejected_other).iter() {
+            *rejected.entry(name.clone()).or_default() += n;
+        }
+        let closed = CloseCause::ALL
+            .iter()
+            .zip(&c.closed)
+            .map(|(cause, n)| (cause.as_str().to_owned(), n.load(Relaxed)))
+            .collect();
+        ServiceSnapshot {
+            sid: inner.sid().to_owned(),
+            boot_at: system_secs(self.boot_at()),
+            uptime_secs: since(now, inner.boot_ms()).as_secs(),
+            access_at: (last_read != 0).then(|| unix_secs(last_read)),
+            connections,
+            ip_count: ips.len(),
+            ips,
+            bytes_read,
+            bytes_written,
+            accepted: c.accepted.load(Relaxed),
+            rejected,
+            closed,
+            backend_errors: c.backend_errors.load(Relaxed),
+            conns,
+        }
+    }
+}
