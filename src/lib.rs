@@ -47,12 +47,14 @@
 
 mod clock;
 pub mod io;
+mod listener;
 #[cfg(feature = "metrics")]
 #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
 pub mod metrics;
 pub mod registry;
 
 pub use io::MonitoredIo;
+pub use listener::Listener;
 pub use registry::{
     Admission, CloseCause, CloseReport, ConnRecord, ConnSnapshot, IpConnections, RateLimit, Reason,
     Registry, RegistrySnapshot, Rejected, Service, ServiceConfig, ServiceSnapshot,
