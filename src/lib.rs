@@ -46,6 +46,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod clock;
+pub mod integrations;
 pub mod io;
 mod listener;
 #[cfg(feature = "metrics")]
@@ -53,6 +54,7 @@ mod listener;
 pub mod metrics;
 pub mod registry;
 
+pub use integrations::ConnInfo;
 pub use io::MonitoredIo;
 pub use listener::Listener;
 pub use registry::{
