@@ -45,9 +45,11 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod accepted;
 mod clock;
 pub mod integrations;
 pub mod io;
+pub mod layers;
 mod listener;
 #[cfg(feature = "metrics")]
 #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
@@ -55,8 +57,9 @@ pub mod metrics;
 pub mod registry;
 
 pub use integrations::ConnInfo;
+pub use accepted::Accepted;
 pub use io::MonitoredIo;
-pub use listener::Listener;
+pub use listener::{DefaultStack, Listener, ListenerBuilder};
 pub use registry::{
     Admission, CloseCause, CloseReport, ConnRecord, ConnSnapshot, IpConnections, RateLimit, Reason,
     Registry, RegistrySnapshot, Rejected, Service, ServiceConfig, ServiceSnapshot,

@@ -1,32 +1,89 @@
-//! `Listener`: a tokio `TcpListener` whose accepted connections are admitted
-//! by their service and come out monitored.
+//! `Listener`: a tokio `TcpListener` whose accepted connections pass through
+//! an accept stack (filters, limits, the user's own layers) and come out
+//! monitored.
+
+mod builder;
+mod state;
+
+pub use builder::ListenerBuilder;
 
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use socket2::{SockRef, TcpKeepalive};
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
+use tokio::sync::Mutex;
+use tower::ServiceBuilder;
 
-use crate::{MonitoredIo, Service};
+use crate::layers::{BoxError, Filter, FilterLayer, Limit, LimitLayer, Pass};
+use crate::{Accepted, MonitoredIo, Service};
+use state::{Ctx, State};
 
-/// Accepts TCP connections for a [`Service`]: each one is admitted (limits),
-/// gets the service's TCP keepalive and `TCP_NODELAY` settings, and comes out
-/// as a [`MonitoredIo`]. A refused connection is closed at once, with nothing
-/// read from it, and counted by reason.
+/// The accept stack of [`Listener::bind`] and [`Listener::from_tcp`]: the
+/// service's filters, then its limits.
+pub type DefaultStack = Filter<Limit<Pass>>;
+
+/// Accepts TCP connections for a [`Service`] and yields them as
+/// [`MonitoredIo`]s.
+///
+/// Every accepted connection gets the service's TCP keepalive (default 30 s)
+/// and `TCP_NODELAY` settings, then passes through the accept stack, a
+/// `tower::Service<Accepted<TcpStream>>`: by default a
+/// [`FilterLayer`] (blacklist, allowlist) and a [`LimitLayer`] (`conn_limit`,
+/// `ip_limit`, `per_ip_limit`, `rate_limit`); see [`Listener::builder`] and
+/// [`Listener::with_stack`] to add layers of your own. A connection the stack
+/// refuses is closed at once, with nothing read from it, counted in the
+/// service by reason ([`Rejected`](crate::Rejected)'s, else `"timeout"` for a
+/// `tower::timeout` error, else `"error"`) and traced at DEBUG with its peer.
+/// Stack futures that take time (a handshake) run concurrently, alongside the
+/// next accepts. After the stack, the connection's
+/// [`Admission`](crate::Admission) is attached (or taken now, if no layer
+/// took one).
+///
+/// With [`pause_at_limit`](crate::ServiceConfig::pause_at_limit), the
+/// listener stops accepting while the service is at `conn_limit` and resumes
+/// when a connection closes; clients wait in the kernel's backlog.
 ///
 /// Accept errors that concern one connection (`ECONNABORTED`, `ECONNRESET`)
-/// are skipped; resource errors (`EMFILE`, `ENFILE`, `ENOBUFS`, `ENOMEM`)
-/// make it sleep a little before trying again, never spin.
-pub struct Listener {
+/// are skipped; resource errors (`EMFILE`, `ENFILE`, `ENOBUFS`, `ENOMEM`) are
+/// counted ([`Listener::accept_errors`]) and make it wait 50 ms before
+/// accepting again, never spin.
+///
+/// Settings are read from the service's config for every connection: limits,
+/// lists and socket options changed at runtime apply to the next one.
+///
+/// # Examples
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> std::io::Result<()> {
+/// use tokio::io::AsyncWriteExt;
+///
+/// let service = monconn::Registry::new().service("hello");
+/// let listener = monconn::Listener::bind("127.0.0.1:0", service.clone()).await?;
+/// let client = tokio::net::TcpStream::connect(listener.local_addr()).await?;
+///
+/// let (mut conn, peer) = listener.accept().await?;
+/// conn.write_all(b"hello\n").await?;
+/// assert_eq!(peer, client.local_addr()?);
+/// assert_eq!(service.snapshot(false).bytes_written, 6);
+/// # Ok(()) }
+/// ```
+pub struct Listener<S = DefaultStack>
+where
+    S: tower::Service<Accepted<TcpStream>>,
+{
     tcp: TcpListener,
     service: Service,
     local: SocketAddr,
+    accept_errors: AtomicU64,
+    /// Locked by one `accept` at a time: the stack and the connections in
+    /// flight in it live here, so a cancelled `accept` loses nothing.
+    state: Mutex<State<S, S::Future>>,
 }
 
 impl Listener {
-    /// Binds `addr` for `service`.
+    /// Binds `addr` for `service`, with the [`DefaultStack`].
     ///
     /// # Errors
     /// The bind error (address in use, say), with the address in its message.
@@ -36,20 +93,58 @@ impl Listener {
     ) -> io::Result<Self> {
         let tcp = TcpListener::bind(&addr)
             .await
-            .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+            .map_err(|e| bind_error(&addr, e))?;
         Self::from_tcp(tcp, service)
     }
 
-    /// Wraps a bound tokio listener.
+    /// Wraps a bound tokio listener, with the [`DefaultStack`].
     ///
     /// # Errors
     /// When the listener's local address cannot be read.
     pub fn from_tcp(tcp: TcpListener, service: Service) -> io::Result<Self> {
+        let stack = ServiceBuilder::new()
+            .layer(FilterLayer::new(&service))
+            .layer(LimitLayer::new(&service))
+            .service(Pass);
+        Listener::with_stack(tcp, service, stack)
+    }
+
+    /// A builder for a listener with the built-in layers and your own.
+    ///
+    /// # Examples
+    /// ```no_run
+    /// # async fn run() -> std::io::Result<()> {
+    /// let service = monconn::Registry::new().service("web");
+    /// let listener = monconn::Listener::builder(service)
+    ///     .bind_retries(3)
+    ///     .bind("127.0.0.1:8080")
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn builder(service: Service) -> ListenerBuilder<tower::layer::util::Identity> {
+        ListenerBuilder::new(service)
+    }
+}
+
+impl<S> Listener<S>
+where
+    S: tower::Service<Accepted<TcpStream>>,
+{
+    /// Wraps a bound tokio listener with `stack` as the accept stack. The
+    /// stack should hold a [`FilterLayer`] and a [`LimitLayer`] for `service`
+    /// (see the [`layers`](crate::layers) module for an example); without a
+    /// `LimitLayer`, each connection is admitted after the stack.
+    ///
+    /// # Errors
+    /// When the listener's local address cannot be read.
+    pub fn with_stack(tcp: TcpListener, service: Service, stack: S) -> io::Result<Self> {
         let local = tcp.local_addr()?;
         Ok(Listener {
             tcp,
             service,
             local,
+            accept_errors: AtomicU64::new(0),
+            state: Mutex::new(State::new(stack)),
         })
     }
 
@@ -63,70 +158,55 @@ impl Listener {
         &self.service
     }
 
+    /// Accept errors for lack of resources (`EMFILE`, `ENFILE`, `ENOBUFS`,
+    /// `ENOMEM`) since the listener was made.
+    pub fn accept_errors(&self) -> u64 {
+        self.accept_errors.load(Relaxed)
+    }
+}
+
+impl<S, IO> Listener<S>
+where
+    S: tower::Service<Accepted<TcpStream>, Response = Accepted<IO>>,
+    S::Error: Into<BoxError>,
+{
     /// The next admitted connection and its peer address.
     ///
+    /// Cancel-safe: connections accepted and in the stack stay in the
+    /// listener for the next call. Concurrent calls take turns.
+    ///
     /// # Errors
-    /// Only errors that are not about one connection or resources, which it
-    /// handles itself (see [`Listener`]).
-    pub async fn accept(&self) -> io::Result<(MonitoredIo<TcpStream>, SocketAddr)> {
-        loop {
-            let (stream, peer) = match self.tcp.accept().await {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    handle_accept_error(e).await?;
-                    continue;
-                }
-            };
-            match self.service.admit(peer) {
-                Ok(admission) => {
-                    configure(&stream, &self.service);
-                    return Ok((admission.attach(stream, self.local), peer));
-                }
-                Err(rejected) => {
-                    tracing::debug!(sid = %self.service.sid(), %peer, reason = %rejected.reason(), "connection refused");
-                    self.service.count_rejected(rejected.reason());
-                }
-            }
-        }
+    /// Accept errors that are neither about one connection nor about
+    /// resources (see [`Listener`]), and a failure of the stack's
+    /// `poll_ready`.
+    pub async fn accept(&self) -> io::Result<(MonitoredIo<IO>, SocketAddr)> {
+        let mut state = self.state.lock().await;
+        let ctx = Ctx {
+            tcp: &self.tcp,
+            service: &self.service,
+            local: self.local,
+            accept_errors: &self.accept_errors,
+        };
+        std::future::poll_fn(|cx| state.poll_accept(cx, &ctx)).await
     }
 }
 
-fn configure(stream: &TcpStream, service: &Service) {
-    let config = service.config();
-    if config.nodelay {
-        let _ = stream.set_nodelay(true);
-    }
-    if let Some(period) = config.keepalive {
-        let ka = TcpKeepalive::new().with_time(period).with_interval(period);
-        let _ = SockRef::from(stream).set_tcp_keepalive(&ka);
-    }
+pub(crate) fn bind_error(addr: &impl fmt::Display, e: io::Error) -> io::Error {
+    io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"))
 }
 
-/// Skips per-connection errors, sleeps on resource errors, returns the rest.
-async fn handle_accept_error(e: io::Error) -> io::Result<()> {
-    match e.kind() {
-        io::ErrorKind::ConnectionAborted
-        | io::ErrorKind::ConnectionReset
-        | io::ErrorKind::Interrupted => Ok(()),
-        _ if is_resource_error(&e) => {
-            tracing::warn!(error = %e, "accept failed for lack of resources; backing off");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            Ok(())
-        }
-        _ => Err(e),
-    }
-}
-
-fn is_resource_error(e: &io::Error) -> bool {
-    // EMFILE 24, ENFILE 23, ENOBUFS 105, ENOMEM 12 on Linux.
-    matches!(e.raw_os_error(), Some(24 | 23 | 105 | 12))
-}
-
-impl fmt::Debug for Listener {
+impl<S> fmt::Debug for Listener<S>
+where
+    S: tower::Service<Accepted<TcpStream>>,
+{
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Listener")
-            .field("local", &self.local)
+        let mut d = f.debug_struct("Listener");
+        d.field("local", &self.local)
             .field("service", &self.service.sid())
-            .finish()
+            .field("accept_errors", &self.accept_errors());
+        if let Ok(state) = self.state.try_lock() {
+            d.field("in_flight", &state.in_flight());
+        }
+        d.finish()
     }
 }

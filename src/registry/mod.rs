@@ -24,6 +24,7 @@ mod admission;
 mod config;
 mod conn;
 mod reason;
+mod rules;
 mod service;
 mod snapshot;
 mod sweeper;

@@ -73,6 +73,8 @@ pub(crate) struct ServiceInner {
     /// Notified whenever a slot is released.
     released: Notify,
     sweeper: AtomicBool,
+    /// The blacklist and allowlist, compiled (see `rules.rs`).
+    pub(crate) rules: super::rules::Rules,
 }
 
 #[derive(Default)]
@@ -107,10 +109,12 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Service {
     pub(crate) fn new(sid: Arc<str>, config: ServiceConfig) -> Self {
+        let config = Arc::new(config);
         Service {
             inner: Arc::new(ServiceInner {
                 sid,
-                config: ArcSwap::from_pointee(config),
+                rules: super::rules::Rules::new(config.clone()),
+                config: ArcSwap::new(config),
                 boot_at: SystemTime::now(),
                 boot_ms: now_ms(),
                 state: AtomicU8::new(RUNNING),
@@ -137,6 +141,7 @@ impl Service {
     /// afterwards; the sweeper uses the new timeouts from its next tick.
     pub fn set_config(&self, config: ServiceConfig) {
         self.inner.config.store(Arc::new(config));
+        self.inner.rules.sync(|| self.inner.config.load_full());
     }
 
     /// Changes the settings with `f`, atomically with respect to other updates.
@@ -146,6 +151,7 @@ impl Service {
             f(&mut new);
             new
         });
+        self.inner.rules.sync(|| self.inner.config.load_full());
     }
 
     /// Reserves a slot for a connection from `peer`, or refuses it.

@@ -1,0 +1,334 @@
+//! `IpSet`: IPv4 and IPv6 addresses and networks, looked up in a time that
+//! does not grow with the set.
+
+use std::fmt;
+use std::net::IpAddr;
+
+use ipnet::{IpNet, Ipv4Net};
+
+use crate::registry::canonical_ip;
+
+/// Sets of at most this many ranges are searched directly; larger ones get a
+/// bucket index first.
+const DIRECT: usize = 64;
+/// Bits of the bucket index: 2^16 buckets.
+const BUCKET_BITS: u32 = 16;
+
+/// An immutable set of IPv4 and IPv6 addresses and networks (CIDRs).
+///
+/// The networks are merged into sorted, disjoint address ranges. A lookup
+/// reads one slot of a 2^16-bucket index over the ranges, then searches the
+/// few ranges of that bucket: its cost depends on how many ranges share a
+/// bucket, not on the size of the set (1,000 or 100,000 entries cost about
+/// the same; see `BENCHMARKS.md`).
+///
+/// IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`) are looked up as their IPv4
+/// address, and networks within `::ffff:0:0/96` are stored as IPv4 networks,
+/// so a client seen on a dual-stack listener cannot slip past a rule.
+///
+/// # Examples
+/// ```
+/// use monconn::layers::IpSet;
+///
+/// let set = IpSet::new(["10.0.0.0/8".parse().unwrap(), "2001:db8::/32".parse().unwrap()]);
+/// assert!(set.contains("10.1.2.3".parse().unwrap()));
+/// assert!(set.contains("::ffff:10.1.2.3".parse().unwrap()));
+/// assert!(set.contains("2001:db8::1".parse().unwrap()));
+/// assert!(!set.contains("192.168.0.1".parse().unwrap()));
+/// ```
+#[derive(Clone, Default)]
+pub struct IpSet {
+    v4: Ranges<u32>,
+    v6: Ranges<u128>,
+}
+
+impl IpSet {
+    /// A set of `nets` (single addresses are `/32` or `/128` networks).
+    pub fn new(nets: impl IntoIterator<Item = IpNet>) -> Self {
+        let (mut v4, mut v6) = (Vec::new(), Vec::new());
+        for net in nets.into_iter().map(canonical_net) {
+            match net {
+                IpNet::V4(n) => v4.push((u32::from(n.network()), u32::from(n.broadcast()))),
+                IpNet::V6(n) => {
+                    // A v6 network that covers the whole IPv4-mapped range
+                    // (`::/0`, say) covers every IPv4 client as well.
+                    if n.prefix_len() <= 96 && n.contains(&MAPPED) {
+                        v4.push((0, u32::MAX));
+                    }
+                    v6.push((u128::from(n.network()), u128::from(n.broadcast())));
+                }
+            }
+        }
+        IpSet {
+            v4: Ranges::new(v4),
+            v6: Ranges::new(v6),
+        }
+    }
+
+    /// Whether `ip` is in the set.
+    #[inline]
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match canonical_ip(ip) {
+            IpAddr::V4(ip) => self.v4.contains(u32::from(ip)),
+            IpAddr::V6(ip) => self.v6.contains(u128::from(ip)),
+        }
+    }
+
+    /// Whether the set is empty.
+    pub fn is_empty(&self) -> bool {
+        self.v4.ranges.is_empty() && self.v6.ranges.is_empty()
+    }
+
+    /// How many disjoint address ranges the networks merged into.
+    pub fn ranges(&self) -> usize {
+        self.v4.ranges.len() + self.v6.ranges.len()
+    }
+}
+
+impl fmt::Debug for IpSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IpSet")
+            .field("v4_ranges", &self.v4.ranges.len())
+            .field("v6_ranges", &self.v6.ranges.len())
+            .finish()
+    }
+}
+
+const MAPPED: std::net::Ipv6Addr = std::net::Ipv6Addr::new(0, 0, 0, 0, 0, 0xffff, 0, 0);
+
+/// `net` with its host bits cleared, and as an IPv4 network when it lies
+/// within `::ffff:0:0/96`.
+pub(crate) fn canonical_net(net: IpNet) -> IpNet {
+    match net.trunc() {
+        IpNet::V6(n) if n.prefix_len() >= 96 => match n.network().to_ipv4_mapped() {
+            Some(v4) => IpNet::V4(Ipv4Net::new(v4, n.prefix_len() - 96).expect("prefix <= 32")),
+            None => IpNet::V6(n),
+        },
+        other => other,
+    }
+}
+
+// === impl Ranges ===
+
+/// An address as an unsigned integer.
+trait Key: Copy + Ord {
+    const ZERO: Self;
+    /// Leading bits `a` and `b` share.
+    fn common(a: Self, b: Self) -> u32;
+    /// The `BUCKET_BITS` bits after the first `shift` bits.
+    fn bucket(self, shift: u32) -> usize;
+}
+
+impl Key for u32 {
+    const ZERO: Self = 0;
+    fn common(a: Self, b: Self) -> u32 {
+        (a ^ b).leading_zeros()
+    }
+    #[inline]
+    fn bucket(self, shift: u32) -> usize {
+        (self.checked_shl(shift).unwrap_or(0) >> (Self::BITS - BUCKET_BITS)) as usize
+    }
+}
+
+impl Key for u128 {
+    const ZERO: Self = 0;
+    fn common(a: Self, b: Self) -> u32 {
+        (a ^ b).leading_zeros()
+    }
+    #[inline]
+    fn bucket(self, shift: u32) -> usize {
+        (self.checked_shl(shift).unwrap_or(0) >> (Self::BITS - BUCKET_BITS)) as usize
+    }
+}
+
+/// Sorted, disjoint, inclusive ranges, with a bucket index when there are
+/// more than `DIRECT` of them.
+#[derive(Clone)]
+struct Ranges<K> {
+    ranges: Box<[(K, K)]>,
+    /// The first and last address covered.
+    min: K,
+    max: K,
+    /// Leading bits shared by every covered address; buckets use the next ones.
+    shift: u32,
+    /// `index[b]`: the first range whose end falls in bucket `b` or later.
+    index: Box<[u32]>,
+}
+
+impl<K: Key> Default for Ranges<K> {
+    fn default() -> Self {
+        Ranges::new(Vec::new())
+    }
+}
+
+impl<K: Key> Ranges<K> {
+    fn new(mut list: Vec<(K, K)>) -> Self {
+        list.sort_unstable();
+        let mut merged: Vec<(K, K)> = Vec::with_capacity(list.len());
+        for (start, end) in list {
+            match merged.last_mut() {
+                // Overlapping or nested: extend. (Adjacent ranges stay apart;
+                // that costs nothing in a lookup.)
+                Some(last) if start <= last.1 => last.1 = last.1.max(end),
+                _ => merged.push((start, end)),
+            }
+        }
+        let (min, max) = match (merged.first(), merged.last()) {
+            (Some(first), Some(last)) => (first.0, last.1),
+            _ => (K::ZERO, K::ZERO),
+        };
+        let shift = K::common(min, max);
+        let mut index = Vec::new();
+        if merged.len() > DIRECT {
+            let buckets = 1usize << BUCKET_BITS;
+            index.reserve(buckets + 1);
+            for (i, &(_, end)) in merged.iter().enumerate() {
+                let b = end.bucket(shift);
+                while index.len() <= b {
+                    index.push(i as u32);
+                }
+            }
+            index.resize(buckets + 1, merged.len() as u32);
+        }
+        Ranges {
+            ranges: merged.into_boxed_slice(),
+            min,
+            max,
+            shift,
+            index: index.into_boxed_slice(),
+        }
+    }
+
+    #[inline]
+    fn contains(&self, ip: K) -> bool {
+        if self.ranges.is_empty() || ip < self.min || ip > self.max {
+            return false;
+        }
+        let candidates = if self.index.is_empty() {
+            &self.ranges[..]
+        } else {
+            let b = ip.bucket(self.shift);
+            let lo = self.index[b] as usize;
+            let hi = (self.index[b + 1] as usize + 1).min(self.ranges.len());
+            &self.ranges[lo..hi]
+        };
+        let after = candidates.partition_point(|r| r.0 <= ip);
+        after > 0 && candidates[after - 1].1 >= ip
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ipnet::Ipv6Net;
+
+    fn set(nets: &[&str]) -> IpSet {
+        IpSet::new(nets.iter().map(|n| n.parse().unwrap()))
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn matches_networks_and_addresses() {
+        let s = set(&["10.0.0.0/8", "192.168.1.7/32", "2001:db8::/32", "::1/128"]);
+        for yes in [
+            "10.0.0.0",
+            "10.255.255.255",
+            "192.168.1.7",
+            "2001:db8:ffff::1",
+            "::1",
+        ] {
+            assert!(s.contains(ip(yes)), "{yes}");
+        }
+        for no in [
+            "9.255.255.255",
+            "11.0.0.0",
+            "192.168.1.6",
+            "192.168.1.8",
+            "2001:db9::",
+            "::2",
+        ] {
+            assert!(!s.contains(ip(no)), "{no}");
+        }
+    }
+
+    #[test]
+    fn mapped_addresses_and_rules_are_ipv4() {
+        let s = set(&["::ffff:127.0.0.0/104"]);
+        assert!(s.contains(ip("127.0.0.1")));
+        assert!(s.contains(ip("::ffff:127.9.9.9")));
+        let s = set(&["127.0.0.0/8"]);
+        assert!(s.contains(ip("::ffff:127.0.0.1")));
+        assert!(!s.contains(ip("::1")));
+        let all6 = set(&["::/0"]);
+        assert!(all6.contains(ip("1.2.3.4")));
+    }
+
+    #[test]
+    fn host_bits_are_ignored() {
+        assert!(set(&["10.1.2.3/8"]).contains(ip("10.200.0.1")));
+    }
+
+    #[test]
+    fn indexed_lookup_agrees_with_a_scan() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(7);
+        let nets: Vec<IpNet> = (0..5000)
+            .map(|_| {
+                let len = rng.random_range(8..=32);
+                IpNet::V4(
+                    Ipv4Net::new(rng.random::<u32>().into(), len)
+                        .unwrap()
+                        .trunc(),
+                )
+            })
+            .collect();
+        let s = IpSet::new(nets.clone());
+        assert!(!s.v4.index.is_empty());
+        for _ in 0..20_000 {
+            let probe = IpAddr::V4(rng.random::<u32>().into());
+            let want = nets.iter().any(|n| n.contains(&probe));
+            assert_eq!(s.contains(probe), want, "{probe}");
+        }
+        for n in &nets {
+            assert!(s.contains(n.network()) && s.contains(n.broadcast()), "{n}");
+        }
+    }
+
+    #[test]
+    fn indexed_v6_lookup_agrees_with_a_scan() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(9);
+        let base = u128::from(ip_v6("2001:db8::"));
+        let nets: Vec<IpNet> = (0..2000)
+            .map(|_| {
+                let addr = base | (rng.random::<u128>() >> 32);
+                let len = rng.random_range(40..=128);
+                IpNet::V6(Ipv6Net::new(addr.into(), len).unwrap().trunc())
+            })
+            .collect();
+        let s = IpSet::new(nets.clone());
+        for n in &nets {
+            assert!(s.contains(n.network()) && s.contains(n.broadcast()), "{n}");
+        }
+        for _ in 0..20_000 {
+            let probe = IpAddr::V6((base | (rng.random::<u128>() >> 32)).into());
+            let want = nets.iter().any(|n| n.contains(&probe));
+            assert_eq!(s.contains(probe), want, "{probe}");
+        }
+    }
+
+    fn ip_v6(s: &str) -> std::net::Ipv6Addr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn empty_set() {
+        let s = IpSet::default();
+        assert!(s.is_empty());
+        assert!(!s.contains(ip("0.0.0.0")));
+        assert!(!s.contains(ip("::")));
+    }
+}

@@ -1,0 +1,47 @@
+use std::task::{Context, Poll};
+
+use crate::layers::future::ResponseFuture;
+use crate::layers::BoxError;
+use crate::{Accepted, Rejected, Service};
+
+/// The service built by [`FilterLayer`](super::FilterLayer): refuses
+/// connections whose client address the service's lists refuse, passes the
+/// rest to `S`.
+#[derive(Clone, Debug)]
+pub struct Filter<S> {
+    inner: S,
+    service: Service,
+}
+
+impl<S> Filter<S> {
+    /// Filters connections for `service` in front of `inner`.
+    pub fn new(inner: S, service: Service) -> Self {
+        Filter { inner, service }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+}
+
+impl<S, IO> tower::Service<Accepted<IO>> for Filter<S>
+where
+    S: tower::Service<Accepted<IO>>,
+    S::Error: Into<BoxError>,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, conn: Accepted<IO>) -> Self::Future {
+        match self.service.ip_verdict(conn.peer.ip()) {
+            Some(reason) => ResponseFuture::refused(Rejected::new(reason, conn.peer)),
+            None => ResponseFuture::inner(self.inner.call(conn)),
+        }
+    }
+}

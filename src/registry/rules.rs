@@ -1,0 +1,200 @@
+//! A service's blacklist and allowlist, compiled for lookups on the accept
+//! path and changed at runtime through the service's config.
+
+use std::cell::Cell;
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use ipnet::IpNet;
+
+use super::service::lock;
+use super::{CloseCause, Reason, Service, ServiceConfig};
+use crate::layers::filter::canonical_net;
+use crate::layers::IpSet;
+
+/// The compiled lists, with the config they were compiled from.
+pub(crate) struct Compiled {
+    from: Arc<ServiceConfig>,
+    blacklist: IpSet,
+    allowlist: IpSet,
+}
+
+/// Read lock-free on the accept path (an `arc-swap` snapshot); rebuilt under
+/// a mutex when the config's lists change.
+pub(crate) struct Rules {
+    current: ArcSwap<Compiled>,
+    rebuild: Mutex<()>,
+}
+
+impl Compiled {
+    fn new(from: Arc<ServiceConfig>) -> Self {
+        Compiled {
+            blacklist: IpSet::new(from.blacklist.iter().copied()),
+            allowlist: IpSet::new(from.allowlist.iter().copied()),
+            from,
+        }
+    }
+
+    #[inline]
+    pub(crate) fn verdict(&self, ip: IpAddr) -> Option<Reason> {
+        if !self.blacklist.is_empty() && self.blacklist.contains(ip) {
+            Some(Reason::Blacklisted)
+        } else if !self.allowlist.is_empty() && !self.allowlist.contains(ip) {
+            Some(Reason::NotAllowed)
+        } else {
+            None
+        }
+    }
+}
+
+impl Rules {
+    pub(crate) fn new(config: Arc<ServiceConfig>) -> Self {
+        Rules {
+            current: ArcSwap::from_pointee(Compiled::new(config)),
+            rebuild: Mutex::new(()),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn verdict(&self, ip: IpAddr) -> Option<Reason> {
+        self.current.load().verdict(ip)
+    }
+
+    /// Recompiles the lists if `config` (the service's current config,
+    /// loaded under the rebuild lock) changed them.
+    pub(crate) fn sync(&self, load: impl Fn() -> Arc<ServiceConfig>) {
+        let _rebuild = lock(&self.rebuild);
+        let config = load();
+        let current = self.current.load();
+        if Arc::ptr_eq(&current.from, &config) {
+            return;
+        }
+        let compiled = if current.from.blacklist == config.blacklist
+            && current.from.allowlist == config.allowlist
+        {
+            Compiled {
+                from: config,
+                blacklist: current.blacklist.clone(),
+                allowlist: current.allowlist.clone(),
+            }
+        } else {
+            Compiled::new(config)
+        };
+        self.current.store(Arc::new(compiled));
+    }
+}
+
+impl fmt::Debug for Rules {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let current = self.current.load();
+        f.debug_struct("Rules")
+            .field("blacklist", &current.blacklist)
+            .field("allowlist", &current.allowlist)
+            .finish()
+    }
+}
+
+// === impl Service ===
+
+/// Blacklist and allowlist at runtime. These change the service's config
+/// ([`ServiceConfig::blacklist`], [`ServiceConfig::allowlist`]), so the config,
+/// snapshots of it and the [`FilterLayer`](crate::layers::FilterLayer) all see
+/// one set; [`Service::set_config`] replaces the lists as a whole.
+impl Service {
+    /// Whether the filter refuses `ip`, and why: [`Reason::Blacklisted`] when
+    /// it is on the blacklist, [`Reason::NotAllowed`] when an allowlist is set
+    /// and it is not on it. IPv4-mapped IPv6 addresses are looked up as their
+    /// IPv4 address. Lock-free, and about as fast for 100,000 rules as for 10.
+    ///
+    /// # Examples
+    /// ```
+    /// use monconn::{Reason, Registry};
+    ///
+    /// let service = Registry::new().service("web");
+    /// service.reject_ip("10.0.0.0/8".parse::<ipnet::IpNet>().unwrap());
+    /// assert_eq!(service.ip_verdict("10.1.2.3".parse().unwrap()), Some(Reason::Blacklisted));
+    /// assert_eq!(service.ip_verdict("::ffff:10.1.2.3".parse().unwrap()), Some(Reason::Blacklisted));
+    /// assert_eq!(service.ip_verdict("192.168.0.1".parse().unwrap()), None);
+    /// ```
+    pub fn ip_verdict(&self, ip: IpAddr) -> Option<Reason> {
+        self.inner.rules.verdict(ip)
+    }
+
+    /// Adds an address or network to the blacklist: new connections from it
+    /// are refused. Live connections stay; see [`Service::reject_and_kick`].
+    /// Returns whether it was not there yet.
+    pub fn reject_ip(&self, net: impl Into<IpNet>) -> bool {
+        let net = canonical_net(net.into());
+        self.edit_list(|c| &mut c.blacklist, |list| add(list, net))
+    }
+
+    /// Adds an address or network to the blacklist and closes the live
+    /// connections from it ([`CloseCause::Kicked`]). Returns how many it closed.
+    pub fn reject_and_kick(&self, net: impl Into<IpNet>) -> usize {
+        let net = net.into();
+        self.reject_ip(net);
+        self.kick_net(net)
+    }
+
+    /// Removes an address or network from the blacklist (the entry itself:
+    /// releasing one address of a blacklisted network does not punch a hole
+    /// in it). Returns whether it was there.
+    pub fn release_ip(&self, net: impl Into<IpNet>) -> bool {
+        let net = canonical_net(net.into());
+        self.edit_list(|c| &mut c.blacklist, |list| remove(list, net))
+    }
+
+    /// Adds an address or network to the allowlist. Once the allowlist is not
+    /// empty, only its addresses are admitted. Returns whether it was new.
+    pub fn allow_ip(&self, net: impl Into<IpNet>) -> bool {
+        let net = canonical_net(net.into());
+        self.edit_list(|c| &mut c.allowlist, |list| add(list, net))
+    }
+
+    /// Removes an address or network from the allowlist. Returns whether it
+    /// was there.
+    pub fn disallow_ip(&self, net: impl Into<IpNet>) -> bool {
+        let net = canonical_net(net.into());
+        self.edit_list(|c| &mut c.allowlist, |list| remove(list, net))
+    }
+
+    /// Closes every live connection whose client address is in `net`
+    /// ([`CloseCause::Kicked`]); IPv4-mapped addresses match IPv4 networks.
+    /// Returns how many it closed.
+    pub fn kick_net(&self, net: impl Into<IpNet>) -> usize {
+        let net = canonical_net(net.into());
+        let table = self.inner.table();
+        table
+            .conns
+            .values()
+            .filter(|r| net.contains(&crate::registry::canonical_ip(r.peer().ip())))
+            .filter(|r| r.close(CloseCause::Kicked))
+            .count()
+    }
+
+    fn edit_list(
+        &self,
+        list: impl Fn(&mut ServiceConfig) -> &mut Vec<IpNet>,
+        edit: impl Fn(&mut Vec<IpNet>) -> bool,
+    ) -> bool {
+        let changed = Cell::new(false);
+        self.update_config(|c| changed.set(edit(list(c))));
+        changed.get()
+    }
+}
+
+fn add(list: &mut Vec<IpNet>, net: IpNet) -> bool {
+    if list.iter().any(|n| canonical_net(*n) == net) {
+        return false;
+    }
+    list.push(net);
+    true
+}
+
+fn remove(list: &mut Vec<IpNet>, net: IpNet) -> bool {
+    let before = list.len();
+    list.retain(|n| canonical_net(*n) != net);
+    list.len() != before
+}
