@@ -56,8 +56,8 @@ mod listener;
 pub mod metrics;
 pub mod registry;
 
-pub use integrations::ConnInfo;
 pub use accepted::Accepted;
+pub use integrations::ConnInfo;
 pub use io::MonitoredIo;
 pub use listener::{DefaultStack, Listener, ListenerBuilder};
 pub use registry::{
