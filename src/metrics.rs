@@ -17,6 +17,32 @@
 //! | `monconn_bytes_written_total` | counter (bytes) | `service` |
 //! | `monconn_backend_errors_total` | counter | `service` |
 //! | `monconn_connection_duration_seconds` | histogram (seconds) | `service` |
+//!
+//! Counters carry units `count` or `bytes`, gauges `count`, the histogram
+//! `seconds`; every metric has a description ([`describe`]). Every rejection
+//! reason and close cause is published, zeros included, so that rates can be
+//! computed from the first scrape. Counters are published as absolute values
+//! of the service's own totals: after [`Service::reset_stats`] or
+//! [`Service::take_bytes`] an exporter keeps the higher value it already saw
+//! (Prometheus counters never go down) until the totals pass it again.
+//!
+//! # Examples
+//! Publishing at scrape time with metrics-exporter-prometheus:
+//! ```
+//! let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+//! let handle = recorder.handle();
+//! let registry = monconn::Registry::new();
+//! let service = registry.service("web");
+//! metrics::with_local_recorder(&recorder, || {
+//!     monconn::metrics::describe();
+//!     for service in registry.list() {
+//!         service.publish_metrics();
+//!     }
+//! });
+//! let text = handle.render();
+//! assert!(text.contains("monconn_connections_accepted_total{service=\"web\"} 0"));
+//! # drop(service);
+//! ```
 
 use std::sync::Once;
 use std::time::Duration;
