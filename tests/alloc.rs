@@ -1,0 +1,250 @@
+//! Allocations of monitoring, counted by a global allocator: none per read or
+//! write (asserted), and the bytes one monitored connection costs (printed;
+//! recorded in BENCHMARKS.md).
+//!
+//! Counting is per thread, so tests running in parallel do not see each
+//! other's allocations; every test runs a current-thread runtime (or none).
+//!
+//! `cargo test --all-features --test alloc -- --nocapture` prints the figures.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use monconn::{ConnRecord, Registry, ServiceConfig};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+// === a counting allocator ===
+
+struct Counting;
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Counts {
+    /// Allocations (a `realloc` counts as one).
+    allocs: u64,
+    /// Deallocations.
+    frees: u64,
+    /// Bytes allocated minus bytes freed.
+    net_bytes: i64,
+}
+
+thread_local! {
+    static ON: Cell<bool> = const { Cell::new(false) };
+    static COUNTS: Cell<Counts> = const { Cell::new(Counts { allocs: 0, frees: 0, net_bytes: 0 }) };
+}
+
+fn note(allocs: u64, frees: u64, bytes: i64) {
+    let _ = ON.try_with(|on| {
+        if on.get() {
+            COUNTS.with(|c| {
+                let mut n = c.get();
+                n.allocs += allocs;
+                n.frees += frees;
+                n.net_bytes += bytes;
+                c.set(n);
+            });
+        }
+    });
+}
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        note(1, 0, layout.size() as i64);
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        note(1, 0, layout.size() as i64);
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        note(0, 1, -(layout.size() as i64));
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        note(1, 0, new_size as i64 - layout.size() as i64);
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+/// Counts this thread's allocations while `f` runs (synchronously or as the
+/// body of a future polled on this thread).
+fn start() {
+    COUNTS.with(|c| c.set(Counts::default()));
+    ON.with(|on| on.set(true));
+}
+
+fn stop() -> Counts {
+    ON.with(|on| on.set(false));
+    COUNTS.with(|c| c.get())
+}
+
+fn quiet() -> ServiceConfig {
+    ServiceConfig::default()
+        .with_read_timeout(None)
+        .with_write_timeout(None)
+        .with_max_idle(None)
+}
+
+const WARMUP: usize = 1_000;
+const ROUNDS: usize = 10_000;
+const MSG: usize = 64;
+
+/// `rounds` ping-pongs of `MSG` bytes: `a` writes, `b` reads, `b` writes, `a` reads.
+async fn ping_pong<A, B>(a: &mut A, b: &mut B, rounds: usize)
+where
+    A: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    let msg = [7u8; MSG];
+    let mut buf = [0u8; MSG];
+    for _ in 0..rounds {
+        a.write_all(&msg).await.unwrap();
+        b.read_exact(&mut buf).await.unwrap();
+        b.write_all(&msg).await.unwrap();
+        a.read_exact(&mut buf).await.unwrap();
+    }
+}
+
+/// Allocations of `ROUNDS` ping-pongs after a warm-up.
+async fn counted_ping_pong<A, B>(a: &mut A, b: &mut B) -> Counts
+where
+    A: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    ping_pong(a, b, WARMUP).await;
+    start();
+    ping_pong(a, b, ROUNDS).await;
+    stop()
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn addr(ip: IpAddr, port: u16) -> SocketAddr {
+    SocketAddr::new(ip, port)
+}
+
+#[test]
+fn no_allocation_per_read_or_write_over_duplex() {
+    runtime().block_on(async {
+        let service = Registry::new().create("alloc-duplex", quiet());
+        let (mut raw, mut peer) = tokio::io::duplex(64 * 1024);
+        let raw_counts = counted_ping_pong(&mut raw, &mut peer).await;
+
+        let (io, mut peer) = tokio::io::duplex(64 * 1024);
+        let a = addr(Ipv4Addr::LOCALHOST.into(), 1);
+        let mut monitored = service.wrap(io, a, a).unwrap();
+        let monitored_counts = counted_ping_pong(&mut monitored, &mut peer).await;
+
+        println!("duplex, {ROUNDS} x (write {MSG} B + read {MSG} B): raw {raw_counts:?}, monitored {monitored_counts:?}");
+        assert_eq!(monitored_counts, raw_counts);
+        assert_eq!(monitored_counts.allocs, 0);
+        let bytes = ((WARMUP + ROUNDS) * MSG) as u64;
+        assert_eq!(service.bytes(), (bytes, bytes));
+    });
+}
+
+#[test]
+fn no_allocation_per_read_or_write_over_tcp() {
+    runtime().block_on(async {
+        let service = Registry::new().create("alloc-tcp", quiet());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let local = listener.local_addr().unwrap();
+        let pair = || async {
+            let client = tokio::net::TcpStream::connect(local).await.unwrap();
+            let (server, peer) = listener.accept().await.unwrap();
+            client.set_nodelay(true).unwrap();
+            server.set_nodelay(true).unwrap();
+            (server, peer, client)
+        };
+        let (mut raw, _, mut client) = pair().await;
+        let raw_counts = counted_ping_pong(&mut raw, &mut client).await;
+
+        let (server, peer, mut client) = pair().await;
+        let mut monitored = service.wrap(server, peer, local).unwrap();
+        let monitored_counts = counted_ping_pong(&mut monitored, &mut client).await;
+
+        println!("tcp, {ROUNDS} x (write {MSG} B + read {MSG} B): raw {raw_counts:?}, monitored {monitored_counts:?}");
+        assert_eq!(monitored_counts.allocs, raw_counts.allocs);
+        assert_eq!(monitored_counts.allocs, 0);
+        let bytes = ((WARMUP + ROUNDS) * MSG) as u64;
+        assert_eq!(service.bytes(), (bytes, bytes));
+    });
+}
+
+/// Admits and attaches `n` connections (no runtime, so no sweeper task),
+/// then drops them. Returns the counts of the admissions and of the drops.
+fn admit_many(n: usize, distinct_ips: bool) -> (Counts, Counts) {
+    let service = Registry::new().create("mem", quiet());
+    let local = addr(Ipv4Addr::LOCALHOST.into(), 80);
+    let peer = |i: usize| {
+        let ip = if distinct_ips {
+            Ipv4Addr::from(0x0a00_0000 + i as u32)
+        } else {
+            Ipv4Addr::new(10, 0, 0, 1)
+        };
+        addr(ip.into(), 1024 + (i % 60_000) as u16)
+    };
+    let mut conns = Vec::with_capacity(n);
+    start();
+    for i in 0..n {
+        conns.push(service.admit(peer(i)).unwrap().attach((), local));
+    }
+    let admitted = stop();
+    assert_eq!(service.connections(), n);
+    start();
+    conns.clear();
+    let dropped = stop();
+    assert_eq!(service.connections(), 0);
+    (admitted, dropped)
+}
+
+/// Allocations made and not freed over both phases.
+fn live(a: Counts, b: Counts) -> i64 {
+    (a.allocs + b.allocs) as i64 - (a.frees + b.frees) as i64
+}
+
+#[test]
+fn memory_per_connection() {
+    const N: usize = 10_000;
+    let record = std::mem::size_of::<ConnRecord>() + 16; // the Arc's allocation
+    println!(
+        "size_of: ConnRecord {} B (Arc allocation {record} B), MonitoredIo<()> {} B (held by the connection's owner)",
+        std::mem::size_of::<ConnRecord>(),
+        std::mem::size_of::<monconn::MonitoredIo<()>>(),
+    );
+    let mut per_conn = [0; 2];
+    for distinct_ips in [false, true] {
+        let (admitted, dropped) = admit_many(N, distinct_ips);
+        let bytes = admitted.net_bytes / N as i64;
+        per_conn[usize::from(distinct_ips)] = bytes;
+        println!(
+            "{N} connections from {}: {bytes} B per connection ({record} B record + {} B table entries), \
+             {:.2} allocations per admission, {:.2} per close; after all closed: {} allocations, {} B kept (table capacity)",
+            if distinct_ips { "distinct IPs" } else { "one IP" },
+            bytes - record as i64,
+            admitted.allocs as f64 / N as f64,
+            dropped.allocs as f64 / N as f64,
+            live(admitted, dropped),
+            admitted.net_bytes + dropped.net_bytes,
+        );
+        // Closing the connections frees every record: what stays is the
+        // tables' capacity, a handful of allocations, not one per connection.
+        let live = live(admitted, dropped);
+        assert!(
+            (0..10).contains(&live),
+            "{live} allocations outlive {N} connections"
+        );
+    }
+    println!(
+        "per distinct client IP: {} B more (its per-IP count entry)",
+        per_conn[1] - per_conn[0]
+    );
+}
