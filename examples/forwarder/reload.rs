@@ -1,0 +1,205 @@
+//! The set of running services: start, reload (SIGHUP), shut down.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::path::PathBuf;
+use std::task::{Context, Waker};
+
+use monconn::{CloseReport, Registry};
+use tokio::net::TcpListener;
+
+use crate::config::{self, ServiceSpec};
+use crate::service::{bind, Running};
+
+/// The running services, by sid.
+#[derive(Debug)]
+pub(crate) struct Forwarder {
+    registry: Registry,
+    running: BTreeMap<String, Running>,
+    /// The `-p` services: kept as they are across reloads.
+    flags: Vec<ServiceSpec>,
+    config_path: Option<PathBuf>,
+}
+
+/// Every service to run: the file's and the `-p` ones, checked for conflicts.
+pub(crate) fn load_specs(
+    config_path: Option<&std::path::Path>,
+    flags: &[ServiceSpec],
+) -> Result<Vec<ServiceSpec>, String> {
+    let mut specs = match config_path {
+        Some(path) => config::load(path)?,
+        None => Vec::new(),
+    };
+    specs.extend(flags.iter().cloned());
+    config::check_conflicts(&specs)?;
+    Ok(specs)
+}
+
+impl Forwarder {
+    /// Binds every service's address, then starts them all.
+    ///
+    /// # Errors
+    /// The first address that cannot be bound; nothing is started then.
+    pub(crate) fn start(
+        registry: Registry,
+        specs: Vec<ServiceSpec>,
+        flags: Vec<ServiceSpec>,
+        config_path: Option<PathBuf>,
+    ) -> Result<Self, String> {
+        let mut bound = Vec::with_capacity(specs.len());
+        for spec in specs {
+            let tcp = bind(&spec.listen).map_err(|e| format!("service `{}`: {e}", spec.sid))?;
+            bound.push((spec, tcp));
+        }
+        let mut forwarder = Forwarder {
+            registry,
+            running: BTreeMap::new(),
+            flags,
+            config_path,
+        };
+        for (spec, tcp) in bound {
+            forwarder.launch(spec, tcp)?;
+        }
+        Ok(forwarder)
+    }
+
+    fn launch(&mut self, spec: ServiceSpec, tcp: TcpListener) -> Result<(), String> {
+        let service = self.registry.create(&spec.sid, spec.config.clone());
+        let sid = spec.sid.clone();
+        let running =
+            Running::start(spec, service, tcp).map_err(|e| format!("service `{sid}`: {e}"))?;
+        self.running.insert(sid, running);
+        Ok(())
+    }
+
+    /// How many services are running.
+    pub(crate) fn len(&self) -> usize {
+        self.running.len()
+    }
+
+    /// Reloads the config file: starts new services, drains and stops
+    /// removed ones, moves services whose address changed, applies new
+    /// settings and backends to the others. Untouched services and all live
+    /// connections go on.
+    ///
+    /// # Errors
+    /// A config that does not load or an address that cannot be bound:
+    /// nothing changed then.
+    pub(crate) async fn reload(&mut self) -> Result<(), String> {
+        let Some(path) = self.config_path.clone() else {
+            return Err("no config file to reload (start with -c FILE)".into());
+        };
+        let specs = load_specs(Some(&path), &self.flags)?;
+        let mut new: BTreeMap<String, ServiceSpec> =
+            specs.into_iter().map(|s| (s.sid.clone(), s)).collect();
+
+        // Bind the addresses none of our listeners holds first, so that a
+        // failure leaves everything as it was.
+        let moves = |sid: &str, spec: &ServiceSpec| {
+            self.running
+                .get(sid)
+                .is_none_or(|r| r.spec.listen != spec.listen)
+        };
+        let mut bound: HashMap<String, TcpListener> = HashMap::new();
+        for (sid, spec) in &new {
+            let ours = self
+                .running
+                .values()
+                .any(|r| r.spec.listen.overlaps(&spec.listen));
+            if moves(sid, spec) && !ours {
+                let tcp = bind(&spec.listen).map_err(|e| format!("service `{sid}`: {e}"))?;
+                bound.insert(sid.clone(), tcp);
+            }
+        }
+
+        // Stop accepting on the listeners of removed and moved services.
+        let leaving: Vec<String> = self
+            .running
+            .iter()
+            .filter(|(sid, r)| {
+                new.get(*sid)
+                    .is_none_or(|spec| spec.listen != r.spec.listen)
+            })
+            .map(|(sid, _)| sid.clone())
+            .collect();
+        let mut moved = HashMap::new();
+        for sid in leaving {
+            let running = self.running.remove(&sid).expect("listed above");
+            let (_, service) = running.stop_accepting().await;
+            if new.contains_key(&sid) {
+                moved.insert(sid, service);
+            } else {
+                tracing::info!(%sid, "service removed from the config; draining");
+                self.remove_now(sid);
+            }
+        }
+
+        // Update the services that stay where they are.
+        for (sid, running) in &mut self.running {
+            let spec = new.remove(sid).expect("the others left above");
+            if spec != running.spec {
+                tracing::info!(%sid, "service settings changed");
+                running.update(spec);
+            }
+        }
+
+        // Start the new and moved ones.
+        let mut errors = Vec::new();
+        for (sid, spec) in new {
+            let tcp = match bound.remove(&sid) {
+                Some(tcp) => tcp,
+                None => match bind(&spec.listen) {
+                    Ok(tcp) => tcp,
+                    Err(e) => {
+                        errors.push(format!("service `{sid}`: {e}"));
+                        continue;
+                    }
+                },
+            };
+            let service = match moved.remove(&sid) {
+                Some(service) => {
+                    service.set_config(spec.config.clone());
+                    service
+                }
+                None => self.registry.create(&sid, spec.config.clone()),
+            };
+            match Running::start(spec, service, tcp) {
+                Ok(running) => {
+                    self.running.insert(sid, running);
+                }
+                Err(e) => errors.push(format!("service `{sid}`: {e}")),
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors.join("; "))
+        }
+    }
+
+    /// Takes `sid` out of the registry now and drains it in the background,
+    /// so that the sid is free at once and its connections may finish.
+    fn remove_now(&self, sid: String) {
+        let registry = self.registry.clone();
+        let mut drain = Box::pin(async move {
+            if let Some(report) = registry.remove(&sid).await {
+                tracing::info!(%sid, drained = report.drained, cut = report.cut, "service stopped");
+            }
+        });
+        // The first poll removes the entry; the task does the waiting.
+        let mut cx = Context::from_waker(Waker::noop());
+        if drain.as_mut().poll(&mut cx).is_pending() {
+            tokio::spawn(drain);
+        }
+    }
+
+    /// Stops every listener, then drains every service for up to its
+    /// `wait_timeout`. Returns each sid with what the drain did.
+    pub(crate) async fn shutdown(mut self) -> Vec<(String, CloseReport)> {
+        for (_, running) in std::mem::take(&mut self.running) {
+            running.stop_accepting().await;
+        }
+        tracing::info!("listeners closed; draining live connections");
+        self.registry.shutdown().await
+    }
+}

@@ -1,0 +1,407 @@
+//! Runs the real `forwarder` example as a child process, for end-to-end tests.
+//!
+//! The binary is built once per test binary (`cargo build --example forwarder
+//! --all-features`, the features `cargo test --all-features` already built
+//! the library with), next to the test binary in the same target directory
+//! and profile. Each [`Forwarder`] owns a temporary directory (config file,
+//! stdout, stderr) and its child, killed and removed on drop.
+#![allow(dead_code)] // each test file uses part of it
+
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+
+/// Generous: the machine is small and shared.
+pub const WAIT: Duration = Duration::from_secs(30);
+
+/// The forwarder binary, built on first use.
+pub fn binary() -> &'static Path {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(|| {
+        // target/<profile>/deps/<test binary>
+        let exe = std::env::current_exe().expect("the test binary's path");
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target/<profile>");
+        let profile = profile_dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("debug");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.current_dir(env!("CARGO_MANIFEST_DIR")).args([
+            "build",
+            "--quiet",
+            "--example",
+            "forwarder",
+            "--all-features",
+        ]);
+        match profile {
+            "debug" => {}
+            "release" => {
+                cmd.arg("--release");
+            }
+            other => {
+                cmd.args(["--profile", other]);
+            }
+        }
+        if let Some(target_dir) = profile_dir.parent() {
+            cmd.env("CARGO_TARGET_DIR", target_dir);
+        }
+        let status = cmd.status().expect("run cargo build");
+        assert!(status.success(), "cargo build --example forwarder failed");
+        let bin = profile_dir.join("examples").join("forwarder");
+        assert!(bin.exists(), "no forwarder at {}", bin.display());
+        bin
+    })
+}
+
+/// A port that was free a moment ago (bound and released).
+pub fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind a free port")
+        .port()
+}
+
+/// What to start: the config file's text (if any) and the arguments.
+/// `--admin` is added by [`Forwarder::start`].
+#[derive(Clone, Debug, Default)]
+pub struct Setup {
+    pub config: Option<String>,
+    pub args: Vec<String>,
+}
+
+/// A running forwarder process.
+#[derive(Debug)]
+pub struct Forwarder {
+    child: Child,
+    dir: PathBuf,
+    pub admin: SocketAddr,
+}
+
+fn temp_dir() -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "monconn-forwarder-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).expect("create a temp dir");
+    dir
+}
+
+/// Runs the forwarder to its end (for start errors, `--check-config`,
+/// `--help`): exit status, stdout, stderr.
+pub fn run_to_end(config: Option<&str>, args: &[&str]) -> (ExitStatus, String, String) {
+    let dir = temp_dir();
+    let mut cmd = Command::new(binary());
+    if let Some(text) = config {
+        let path = dir.join("config.yaml");
+        std::fs::write(&path, text).expect("write config");
+        cmd.arg("-c").arg(path);
+    }
+    let mut child = cmd
+        .args(args)
+        .env_remove("MONCONN_ADMIN_TOKEN")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn forwarder");
+    let deadline = Instant::now() + WAIT;
+    while child.try_wait().expect("try_wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("forwarder {args:?} did not exit");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().expect("output");
+    let _ = std::fs::remove_dir_all(&dir);
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+impl Forwarder {
+    /// Starts the forwarder from `make()` (called again, for new ports, if
+    /// a port turned out to be taken) and waits until its admin API, bound
+    /// after every service, accepts connections.
+    pub fn start(make: impl Fn() -> Setup) -> Forwarder {
+        let mut last = String::new();
+        for _ in 0..3 {
+            let setup = make();
+            let admin: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+            let dir = temp_dir();
+            let mut cmd = Command::new(binary());
+            if let Some(text) = &setup.config {
+                std::fs::write(dir.join("config.yaml"), text).expect("write config");
+                cmd.arg("-c").arg(dir.join("config.yaml"));
+            }
+            let stdout = std::fs::File::create(dir.join("stdout")).expect("stdout file");
+            let stderr = std::fs::File::create(dir.join("stderr")).expect("stderr file");
+            let child = cmd
+                .args(&setup.args)
+                .arg("--admin")
+                .arg(admin.to_string())
+                .env_remove("MONCONN_ADMIN_TOKEN")
+                .env("RUST_LOG", "info,monconn=debug,forwarder=debug")
+                .stdin(Stdio::null())
+                .stdout(stdout)
+                .stderr(stderr)
+                .spawn()
+                .expect("spawn forwarder");
+            let mut fwd = Forwarder { child, dir, admin };
+            match fwd.wait_ready() {
+                Ok(()) => return fwd,
+                Err(e) => last = e,
+            }
+            if !last.contains("in use") {
+                break;
+            }
+        }
+        panic!("forwarder did not start: {last}");
+    }
+
+    fn wait_ready(&mut self) -> Result<(), String> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Err(format!("exited with {status}: {}", self.stderr()));
+            }
+            if std::net::TcpStream::connect(self.admin).is_ok() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(format!("not ready in {WAIT:?}: {}", self.stderr()));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Sends `sig` (libc::SIGHUP, say) to the child.
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child's pid; no memory involved.
+        let rc = unsafe { libc::kill(self.pid(), sig) };
+        assert_eq!(rc, 0, "kill({}, {sig})", self.pid());
+    }
+
+    /// The config file path (to rewrite it before a SIGHUP).
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.join("config.yaml")
+    }
+
+    /// Replaces the config file at once (write, then rename).
+    pub fn write_config(&self, text: &str) {
+        let tmp = self.dir.join("config.yaml.new");
+        std::fs::write(&tmp, text).expect("write config");
+        std::fs::rename(&tmp, self.config_path()).expect("rename config");
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.join("stderr")).unwrap_or_default()
+    }
+
+    pub fn stdout(&self) -> String {
+        std::fs::read_to_string(self.dir.join("stdout")).unwrap_or_default()
+    }
+
+    /// Waits until stderr contains `needle`; panics with the log otherwise.
+    pub async fn wait_stderr(&self, needle: &str) {
+        let deadline = Instant::now() + WAIT;
+        while !self.stderr().contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "no `{needle}` in stderr:\n{}",
+                self.stderr()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits for the child to exit, up to `limit`.
+    pub async fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "forwarder still running:\n{}",
+                self.stderr()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// An admin request: status and body.
+    pub async fn http(&self, method: &str, path: &str) -> (u16, String) {
+        http(self.admin, method, path, &[]).await
+    }
+
+    /// `GET /stats/{sid}` as JSON.
+    pub async fn stats(&self, sid: &str) -> serde_json::Value {
+        let path = format!("/stats/{}", encode(sid));
+        let (status, body) = self.http("GET", &path).await;
+        assert_eq!(status, 200, "{path}: {body}");
+        serde_json::from_str(&body).expect("stats JSON")
+    }
+
+    /// Polls `GET /stats/{sid}` until `check` holds; returns that snapshot.
+    pub async fn wait_stats(
+        &self,
+        sid: &str,
+        what: &str,
+        check: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let stats = self.stats(sid).await;
+            if check(&stats) {
+                return stats;
+            }
+            assert!(Instant::now() < deadline, "never {what}: {stats}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Forwarder {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("forwarder stderr:\n{}", self.stderr());
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Percent-encodes a path segment (a sid such as `127.0.0.1:80`, a CIDR).
+pub fn encode(segment: &str) -> String {
+    percent_encoding::utf8_percent_encode(segment, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+/// A minimal HTTP/1.1 client: one request, `Connection: close`.
+pub async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, String) {
+    let exchange = async {
+        let mut stream = TcpStream::connect(addr).await?;
+        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: 0\r\n");
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        req.push_str("\r\n");
+        stream.write_all(req.as_bytes()).await?;
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).await?;
+        Ok::<_, std::io::Error>(String::from_utf8_lossy(&raw).into_owned())
+    };
+    let raw = tokio::time::timeout(WAIT, exchange)
+        .await
+        .expect("admin request timed out")
+        .expect("admin request");
+    let status = raw
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("bad response: {raw}"));
+    let body = raw
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// Connects to `to` from the source address `from` (127.0.0.x).
+pub async fn connect_from(from: [u8; 4], to: SocketAddr) -> TcpStream {
+    let socket = TcpSocket::new_v4().expect("socket");
+    socket.bind((from, 0).into()).expect("bind source address");
+    tokio::time::timeout(WAIT, socket.connect(to))
+        .await
+        .expect("connect timed out")
+        .expect("connect")
+}
+
+/// Reads until EOF or an error, up to [`WAIT`]: what a client of a refused
+/// or closed connection sees. Returns the bytes read before the end.
+pub async fn read_until_closed(stream: &mut TcpStream) -> Vec<u8> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Err(_) => panic!("connection still open after {WAIT:?}"),
+            Ok(Ok(0)) | Ok(Err(_)) => return got,
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+// === backends ===
+
+/// A backend that greets every connection with `hello\n`, then echoes.
+pub async fn banner_backend() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind backend");
+    let addr = listener.local_addr().expect("backend addr");
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                stream.write_all(b"hello\n").await?;
+                let (mut r, mut w) = stream.split();
+                tokio::io::copy(&mut r, &mut w).await?;
+                w.shutdown().await
+            });
+        }
+    });
+    addr
+}
+
+/// Opens a connection from `from` through the forwarder at `to` to a
+/// [`banner_backend`]: `Some` once the greeting came through, `None` when the
+/// forwarder closed it without a byte (refused).
+pub async fn open(from: [u8; 4], to: SocketAddr) -> Option<TcpStream> {
+    let mut stream = connect_from(from, to).await;
+    let mut hello = [0u8; 6];
+    match tokio::time::timeout(WAIT, stream.read_exact(&mut hello)).await {
+        Err(_) => panic!("neither greeted nor closed after {WAIT:?}"),
+        Ok(Ok(_)) => {
+            assert_eq!(&hello, b"hello\n");
+            Some(stream)
+        }
+        Ok(Err(_)) => None,
+    }
+}
+
+/// Writes `msg` and reads the echo back.
+pub async fn echo(stream: &mut TcpStream, msg: &[u8]) {
+    stream.write_all(msg).await.expect("write");
+    let mut back = vec![0u8; msg.len()];
+    tokio::time::timeout(WAIT, stream.read_exact(&mut back))
+        .await
+        .expect("echo timed out")
+        .expect("echo");
+    assert_eq!(back, msg);
+}
