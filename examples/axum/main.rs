@@ -10,8 +10,9 @@
 //! Ctrl-C (or SIGTERM) stops accepting, lets requests finish for up to
 //! `--wait-timeout` seconds, then cuts the rest and exits.
 //!
-//! `--plain` serves the same app from a plain tokio `TcpListener` (no
-//! monitoring), for the benchmark in `bench/axum.sh`.
+//! `--plain` serves `/` and `/hello` from a plain tokio `TcpListener` (no
+//! monitoring), for the benchmark in `bench/axum.sh`, which compares
+//! `/hello` (a static "Hello, World!") in both modes.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -57,6 +58,9 @@ struct Args {
     /// Serve from a plain tokio TcpListener, without monitoring (for benchmarks).
     #[arg(long)]
     plain: bool,
+    /// Do not install the Prometheus recorder (`/metrics` is then empty).
+    #[arg(long)]
+    no_metrics: bool,
 }
 
 fn parse_net(s: &str) -> Result<IpNet, String> {
@@ -85,7 +89,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
         tracing::info!(addr = %args.listen, "serving (plain TcpListener)");
-        let app = Router::new().route("/", get(hello_plain));
+        let app = Router::new()
+            .route("/", get(hello_plain))
+            .route("/hello", get(hello_world));
         axum::serve(
             listener,
             app.into_make_service_with_connect_info::<SocketAddr>(),
@@ -97,8 +103,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let recorder = PrometheusBuilder::new().build_recorder();
     let prometheus = recorder.handle();
-    metrics::set_global_recorder(recorder).map_err(|e| format!("metrics recorder: {e}"))?;
-    monconn::metrics::describe();
+    if !args.no_metrics {
+        metrics::set_global_recorder(recorder).map_err(|e| format!("metrics recorder: {e}"))?;
+        monconn::metrics::describe();
+    }
     let upkeep = prometheus.clone();
     tokio::spawn(async move {
         loop {
@@ -122,6 +130,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let app = Router::new()
         .route("/", get(hello))
+        .route("/hello", get(hello_world))
         .route("/stats", get(stats))
         .route("/metrics", get(prometheus_text))
         .with_state(AppState {
@@ -150,6 +159,11 @@ async fn hello(ConnectInfo(conn): ConnectInfo<ConnInfo>) -> String {
         conn.bytes_read(),
         conn.bytes_written()
     )
+}
+
+/// The benchmark's route, the same in both modes.
+async fn hello_world() -> &'static str {
+    "Hello, World!\n"
 }
 
 async fn hello_plain(ConnectInfo(peer): ConnectInfo<SocketAddr>) -> String {
