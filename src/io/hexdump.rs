@@ -58,7 +58,7 @@ pub(crate) fn trace(
     offset: u64,
     bytes: &[u8],
 ) {
-    if bytes.is_empty() || !tracing::enabled!(tracing::Level::TRACE) {
+    if bytes.is_empty() || !tracing::enabled!(target: "monconn::hexdump", tracing::Level::TRACE) {
         return;
     }
     tracing::trace!(
