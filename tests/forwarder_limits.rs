@@ -167,3 +167,34 @@ async fn admin_kick_closes_one_connection() {
         .await;
     assert_eq!(status, 404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_interface_service_matches_ipv4_rules_for_mapped_peers() {
+    // `:PORT` listens dual-stack where it can: IPv4 clients arrive as
+    // ::ffff:a.b.c.d and must still match IPv4 rules and show as IPv4.
+    let backend = banner_backend().await;
+    let port = std::cell::Cell::new(0);
+    let fwd = Forwarder::start(|| {
+        port.set(free_port());
+        Setup {
+            config: None,
+            args: vec!["-p".into(), format!(":{}={backend}", port.get())],
+        }
+    });
+    let sid = format!(":{}", port.get());
+    let addr = ([127, 0, 0, 1], port.get()).into();
+    let path = format!(
+        "/services/{}/blacklist/{}",
+        encode(&sid),
+        encode("127.0.0.2/31")
+    );
+    let (status, body) = fwd.http("POST", &path).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(open([127, 0, 0, 3], addr).await.is_none());
+    let _ok = open([127, 0, 0, 4], addr)
+        .await
+        .expect("outside the network");
+    let stats = fwd.stats(&sid).await;
+    assert_eq!(stats["rejected"]["blacklisted"], 1);
+    assert_eq!(stats["ips"][0]["ip"], "127.0.0.4");
+}

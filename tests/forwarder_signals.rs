@@ -202,3 +202,50 @@ async fn sigint_cuts_what_outlives_wait_timeout_and_prints_final_stats() {
     assert_eq!(a["bytes_written"], 6);
     assert_eq!(a["closed"]["shutdown"], 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_moves_a_service_and_repoints_its_backend_keeping_live_connections() {
+    let old_backend = named_backend("127.0.0.1:0", "old").await.port();
+    let new_backend = named_backend("127.0.0.1:0", "new").await.port();
+    let port = std::cell::Cell::new(0);
+    let fwd = Forwarder::start(|| {
+        port.set(free_port());
+        Setup {
+            config: Some(service("a", port.get(), old_backend, "")),
+            args: vec![],
+        }
+    });
+    let mut live = connect_from([127, 0, 0, 1], ([127, 0, 0, 1], port.get()).into()).await;
+    assert_eq!(greeting(&mut live).await, "old");
+
+    // Same address, new backend: new connections go to the new backend.
+    fwd.write_config(&service("a", port.get(), new_backend, ""));
+    fwd.signal(libc::SIGHUP);
+    fwd.wait_stderr("config reloaded").await;
+    let mut second = connect_from([127, 0, 0, 1], ([127, 0, 0, 1], port.get()).into()).await;
+    assert_eq!(greeting(&mut second).await, "new");
+
+    // New address: the old one stops listening, the service and its
+    // connections go on.
+    let moved = free_port();
+    fwd.write_config(&service("a", moved, new_backend, ""));
+    fwd.signal(libc::SIGHUP);
+    let deadline = std::time::Instant::now() + WAIT;
+    while tokio::net::TcpStream::connect(("127.0.0.1", port.get()))
+        .await
+        .is_ok()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "old address still listening"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut third = connect_from([127, 0, 0, 1], ([127, 0, 0, 1], moved).into()).await;
+    assert_eq!(greeting(&mut third).await, "new");
+    echo(&mut live, b"old pair").await;
+    echo(&mut second, b"second pair").await;
+    let stats = fwd.stats("a").await;
+    assert_eq!(stats["connections"], 3);
+    assert_eq!(stats["accepted"], 3);
+}

@@ -17,7 +17,7 @@ mod reload;
 mod service;
 mod stats;
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,10 +50,13 @@ fn fail(message: String) -> ExitCode {
 
 fn init_logging(args: &Args) {
     let level = if args.debug { "debug" } else { &args.log_level };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    // Hex dumps are logged at TRACE, and only for services with print_bytes.
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(format!("{level},monconn::hexdump=trace")));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
 }
 
@@ -73,19 +76,19 @@ async fn run(args: Args) -> ExitCode {
     if specs.is_empty() {
         return fail("nothing to forward: give -p LISTEN=BACKEND or -c FILE (see --help)".into());
     }
-    let mut admin_listener = None;
     if let Some(addr) = args.admin {
         if let Err(e) = admin::check_bind(addr, args.admin_token.as_deref()) {
             return fail(e);
         }
     }
     // Signals first, so that a signal sent right after start is not lost.
-    let (mut hup, mut int, mut term) = match (
+    let (mut hup, mut int, mut term, mut quit) = match (
         signal(SignalKind::hangup()),
         signal(SignalKind::interrupt()),
         signal(SignalKind::terminate()),
+        signal(SignalKind::quit()),
     ) {
-        (Ok(h), Ok(i), Ok(t)) => (h, i, t),
+        (Ok(h), Ok(i), Ok(t), Ok(q)) => (h, i, t, q),
         _ => return fail("cannot install signal handlers".into()),
     };
     let metrics = match metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder() {
@@ -100,13 +103,11 @@ async fn run(args: Args) -> ExitCode {
     };
     // The admin API binds last: once it answers, every service listens.
     if let Some(addr) = args.admin {
-        match admin::bind(addr).await {
-            Ok(listener) => admin_listener = Some(listener),
+        let listener = match admin::bind(addr).await {
+            Ok(listener) => listener,
             Err(e) => return fail(e.to_string()),
-        }
-    }
-    if let Some(listener) = admin_listener {
-        tracing::info!(addr = %args.admin.expect("set"), "admin API listening");
+        };
+        tracing::info!(%addr, "admin API listening");
         let admin = admin::Admin {
             registry: registry.clone(),
             metrics,
@@ -130,6 +131,7 @@ async fn run(args: Args) -> ExitCode {
             },
             _ = int.recv() => break,
             _ = term.recv() => break,
+            _ = quit.recv() => break,
         }
     }
 
@@ -139,6 +141,7 @@ async fn run(args: Args) -> ExitCode {
         reports = shutdown => reports,
         _ = int.recv() => return cut_short(),
         _ = term.recv() => return cut_short(),
+        _ = quit.recv() => return cut_short(),
     };
     stats::wait_closed(&registry, Duration::from_secs(2)).await;
     stats::print_final(&registry, &reports);

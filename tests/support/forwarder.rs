@@ -156,7 +156,10 @@ impl Forwarder {
                 .arg("--admin")
                 .arg(admin.to_string())
                 .env_remove("MONCONN_ADMIN_TOKEN")
-                .env("RUST_LOG", "info,monconn=debug,forwarder=debug")
+                .env(
+                    "RUST_LOG",
+                    "info,monconn=debug,monconn::hexdump=trace,forwarder=debug",
+                )
                 .stdin(Stdio::null())
                 .stdout(stdout)
                 .stderr(stderr)
@@ -362,14 +365,20 @@ pub async fn read_until_closed(stream: &mut TcpStream) -> Vec<u8> {
 
 /// A backend that greets every connection with `hello\n`, then echoes.
 pub async fn banner_backend() -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+    named_backend("127.0.0.1:0", "hello").await
+}
+
+/// A backend on `bind` that greets every connection with `name` and a
+/// newline, then echoes.
+pub async fn named_backend(bind: &str, name: &'static str) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind(bind)
         .await
         .expect("bind backend");
     let addr = listener.local_addr().expect("backend addr");
     tokio::spawn(async move {
         while let Ok((mut stream, _)) = listener.accept().await {
             tokio::spawn(async move {
-                stream.write_all(b"hello\n").await?;
+                stream.write_all(format!("{name}\n").as_bytes()).await?;
                 let (mut r, mut w) = stream.split();
                 tokio::io::copy(&mut r, &mut w).await?;
                 w.shutdown().await
@@ -393,6 +402,20 @@ pub async fn open(from: [u8; 4], to: SocketAddr) -> Option<TcpStream> {
         }
         Ok(Err(_)) => None,
     }
+}
+
+/// Reads a [`named_backend`]'s greeting line.
+pub async fn greeting(stream: &mut TcpStream) -> String {
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while line.last() != Some(&b'\n') {
+        match tokio::time::timeout(WAIT, stream.read(&mut byte)).await {
+            Ok(Ok(1)) => line.push(byte[0]),
+            other => panic!("no greeting: {other:?} after {line:?}"),
+        }
+    }
+    line.pop();
+    String::from_utf8(line).expect("utf-8 greeting")
 }
 
 /// Writes `msg` and reads the echo back.
