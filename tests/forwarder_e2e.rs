@@ -328,10 +328,11 @@ async fn idle_connection_is_closed_and_counted() {
             args: vec![],
         }
     });
+    // Taken before the connection exists, so the idle time is at least this.
+    let started = std::time::Instant::now();
     let mut client = open([127, 0, 0, 1], listen_addr(port.get()))
         .await
         .expect("admitted");
-    let started = std::time::Instant::now();
     let rest = read_until_closed(&mut client).await;
     assert!(rest.is_empty());
     assert!(started.elapsed() >= std::time::Duration::from_millis(900));
@@ -425,4 +426,39 @@ async fn stats_lines_and_hex_dumps_are_logged() {
     fwd.wait_stderr("00000000: 4d4f 4e43 4f4e 4e").await;
     fwd.wait_stderr("bytes_read=7").await;
     assert!(fwd.stderr().contains("sid=dump"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_connect_timeout_closes_the_client_and_is_counted() {
+    // A backend that never accepts, with its accept queue full: connecting
+    // to it hangs (the SYNs are dropped) until the connect timeout.
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket
+        .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap();
+    socket.listen(0).unwrap();
+    let stuck = socket.local_addr().unwrap().as_socket().unwrap();
+    let _filler = std::net::TcpStream::connect(stuck).unwrap();
+
+    let port = std::cell::Cell::new(0);
+    let fwd = Forwarder::start(|| {
+        port.set(free_port());
+        Setup {
+            config: Some(format!(
+                "stuck:\n  listen_ip: 127.0.0.1\n  listen_port: {}\n  backend_port: {}\n  connect_timeout: 0.3\n",
+                port.get(),
+                stuck.port()
+            )),
+            args: vec![],
+        }
+    });
+    let started = std::time::Instant::now();
+    let mut client = TcpStream::connect(listen_addr(port.get())).await.unwrap();
+    assert!(read_until_closed(&mut client).await.is_empty());
+    assert!(started.elapsed() >= std::time::Duration::from_millis(300));
+    let stats = fwd
+        .wait_stats("stuck", "the timeout counted", |s| s["backend_errors"] == 1)
+        .await;
+    assert_eq!(stats["connections"], 0);
+    fwd.wait_stderr("connect timed out after 300ms").await;
 }
