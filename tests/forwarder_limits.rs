@@ -198,3 +198,42 @@ async fn every_interface_service_matches_ipv4_rules_for_mapped_peers() {
     assert_eq!(stats["rejected"]["blacklisted"], 1);
     assert_eq!(stats["ips"][0]["ip"], "127.0.0.4");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limit_refuses_a_burst_past_its_size() {
+    // 0.001 new connections a second: no token comes back during the test.
+    let (fwd, addr) = start("  rate_limit: 0.001\n  rate_burst: 2\n").await;
+    let _a = open([127, 0, 0, 1], addr)
+        .await
+        .expect("first of the burst");
+    let _b = open([127, 0, 0, 1], addr)
+        .await
+        .expect("second of the burst");
+    assert!(open([127, 0, 0, 1], addr).await.is_none());
+    let _c = open([127, 0, 0, 2], addr)
+        .await
+        .expect("another IP has its own bucket");
+    assert_eq!(fwd.stats("svc").await["rejected"]["rate_limit"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_at_limit_makes_the_next_client_wait_for_a_slot() {
+    let (fwd, addr) = start("  conn_limit: 1\n  pause_at_limit: true\n").await;
+    let first = open([127, 0, 0, 1], addr).await.expect("first");
+    let mut waiting = connect_from([127, 0, 0, 2], addr).await;
+    let mut byte = [0u8; 1];
+    let early = tokio::time::timeout(
+        std::time::Duration::from_millis(300),
+        tokio::io::AsyncReadExt::read(&mut waiting, &mut byte),
+    )
+    .await;
+    assert!(
+        early.is_err(),
+        "served while the service was full: {early:?}"
+    );
+    drop(first);
+    assert_eq!(greeting(&mut waiting).await, "hello");
+    let stats = fwd.stats("svc").await;
+    assert_eq!(stats["rejected"]["conn_limit"], 0);
+    assert_eq!(stats["accepted"], 2);
+}
