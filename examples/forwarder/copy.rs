@@ -1,19 +1,334 @@
 //! Copying bytes between a client and its backend.
+//!
+//! One future drives both directions of a pair (no task per direction), and
+//! holds, while idle, only the two sockets and a few words of state:
+//!
+//! - it waits for a side to be readable with no buffer, then borrows one
+//!   from the thread's [`pool`](self::pool) (or, on Linux, for a service
+//!   without `print_bytes` and once a transfer is bulky, a pipe for
+//!   [`splice`](self::splice)), moves the burst, and gives it back;
+//! - one side's EOF becomes a write shutdown of the other, and the other
+//!   direction goes on until it ends too;
+//! - an error in either direction, or a close of the client from outside
+//!   (idle, timeouts, kick, shutdown), ends the pair: both sockets close;
+//! - the client side is counted (and hex-dumped) by its [`MonitoredIo`],
+//!   including what `splice` moves.
 
+use std::future::poll_fn;
 use std::io;
+use std::net::Shutdown;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
 
 use monconn::MonitoredIo;
+use socket2::SockRef;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+
+#[path = "pool.rs"]
+mod pool;
+#[cfg(target_os = "linux")]
+#[path = "splice.rs"]
+mod splice;
+
+use pool::{Buf, BUF_SIZE};
 
 /// Copies both directions between `client` and `backend` until both have
 /// ended, passing each side's EOF on as a write shutdown of the other.
 /// Returns the bytes copied client -> backend and backend -> client.
 ///
-/// This first version uses `tokio::io::copy_bidirectional` (two 8 KiB
-/// buffers per pair); the readiness-based pooled copy replaces it.
+/// # Errors
+/// The first error of either direction, including the client's being closed
+/// from outside; both sockets are closed then.
 pub(crate) async fn pipe(
-    mut client: MonitoredIo<TcpStream>,
-    mut backend: TcpStream,
+    client: MonitoredIo<TcpStream>,
+    backend: TcpStream,
 ) -> io::Result<(u64, u64)> {
-    tokio::io::copy_bidirectional(&mut client, &mut backend).await
+    let _ = backend.set_nodelay(true);
+    let splice = cfg!(target_os = "linux") && !client.record().print_bytes() && splice_mode() > 0;
+    let mut pair = Pair {
+        client,
+        backend,
+        up: Half::new(splice),
+        down: Half::new(splice),
+    };
+    if splice_mode() == 2 {
+        #[cfg(target_os = "linux")]
+        {
+            pair.up.state = State::Splice(None);
+            pair.down.state = State::Splice(None);
+        }
+    }
+    poll_fn(|cx| pair.poll(cx)).await
+}
+
+fn splice_mode() -> u8 {
+    static MODE: std::sync::OnceLock<u8> = std::sync::OnceLock::new();
+    *MODE.get_or_init(|| match std::env::var("FWD_SPLICE").as_deref() {
+        Ok("0") => 0,
+        Ok("always") => 2,
+        _ => 1,
+    })
+}
+
+/// Buffers and pipes lent right now to transfers in flight, over all pairs.
+#[allow(dead_code)] // read by tests and by whoever wants pool stats
+pub(crate) fn lent() -> (usize, usize) {
+    #[cfg(target_os = "linux")]
+    let pipes = splice::in_use();
+    #[cfg(not(target_os = "linux"))]
+    let pipes = 0;
+    (pool::in_use(), pipes)
+}
+
+/// Bytes moved by `splice(2)` so far, over all pairs (0 off Linux).
+#[allow(dead_code)] // read by tests and by whoever wants pool stats
+pub(crate) fn spliced() -> u64 {
+    #[cfg(target_os = "linux")]
+    return splice::moved();
+    #[cfg(not(target_os = "linux"))]
+    0
+}
+
+struct Pair {
+    client: MonitoredIo<TcpStream>,
+    backend: TcpStream,
+    /// Client -> backend.
+    up: Half,
+    /// Backend -> client.
+    down: Half,
+}
+
+impl Pair {
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<(u64, u64)>> {
+        // Parks the waker on the client's record, so that a close from
+        // outside ends the pair even while it waits on the backend alone.
+        if let Poll::Ready(cause) = self.client.record().poll_closed(cx) {
+            return Poll::Ready(Err(io::Error::new(
+                cause.error_kind(),
+                format!("connection closed by monconn: {cause}"),
+            )));
+        }
+        let up = self.up.poll(cx, &mut self.client, &mut self.backend)?;
+        let down = self.down.poll(cx, &mut self.backend, &mut self.client)?;
+        match (up, down) {
+            (Poll::Ready(()), Poll::Ready(())) => Poll::Ready(Ok((self.up.bytes, self.down.bytes))),
+            _ => Poll::Pending,
+        }
+    }
+}
+
+/// One direction of a pair.
+struct Half {
+    state: State,
+    /// Bytes moved so far.
+    bytes: u64,
+    /// Whether this direction may use `splice(2)`.
+    splice: bool,
+}
+
+enum State {
+    /// Waiting for the source to be readable; holds nothing.
+    Idle,
+    /// Writing `buf[pos..end]` to the destination.
+    Write { buf: Buf, pos: usize, end: usize },
+    /// Bulk transfer: moving bytes through a pipe, `None` while it waits.
+    #[cfg(target_os = "linux")]
+    Splice(Option<splice::Pipe>),
+    /// The source ended and the destination's write side is shut down.
+    Done,
+}
+
+impl Half {
+    fn new(splice: bool) -> Half {
+        Half {
+            state: State::Idle,
+            bytes: 0,
+            splice,
+        }
+    }
+
+    /// Moves bytes from `src` to `dst` until one of them would block
+    /// (`Pending`) or `src` ended (`Ready(Ok)`).
+    fn poll<S: End, D: End>(
+        &mut self,
+        cx: &mut Context<'_>,
+        src: &mut S,
+        dst: &mut D,
+    ) -> Poll<io::Result<()>> {
+        loop {
+            match &mut self.state {
+                State::Done => return Poll::Ready(Ok(())),
+                State::Idle => {
+                    ready!(src.poll_read_ready(cx))?;
+                    let mut buf = Buf::lend();
+                    let n = ready!(src.poll_read(cx, &mut buf))?;
+                    if n == 0 {
+                        self.finish(dst)?;
+                        continue;
+                    }
+                    self.bytes += n as u64;
+                    self.state = State::Write {
+                        buf,
+                        pos: 0,
+                        end: n,
+                    };
+                }
+                State::Write { buf, pos, end } => {
+                    while *pos < *end {
+                        let n = ready!(dst.poll_write(cx, &buf[*pos..*end]))?;
+                        if n == 0 {
+                            return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                        }
+                        *pos += n;
+                    }
+                    // A full buffer is a bulk transfer: go on without copies.
+                    let bulk = *end == BUF_SIZE;
+                    self.state = State::Idle;
+                    #[cfg(target_os = "linux")]
+                    if bulk && self.splice {
+                        self.state = State::Splice(None);
+                    }
+                    let _ = bulk;
+                }
+                #[cfg(target_os = "linux")]
+                State::Splice(slot) => {
+                    if slot.is_none() {
+                        ready!(src.poll_read_ready(cx))?;
+                        let mut pipe = splice::Pipe::lend()?;
+                        match src.fill(&mut pipe) {
+                            Ok(0) => {
+                                drop(pipe);
+                                self.finish(dst)?;
+                                continue;
+                            }
+                            Ok(n) => self.bytes += n as u64,
+                            // Drained: back to small copies until the next bulk.
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                                self.state = State::Idle;
+                                continue;
+                            }
+                            Err(e) => return Poll::Ready(Err(e)),
+                        }
+                        *slot = Some(pipe);
+                    }
+                    let pipe = slot.as_mut().expect("pipe lent above");
+                    while pipe.len > 0 {
+                        ready!(dst.poll_write_ready(cx))?;
+                        match dst.drain(pipe) {
+                            Ok(_) => {}
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                            Err(e) => return Poll::Ready(Err(e)),
+                        }
+                    }
+                    *slot = None; // the empty pipe goes back to the pool
+                }
+            }
+        }
+    }
+
+    /// The source ended: shut down the destination's write side.
+    fn finish<D: End>(&mut self, dst: &mut D) -> io::Result<()> {
+        self.state = State::Done;
+        dst.shutdown_write()
+    }
+}
+
+/// A side of a pair: the monitored client or the plain backend.
+trait End {
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+    fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+    fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>>;
+    fn poll_write(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>>;
+    fn tcp(&self) -> &TcpStream;
+    /// Splices from this side into `pipe`, counting what it moves.
+    #[cfg(target_os = "linux")]
+    fn fill(&self, pipe: &mut splice::Pipe) -> io::Result<usize> {
+        pipe.fill(self.tcp())
+    }
+    /// Splices from `pipe` into this side, counting what it moves.
+    #[cfg(target_os = "linux")]
+    fn drain(&self, pipe: &mut splice::Pipe) -> io::Result<usize> {
+        pipe.drain(self.tcp())
+    }
+    fn shutdown_write(&self) -> io::Result<()> {
+        match SockRef::from(self.tcp()).shutdown(Shutdown::Write) {
+            // The peer is gone already: nothing left to tell it.
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(()),
+            other => other,
+        }
+    }
+}
+
+/// Reads into `buf` through `AsyncRead`, which, unlike `try_read`, knows
+/// that a short read drained the socket and saves the `EAGAIN` call.
+fn read_into<R: AsyncRead + Unpin>(
+    io: &mut R,
+    cx: &mut Context<'_>,
+    buf: &mut [u8],
+) -> Poll<io::Result<usize>> {
+    let mut buf = ReadBuf::new(buf);
+    ready!(Pin::new(io).poll_read(cx, &mut buf))?;
+    Poll::Ready(Ok(buf.filled().len()))
+}
+
+impl End for TcpStream {
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        TcpStream::poll_read_ready(self, cx)
+    }
+    fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        TcpStream::poll_write_ready(self, cx)
+    }
+    fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        read_into(self, cx, buf)
+    }
+    fn poll_write(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(self).poll_write(cx, buf)
+    }
+    fn tcp(&self) -> &TcpStream {
+        self
+    }
+}
+
+impl End for MonitoredIo<TcpStream> {
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        MonitoredIo::poll_read_ready(self, cx)
+    }
+    fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        MonitoredIo::poll_write_ready(self, cx)
+    }
+    fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        read_into(self, cx, buf)
+    }
+    fn poll_write(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(self).poll_write(cx, buf)
+    }
+    fn tcp(&self) -> &TcpStream {
+        self.get_ref()
+    }
+    #[cfg(target_os = "linux")]
+    fn fill(&self, pipe: &mut splice::Pipe) -> io::Result<usize> {
+        let n = pipe.fill(self.get_ref()).inspect_err(|e| self.note(e))?;
+        self.count_read(n);
+        Ok(n)
+    }
+    #[cfg(target_os = "linux")]
+    fn drain(&self, pipe: &mut splice::Pipe) -> io::Result<usize> {
+        let n = pipe.drain(self.get_ref()).inspect_err(|e| self.note(e))?;
+        self.count_written(n);
+        Ok(n)
+    }
+}
+
+/// Notes a real error (not `WouldBlock`) of the client side.
+trait NoteError {
+    fn note(&self, e: &io::Error);
+}
+
+impl NoteError for MonitoredIo<TcpStream> {
+    fn note(&self, e: &io::Error) {
+        if e.kind() != io::ErrorKind::WouldBlock {
+            self.count_error();
+        }
+    }
 }

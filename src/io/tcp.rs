@@ -91,6 +91,12 @@ impl MonitoredIo<TcpStream> {
         self.record().on_write(n);
     }
 
+    /// Notes an error met by other means (a failed `splice(2)`, say), so
+    /// that the connection is counted as closed by an error.
+    pub fn count_error(&self) {
+        self.record().on_error();
+    }
+
     fn note(&self, e: io::Error) -> io::Error {
         if e.kind() != io::ErrorKind::WouldBlock {
             self.record().on_error();

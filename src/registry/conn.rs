@@ -104,8 +104,31 @@ impl ConnRecord {
         CloseCause::from_slot(self.state.load(Relaxed))
     }
 
-    pub(crate) fn print_bytes(&self) -> bool {
+    /// Whether the service asked for a hex dump of this connection's bytes
+    /// (`print_bytes`, fixed when the connection was admitted). A proxy that
+    /// moves bytes by other means (`splice(2)`) must take the counted,
+    /// dumping path when it is set.
+    pub fn print_bytes(&self) -> bool {
         self.print_bytes
+    }
+
+    /// Ready with the close cause once the connection is closed from outside;
+    /// otherwise parks `cx`'s waker so that the close wakes the task.
+    ///
+    /// For a proxy that is waiting on something else (its backend) and must
+    /// still notice a kick, an idle close or a shutdown. Unlike a pending
+    /// read or write, it does not count towards `read_timeout` or
+    /// `write_timeout`. It shares the slot of the read waker: call it from
+    /// the task that reads the connection.
+    pub fn poll_closed(&self, cx: &mut Context<'_>) -> std::task::Poll<CloseCause> {
+        if let Some(cause) = self.closed() {
+            return std::task::Poll::Ready(cause);
+        }
+        self.read_waker.register(cx.waker());
+        match self.closed() {
+            Some(cause) => std::task::Poll::Ready(cause),
+            None => std::task::Poll::Pending,
+        }
     }
 
     pub(crate) fn opened_ms(&self) -> u64 {

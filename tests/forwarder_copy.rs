@@ -1,0 +1,420 @@
+//! The forwarder's copy engine (examples/forwarder/copy.rs) over real
+//! loopback sockets: half-close both ways, errors and closes from outside
+//! ending the pair, exact byte counts on the buffered and the splice path,
+//! no buffer held by an idle pair, big transfers byte for byte.
+
+#[path = "../examples/forwarder/copy.rs"]
+mod copy;
+mod support;
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use monconn::{Registry, Service, ServiceConfig};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+use support::{eventually, pattern, pattern_byte, quiet_config, within};
+
+/// The pool counters are process-wide: tests that read them run one at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// A front listener whose connections are wrapped in `service` and piped to
+/// `backend`, each pair's result sent on `results`.
+struct Rig {
+    service: Service,
+    front: SocketAddr,
+    backend: TcpListener,
+    results: mpsc::UnboundedReceiver<io::Result<(u64, u64)>>,
+}
+
+impl Rig {
+    async fn new(config: ServiceConfig) -> Rig {
+        let service = Registry::new().create("copy", config);
+        let front = support::listen().await;
+        let backend = support::listen().await;
+        let (tx, results) = mpsc::unbounded_channel();
+        let (addr, to) = (front.local_addr().unwrap(), backend.local_addr().unwrap());
+        let svc = service.clone();
+        tokio::spawn(async move {
+            loop {
+                let client = support::accept_wrapped(&front, &svc).await;
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let backend = TcpStream::connect(to).await.expect("connect backend");
+                    let _ = tx.send(copy::pipe(client, backend).await);
+                });
+            }
+        });
+        Rig {
+            service,
+            front: addr,
+            backend,
+            results,
+        }
+    }
+
+    /// A client connected through the pipe, and the backend's end of it.
+    async fn pair(&self) -> (TcpStream, TcpStream) {
+        let client = TcpStream::connect(self.front).await.expect("connect front");
+        let (server, _) = within("backend accept", self.backend.accept())
+            .await
+            .expect("accept");
+        (client, server)
+    }
+
+    async fn result(&mut self) -> io::Result<(u64, u64)> {
+        within("pipe result", self.results.recv())
+            .await
+            .expect("pipe task sent its result")
+    }
+}
+
+/// Closes `s` with a reset (`SO_LINGER` 0) instead of a FIN.
+fn reset(s: TcpStream) {
+    socket2::SockRef::from(&s)
+        .set_linger(Some(std::time::Duration::ZERO))
+        .unwrap();
+}
+
+/// Writes `len` pattern bytes, then shuts down the write side.
+async fn send(mut w: impl AsyncWriteExt + Unpin, len: usize) -> io::Result<()> {
+    let mut at = 0;
+    while at < len {
+        let n = (len - at).min(256 * 1024);
+        w.write_all(&pattern(at as u64, n)).await?;
+        at += n;
+    }
+    w.shutdown().await
+}
+
+/// Reads to EOF, checking every byte against the pattern; returns the count.
+async fn receive(mut r: impl AsyncReadExt + Unpin) -> io::Result<u64> {
+    let mut buf = vec![0; 128 * 1024];
+    let mut at = 0u64;
+    loop {
+        let n = r.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(at);
+        }
+        for (i, &b) in buf[..n].iter().enumerate() {
+            assert_eq!(
+                b,
+                pattern_byte(at + i as u64),
+                "byte {} differs",
+                at + i as u64
+            );
+        }
+        at += n as u64;
+    }
+}
+
+/// Both ways at once, `up` bytes client -> backend and `down` back, every
+/// byte checked, counts exact in the pipe's result and the service totals.
+/// Returns the bytes that went through `splice(2)` meanwhile.
+async fn both_ways(config: ServiceConfig, up: usize, down: usize) -> u64 {
+    let _serial = SERIAL.lock().await;
+    let spliced = copy::spliced();
+    let mut rig = Rig::new(config).await;
+    let (client, server) = rig.pair().await;
+    let (cr, cw) = client.into_split();
+    let (sr, sw) = server.into_split();
+    let (a, b, c, d) = within("transfer", async {
+        tokio::join!(send(cw, up), receive(sr), send(sw, down), receive(cr))
+    })
+    .await;
+    a.unwrap();
+    c.unwrap();
+    assert_eq!((b.unwrap(), d.unwrap()), (up as u64, down as u64));
+    assert_eq!(rig.result().await.unwrap(), (up as u64, down as u64));
+    eventually("connection gone", || rig.service.connections() == 0).await;
+    assert_eq!(rig.service.bytes(), (up as u64, down as u64));
+    assert_eq!(copy::lent(), (0, 0));
+    copy::spliced() - spliced
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn big_transfer_both_ways_splice_path() {
+    // Full buffers switch the pair to splice(2) on Linux; counts stay exact.
+    let spliced = both_ways(quiet_config(), 48 << 20, 40 << 20).await;
+    if cfg!(target_os = "linux") {
+        // Most of it, not all: each burst starts with one buffered read.
+        assert!(spliced > (88 << 20) / 2, "only {spliced} bytes spliced");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn big_transfer_both_ways_with_print_bytes() {
+    // print_bytes keeps every byte on the counted, dumping path.
+    let spliced = both_ways(quiet_config().with_print_bytes(true), 12 << 20, 9 << 20).await;
+    assert_eq!(spliced, 0);
+}
+
+#[tokio::test]
+async fn small_and_empty_transfers() {
+    assert_eq!(both_ways(quiet_config(), 1, 0).await, 0);
+    assert_eq!(both_ways(quiet_config(), 0, 0).await, 0);
+    both_ways(quiet_config(), 70_000, 3).await;
+}
+
+#[tokio::test]
+async fn client_half_close_still_gets_the_full_reply() {
+    let _serial = SERIAL.lock().await;
+    let mut rig = Rig::new(quiet_config()).await;
+    let (mut client, mut server) = rig.pair().await;
+    client.write_all(b"request").await.unwrap();
+    client.shutdown().await.unwrap();
+    // The backend sees the client's EOF...
+    let mut req = Vec::new();
+    within("backend read to EOF", server.read_to_end(&mut req))
+        .await
+        .unwrap();
+    assert_eq!(req, b"request");
+    // ...and its reply still flows the other way, in full.
+    let reply_len = 3 << 20;
+    let (sr, sw) = server.into_split();
+    let (sent, got) = within("reply", async {
+        tokio::join!(send(sw, reply_len), receive(&mut client))
+    })
+    .await;
+    sent.unwrap();
+    assert_eq!(got.unwrap(), reply_len as u64);
+    drop(sr);
+    assert_eq!(rig.result().await.unwrap(), (7, reply_len as u64));
+}
+
+#[tokio::test]
+async fn backend_half_close_still_takes_the_client_bytes() {
+    let _serial = SERIAL.lock().await;
+    let mut rig = Rig::new(quiet_config()).await;
+    let (mut client, mut server) = rig.pair().await;
+    server.write_all(b"banner\n").await.unwrap();
+    server.shutdown().await.unwrap();
+    let mut banner = Vec::new();
+    within("client read to EOF", client.read_to_end(&mut banner))
+        .await
+        .unwrap();
+    assert_eq!(banner, b"banner\n");
+    let up = 2 << 20;
+    let (got, sent) = within("upload", async {
+        tokio::join!(receive(&mut server), send(&mut client, up))
+    })
+    .await;
+    sent.unwrap();
+    assert_eq!(got.unwrap(), up as u64);
+    assert_eq!(rig.result().await.unwrap(), (up as u64, 7));
+    eventually("connection gone", || rig.service.connections() == 0).await;
+    assert_eq!(rig.service.bytes(), (up as u64, 7));
+}
+
+#[tokio::test]
+async fn backend_reset_ends_the_pair() {
+    let _serial = SERIAL.lock().await;
+    let mut rig = Rig::new(quiet_config()).await;
+    let (mut client, mut server) = rig.pair().await;
+    client.write_all(b"hi").await.unwrap();
+    let mut hi = [0; 2];
+    within("pipe running", server.read_exact(&mut hi))
+        .await
+        .unwrap();
+    // Close with a reset while the client is idle.
+    reset(server);
+    let err = rig.result().await.unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::ConnectionReset, "{err}");
+    // The client's socket is closed too: it reads the end, not a hang.
+    let mut rest = Vec::new();
+    let _ = within("client sees the close", client.read_to_end(&mut rest)).await;
+    assert!(rest.is_empty());
+    eventually("connection gone", || rig.service.connections() == 0).await;
+    assert_eq!(copy::lent(), (0, 0));
+}
+
+#[tokio::test]
+async fn client_reset_ends_the_pair() {
+    let _serial = SERIAL.lock().await;
+    let mut rig = Rig::new(quiet_config()).await;
+    let (mut client, mut server) = rig.pair().await;
+    client.write_all(b"hi").await.unwrap();
+    let mut hi = [0; 2];
+    within("pipe running", server.read_exact(&mut hi))
+        .await
+        .unwrap();
+    reset(client);
+    assert_eq!(
+        rig.result().await.unwrap_err().kind(),
+        io::ErrorKind::ConnectionReset
+    );
+    let mut rest = Vec::new();
+    let _ = within("backend sees the close", server.read_to_end(&mut rest)).await;
+    eventually("connection gone", || rig.service.connections() == 0).await;
+    let closed = rig.service.snapshot(false).closed;
+    assert_eq!(closed.get("error"), Some(&1), "{closed:?}");
+}
+
+#[tokio::test]
+async fn kick_ends_an_idle_pair() {
+    let _serial = SERIAL.lock().await;
+    let mut rig = Rig::new(quiet_config()).await;
+    let (_client, mut server) = rig.pair().await;
+    eventually("admitted", || rig.service.connections() == 1).await;
+    let id = rig.service.snapshot(true).conns.unwrap()[0].id;
+    assert!(rig.service.kick(id));
+    let err = rig.result().await.unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::ConnectionAborted, "{err}");
+    let mut rest = Vec::new();
+    within("backend sees the close", server.read_to_end(&mut rest))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn kick_ends_a_pair_that_waits_on_its_backend_only() {
+    // The client sent its EOF: the pair now waits on the backend alone, and
+    // must still hear of a close from outside.
+    let _serial = SERIAL.lock().await;
+    let mut rig = Rig::new(quiet_config()).await;
+    let (mut client, mut server) = rig.pair().await;
+    client.shutdown().await.unwrap();
+    let mut req = Vec::new();
+    within("backend read to EOF", server.read_to_end(&mut req))
+        .await
+        .unwrap();
+    let id = rig.service.snapshot(true).conns.unwrap()[0].id;
+    assert!(rig.service.kick(id));
+    let err = rig.result().await.unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::ConnectionAborted, "{err}");
+    let mut rest = Vec::new();
+    let _ = within("client sees the close", client.read_to_end(&mut rest)).await;
+}
+
+#[tokio::test]
+async fn idle_pairs_hold_no_buffer() {
+    let _serial = SERIAL.lock().await;
+    let rig = Rig::new(quiet_config()).await;
+    let mut pairs = Vec::new();
+    for i in 0..50u8 {
+        let (mut client, mut server) = rig.pair().await;
+        // A burst each way, large enough to take the splice path on Linux.
+        let big = pattern(0, 200_000);
+        let (w, r) = tokio::join!(client.write_all(&big), async {
+            let mut got = vec![0; big.len()];
+            server.read_exact(&mut got).await.map(|_| got)
+        });
+        w.unwrap();
+        assert_eq!(r.unwrap(), big);
+        server.write_all(&[i]).await.unwrap();
+        let mut one = [0];
+        client.read_exact(&mut one).await.unwrap();
+        assert_eq!(one, [i]);
+        pairs.push((client, server));
+    }
+    assert_eq!(rig.service.connections(), 50);
+    eventually("every buffer and pipe given back", || {
+        copy::lent() == (0, 0)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_stalled_backend_holds_one_lease_until_it_reads() {
+    let _serial = SERIAL.lock().await;
+    let mut rig = Rig::new(quiet_config()).await;
+    let (client, mut server) = rig.pair().await;
+    let (mut cr, mut cw) = client.into_split();
+    // The backend does not read: the client writes until every buffer on the
+    // way is full, and the pair holds the bytes it could not pass on.
+    let written = Arc::new(Mutex::new(0u64));
+    let counter = written.clone();
+    let writer = tokio::spawn(async move {
+        let chunk = vec![7u8; 64 * 1024];
+        loop {
+            match cw.write(&chunk).await {
+                Ok(n) => *counter.lock().unwrap() += n as u64,
+                Err(_) => return cw,
+            }
+        }
+    });
+    eventually("the pair holds one buffer or pipe", || {
+        let (bufs, pipes) = copy::lent();
+        bufs + pipes == 1
+    })
+    .await;
+    writer.abort();
+    let _ = writer.await;
+    let total = *written.lock().unwrap();
+    assert!(total > 0);
+    // Now the backend reads everything the client wrote, exactly.
+    let mut got = 0u64;
+    let mut buf = vec![0; 256 * 1024];
+    while got < total {
+        let n = within("backend drains", server.read(&mut buf))
+            .await
+            .unwrap();
+        assert_ne!(n, 0, "EOF after {got} of {total}");
+        assert!(buf[..n].iter().all(|&b| b == 7));
+        got += n as u64;
+    }
+    assert_eq!(got, total);
+    eventually("lease given back", || copy::lent() == (0, 0)).await;
+    drop(server);
+    let mut rest = Vec::new();
+    let _ = cr.read_to_end(&mut rest).await;
+    let _ = rig.result().await;
+    eventually("connection gone", || rig.service.connections() == 0).await;
+    assert_eq!(rig.service.bytes().0, total);
+}
+
+/// A `tracing` writer that keeps what it is given.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn print_bytes_dumps_both_directions() {
+    let _serial = SERIAL.lock().await;
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    // The current-thread runtime runs the pipe on this thread, under this subscriber.
+    let _default = tracing::subscriber::set_default(subscriber);
+    let mut rig = Rig::new(quiet_config().with_print_bytes(true)).await;
+    let (mut client, mut server) = rig.pair().await;
+    client.write_all(b"GET /ping").await.unwrap();
+    client.shutdown().await.unwrap();
+    let mut req = Vec::new();
+    server.read_to_end(&mut req).await.unwrap();
+    server.write_all(b"pong!").await.unwrap();
+    drop(server);
+    let mut reply = Vec::new();
+    client.read_to_end(&mut reply).await.unwrap();
+    assert_eq!(
+        (req.as_slice(), reply.as_slice()),
+        (&b"GET /ping"[..], &b"pong!"[..])
+    );
+    assert_eq!(rig.result().await.unwrap(), (9, 5));
+    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let read = text
+        .lines()
+        .position(|l| l.contains("direction=\"read\"") && l.contains("len=9"));
+    let write = text
+        .lines()
+        .position(|l| l.contains("direction=\"write\"") && l.contains("len=5"));
+    assert!(read.is_some() && write.is_some(), "{text}");
+    assert!(text.contains("00000000: 4745 5420 2f70 696e 67"), "{text}");
+    assert!(text.contains("00000000: 706f 6e67 21"), "{text}");
+}
