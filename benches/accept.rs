@@ -1,0 +1,289 @@
+//! The accept stack's cost.
+//!
+//! - `accept/*`: connections accepted per second over loopback TCP, by a bare
+//!   tokio accept loop, by a `monconn::Listener` with the default stack
+//!   (filter + limits + monitoring, keepalive set) and by the same with a
+//!   100,000-entry CIDR blacklist loaded. Clients connect from 4 tasks and
+//!   close with `SO_LINGER` 0 (no TIME_WAIT pile-up); an iteration ends when
+//!   the server has accepted, wrapped and dropped the connection.
+//! - `filter/*`: the filter decision alone (`Service::ip_verdict`) against
+//!   1,000 and 100,000 random IPv4 CIDRs (/8 to /32) and IPv6 CIDRs, over
+//!   4,096 random client addresses.
+//!
+//! `cargo bench --bench accept`; the medians and their ratios are recorded
+//! in BENCHMARKS.md.
+
+use std::hint::black_box;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use monconn::{Listener, Registry, ServiceConfig};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, Semaphore};
+
+const CLIENTS: u64 = 4;
+/// Connections opened and not yet accepted, at most: keeps the accept queue
+/// far from full (a full queue drops SYNs and the client retries after 1 s).
+const WINDOW: usize = 16;
+
+/// `n` random CIDRs, none of them covering 127.0.0.0/8 or ::1.
+fn cidrs(n: usize, seed: u64) -> Vec<IpNet> {
+    let mut rng = SmallRng::seed_from_u64(seed);
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        let net = if rng.random_bool(0.8) {
+            let len = rng.random_range(8..=32);
+            IpNet::V4(
+                Ipv4Net::new(rng.random::<u32>().into(), len)
+                    .unwrap()
+                    .trunc(),
+            )
+        } else {
+            let addr = (0x2000u128 << 112) | (rng.random::<u128>() >> 3);
+            let len = rng.random_range(24..=128);
+            IpNet::V6(Ipv6Net::new(addr.into(), len).unwrap().trunc())
+        };
+        let lo: IpAddr = "127.0.0.1".parse().unwrap();
+        if !net.contains(&lo) && !matches!(net, IpNet::V4(n) if n.prefix_len() < 8) {
+            out.push(net);
+        }
+    }
+    out
+}
+
+/// Accepted-and-dropped counter the clients wait on.
+struct Done {
+    count: AtomicU64,
+    notify: Notify,
+    window: Semaphore,
+}
+
+impl Default for Done {
+    fn default() -> Self {
+        Done {
+            count: AtomicU64::new(0),
+            notify: Notify::new(),
+            window: Semaphore::new(WINDOW),
+        }
+    }
+}
+
+impl Done {
+    fn add(&self) {
+        self.count.fetch_add(1, SeqCst);
+        self.window.add_permits(1);
+        self.notify.notify_waiters();
+    }
+
+    async fn reach(&self, target: u64) {
+        loop {
+            let notified = self.notify.notified();
+            if self.count.load(SeqCst) >= target {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+async fn bare_server(done: Arc<Done>) -> SocketAddr {
+    let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = tcp.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = tcp.accept().await.unwrap();
+            drop(black_box(stream));
+            done.add();
+        }
+    });
+    addr
+}
+
+async fn monconn_server(done: Arc<Done>, config: ServiceConfig) -> SocketAddr {
+    let service = Registry::new().create("bench", config);
+    let listener = Listener::bind("127.0.0.1:0", service).await.unwrap();
+    let addr = listener.local_addr();
+    tokio::spawn(async move {
+        loop {
+            let (conn, _) = listener.accept().await.unwrap();
+            drop(black_box(conn));
+            done.add();
+        }
+    });
+    addr
+}
+
+/// Opens `iters` connections from `CLIENTS` tasks, at most `WINDOW` ahead of
+/// the server, each closed with a reset right away, and waits until the
+/// server has handled them all.
+async fn connect_many(addr: SocketAddr, done: &Arc<Done>, iters: u64) -> Duration {
+    let target = done.count.load(SeqCst) + iters;
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..CLIENTS)
+        .map(|c| {
+            let n = iters / CLIENTS + u64::from(c < iters % CLIENTS);
+            let done = done.clone();
+            tokio::spawn(async move {
+                for _ in 0..n {
+                    done.window.acquire().await.unwrap().forget();
+                    let s = TcpStream::connect(addr).await.unwrap();
+                    socket2::SockRef::from(&s)
+                        .set_linger(Some(Duration::ZERO))
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    done.reach(target).await;
+    start.elapsed()
+}
+
+fn accept(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut group = c.benchmark_group("accept");
+    group
+        .throughput(Throughput::Elements(1))
+        .sample_size(30)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(4));
+
+    let default = ServiceConfig::default();
+    let blacklist = default.clone().with_blacklist(cidrs(100_000, 1));
+    let servers: [(&str, Option<ServiceConfig>); 3] = [
+        ("bare_tokio", None),
+        ("listener_default_stack", Some(default)),
+        ("listener_blacklist_100k", Some(blacklist)),
+    ];
+    for (name, config) in servers {
+        let done = Arc::new(Done::default());
+        let addr = rt.block_on(async {
+            match config {
+                None => bare_server(done.clone()).await,
+                Some(config) => monconn_server(done.clone(), config).await,
+            }
+        });
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| rt.block_on(connect_many(addr, &done, iters)))
+        });
+    }
+    group.finish();
+}
+
+fn filter(c: &mut Criterion) {
+    let mut rng = SmallRng::seed_from_u64(2);
+    let probes_v4: Vec<IpAddr> = (0..4096)
+        .map(|_| IpAddr::V4(rng.random::<u32>().into()))
+        .collect();
+    let probes_v6: Vec<IpAddr> = (0..4096)
+        .map(|_| IpAddr::V6(((0x2000u128 << 112) | (rng.random::<u128>() >> 3)).into()))
+        .collect();
+    let mut group = c.benchmark_group("filter");
+    group
+        .sample_size(50)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
+    for entries in [1_000usize, 100_000] {
+        let service = Registry::new().create(
+            "filter",
+            ServiceConfig::default().with_blacklist(cidrs(entries, 3)),
+        );
+        for (family, probes) in [("v4", &probes_v4), ("v6", &probes_v6)] {
+            group.bench_with_input(
+                BenchmarkId::new(format!("ip_verdict_{family}"), entries),
+                probes,
+                |b, probes| {
+                    let mut i = 0;
+                    b.iter(|| {
+                        i = (i + 1) & 4095;
+                        black_box(service.ip_verdict(black_box(probes[i])))
+                    })
+                },
+            );
+        }
+    }
+    group.finish();
+}
+
+/// The accept variants, run in turns (`MONCONN_ACCEPT_ROUNDS=n`): on a busy
+/// machine, load that comes and goes hits all of them alike, so the ratios
+/// of the medians are steadier than criterion's one-after-the-other runs.
+fn interleaved(rounds: usize) {
+    const CONNS: u64 = 2_000;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let default = ServiceConfig::default();
+    let variants: Vec<(&str, Option<ServiceConfig>)> = vec![
+        ("bare_tokio", None),
+        ("listener_default_stack", Some(default.clone())),
+        (
+            "listener_blacklist_100k",
+            Some(default.clone().with_blacklist(cidrs(100_000, 1))),
+        ),
+        ("listener_no_keepalive", Some(default.with_keepalive(None))),
+    ];
+    let servers: Vec<_> = variants
+        .iter()
+        .map(|(name, config)| {
+            let done = Arc::new(Done::default());
+            let addr = rt.block_on(async {
+                match config.clone() {
+                    None => bare_server(done.clone()).await,
+                    Some(config) => monconn_server(done.clone(), config).await,
+                }
+            });
+            (*name, addr, done)
+        })
+        .collect();
+    let mut rates: Vec<Vec<f64>> = vec![Vec::new(); servers.len()];
+    for round in 0..rounds {
+        for k in 0..servers.len() {
+            let i = (k + round) % servers.len();
+            let (_, addr, done) = &servers[i];
+            let took = rt.block_on(connect_many(*addr, done, CONNS));
+            rates[i].push(CONNS as f64 / took.as_secs_f64());
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let medians: Vec<f64> = rates.iter_mut().map(median).collect();
+    println!("{rounds} rounds of {CONNS} connections, medians:");
+    for ((name, _, _), m) in servers.iter().zip(&medians) {
+        println!(
+            "{name:<26} {m:>9.0} conn/s  ratio to bare {:.3}  to default stack {:.3}",
+            m / medians[0],
+            m / medians[1]
+        );
+    }
+}
+
+criterion_group!(benches, filter, accept);
+
+fn main() {
+    if let Some(rounds) = std::env::var("MONCONN_ACCEPT_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+    {
+        interleaved(rounds);
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}
