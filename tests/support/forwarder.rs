@@ -224,6 +224,19 @@ impl Forwarder {
         std::fs::read_to_string(self.dir.join("stdout")).unwrap_or_default()
     }
 
+    /// Waits until stderr contains `needle` `n` times (the `n`th reload, say).
+    pub async fn wait_stderr_count(&self, needle: &str, n: usize) {
+        let deadline = Instant::now() + WAIT;
+        while self.stderr().matches(needle).count() < n {
+            assert!(
+                Instant::now() < deadline,
+                "`{needle}` not {n} times in stderr:\n{}",
+                self.stderr()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Waits until stderr contains `needle`; panics with the log otherwise.
     pub async fn wait_stderr(&self, needle: &str) {
         let deadline = Instant::now() + WAIT;
