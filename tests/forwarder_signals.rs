@@ -95,6 +95,7 @@ async fn invalid_config_on_sighup_keeps_the_running_one() {
     let log = fwd.stderr();
     assert!(log.contains("ip_blaklist"), "{log}");
     assert!(log.contains("line 5, column 3"), "{log}");
+    assert!(log.contains("the running config stays"), "{log}");
 
     echo(&mut live, b"unaffected").await;
     assert!(open([127, 0, 0, 1], addr).await.is_some());

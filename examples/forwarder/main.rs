@@ -127,7 +127,7 @@ async fn run(args: Args) -> ExitCode {
         tokio::select! {
             _ = hup.recv() => match forwarder.reload().await {
                 Ok(()) => tracing::info!(services = forwarder.len(), "config reloaded"),
-                Err(e) => tracing::error!(error = %e, "config reload failed; the running config stays"),
+                Err(e) => tracing::error!(error = %e, "config reload failed"),
             },
             _ = int.recv() => break,
             _ = term.recv() => break,

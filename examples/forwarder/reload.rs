@@ -89,7 +89,8 @@ impl Forwarder {
         let Some(path) = self.config_path.clone() else {
             return Err("no config file to reload (start with -c FILE)".into());
         };
-        let specs = load_specs(Some(&path), &self.flags)?;
+        let kept = |e: String| format!("{e}; the running config stays");
+        let specs = load_specs(Some(&path), &self.flags).map_err(kept)?;
         let mut new: BTreeMap<String, ServiceSpec> =
             specs.into_iter().map(|s| (s.sid.clone(), s)).collect();
 
@@ -107,7 +108,7 @@ impl Forwarder {
                 .values()
                 .any(|r| r.spec.listen.overlaps(&spec.listen));
             if moves(sid, spec) && !ours {
-                let tcp = bind(&spec.listen).map_err(|e| format!("service `{sid}`: {e}"))?;
+                let tcp = bind(&spec.listen).map_err(|e| kept(format!("service `{sid}`: {e}")))?;
                 bound.insert(sid.clone(), tcp);
             }
         }
@@ -173,7 +174,7 @@ impl Forwarder {
         if errors.is_empty() {
             Ok(())
         } else {
-            Err(errors.join("; "))
+            Err(format!("applied, except: {}", errors.join("; ")))
         }
     }
 
