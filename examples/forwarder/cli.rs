@@ -131,7 +131,9 @@ seconds, fractions allowed; 0 means no limit for limits, timeouts and max_idle):
     ip_blacklist: [1.1.1.1, 10.0.0.0/8]
     ip_allowlist: []        # when not empty, only these may connect
 
-Signals: SIGHUP reloads the config file; SIGINT and SIGTERM stop accepting,
+Signals: SIGHUP reloads the config file (services added, removed, moved or
+changed; live connections untouched; blacklist and allowlist entries added
+through the admin API are kept); SIGINT, SIGTERM and SIGQUIT stop accepting,
 let connections finish for up to wait_timeout, print final stats (one JSON line
 per service on stdout) and exit 0.
 

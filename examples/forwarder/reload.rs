@@ -9,7 +9,7 @@ use monconn::{CloseReport, Registry};
 use tokio::net::TcpListener;
 
 use crate::config::{self, ServiceSpec};
-use crate::service::{bind, Running};
+use crate::service::{bind, keep_runtime_rules, Running};
 
 /// The running services, by sid.
 #[derive(Debug)]
@@ -126,9 +126,9 @@ impl Forwarder {
         let mut moved = HashMap::new();
         for sid in leaving {
             let running = self.running.remove(&sid).expect("listed above");
-            let (_, service) = running.stop_accepting().await;
+            let (old, service) = running.stop_accepting().await;
             if new.contains_key(&sid) {
-                moved.insert(sid, service);
+                moved.insert(sid, (old, service));
             } else {
                 tracing::info!(%sid, "service removed from the config; draining");
                 self.remove_now(sid);
@@ -158,8 +158,12 @@ impl Forwarder {
                 },
             };
             let service = match moved.remove(&sid) {
-                Some(service) => {
-                    service.set_config(spec.config.clone());
+                Some((old, service)) => {
+                    service.set_config(keep_runtime_rules(
+                        &old.config,
+                        &service,
+                        spec.config.clone(),
+                    ));
                     service
                 }
                 None => self.registry.create(&sid, spec.config.clone()),

@@ -6,7 +6,8 @@ use std::net::{Ipv6Addr, SocketAddr};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use monconn::{Listener, MonitoredIo, Service};
+use ipnet::IpNet;
+use monconn::{Listener, MonitoredIo, Service, ServiceConfig};
 use socket2::{Domain, Socket, Type};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
@@ -86,7 +87,8 @@ impl Running {
             *self.upstream.write().unwrap_or_else(|e| e.into_inner()) = upstream;
         }
         if spec.config != self.spec.config {
-            self.service.set_config(spec.config.clone());
+            let config = keep_runtime_rules(&self.spec.config, &self.service, spec.config.clone());
+            self.service.set_config(config);
         }
         self.spec = spec;
     }
@@ -98,6 +100,27 @@ impl Running {
         let _ = self.accept.await;
         (self.spec, self.service)
     }
+}
+
+/// The file's new settings, plus the blacklist and allowlist entries added
+/// at runtime (through the admin API): those are not in `old`, the
+/// settings the file gave before. Entries of the file come back with it.
+pub(crate) fn keep_runtime_rules(
+    old: &ServiceConfig,
+    service: &Service,
+    mut new: ServiceConfig,
+) -> ServiceConfig {
+    let current = service.config();
+    let carry = |now: &[IpNet], before: &[IpNet], into: &mut Vec<IpNet>| {
+        for net in now {
+            if !before.contains(net) && !into.contains(net) {
+                into.push(*net);
+            }
+        }
+    };
+    carry(&current.blacklist, &old.blacklist, &mut new.blacklist);
+    carry(&current.allowlist, &old.allowlist, &mut new.allowlist);
+    new
 }
 
 async fn accept_loop(listener: Listener, upstream: Arc<RwLock<Arc<Upstream>>>) {
