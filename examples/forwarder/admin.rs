@@ -10,6 +10,8 @@
 //! | POST | `/services/{sid}/connections/{id}/kick` | `{"sid", "id", "kicked": true}` |
 //!
 //! Path segments are percent-decoded: `/stats/%3A22`, `.../blacklist/10.0.0.0%2F8`.
+//! Blacklist changes act on the rule set the accept stack checks
+//! ([`Service::reject_ip`], [`Service::release_ip`]) and survive SIGHUP reloads.
 //! Errors are `{"error": "..."}` with a 4xx status.
 
 use std::convert::Infallible;
