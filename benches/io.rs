@@ -215,8 +215,9 @@ criterion_group!(benches, bulk_copy);
 fn main() {
     benches();
     Criterion::default().configure_from_args().final_summary();
-    // Skipped when the bench only runs as a test (`cargo test --benches`).
-    if !std::env::args().any(|a| a == "--test" || a == "--list") {
+    // Only under `cargo bench` (which passes `--bench`), not when the bench
+    // runs as a test (`cargo test --benches`) or lists its benchmarks.
+    if std::env::args().any(|a| a == "--bench") {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
