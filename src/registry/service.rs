@@ -318,8 +318,13 @@ impl Service {
     /// `ConnectionAborted`). Idempotent.
     pub async fn close(&self) -> CloseReport {
         let inner = &self.inner;
-        inner.state.store(DRAINING, Relaxed);
-        let start = self.connections();
+        // Under the table lock, as `admit` checks the state: no admission
+        // slips in between the state change and the count.
+        let start = {
+            let table = lock(&inner.table);
+            inner.state.store(DRAINING, Relaxed);
+            table.active
+        };
         let deadline = tokio::time::Instant::now() + inner.config.load().wait_timeout;
         loop {
             let released = inner.released.notified();
@@ -401,6 +406,10 @@ impl ServiceInner {
         let ip = canonical_ip(peer.ip());
         let config = self.config.load();
         let mut table = lock(&self.table);
+        // Again under the lock: `close` changes the state under it.
+        if self.state.load(Relaxed) != RUNNING {
+            return refuse(Reason::Stopped);
+        }
         if config.conn_limit.is_some_and(|l| table.active >= l) {
             return refuse(Reason::ConnLimit);
         }
