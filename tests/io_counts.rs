@@ -399,3 +399,27 @@ async fn partial_vectored_writes_and_one_byte_reads_counted_exactly() {
     drop(io);
     assert_eq!(service.bytes(), (5000, sent.len() as u64));
 }
+
+#[tokio::test]
+async fn ipv6_loopback_counted_and_listed() {
+    let listener = match tokio::net::TcpListener::bind("[::1]:0").await {
+        Ok(l) => l,
+        Err(e) => {
+            // Some containers have no IPv6 loopback; the IPv4 tests cover the rest.
+            eprintln!("skipped: cannot bind [::1]: {e}");
+            return;
+        }
+    };
+    let service = Registry::new().create("v6", quiet_config());
+    let v6 = "::1".parse().unwrap();
+    let (mut server, mut client) = support::tcp_pair_from(&listener, &service, v6).await;
+    assert!(server.record().peer().is_ipv6());
+    let mut rng = SmallRng::seed_from_u64(6);
+    let (read, written) =
+        within("exchange", exchange(&mut rng, &mut server, &mut client, 50)).await;
+    assert_eq!(service.bytes(), (read, written));
+    assert_eq!(service.ips(), vec![(v6, 1)]);
+    drop(server);
+    assert_eq!(service.bytes(), (read, written));
+    assert_eq!(service.ip_count(), 0);
+}
