@@ -101,8 +101,8 @@ fn temp_dir() -> PathBuf {
 /// Runs the forwarder to its end (for start errors, `--check-config`,
 /// `--help`): exit status, stdout, stderr.
 pub fn run_to_end(config: Option<&str>, args: &[&str]) -> (ExitStatus, String, String) {
-    let dir = temp_dir();
     let mut cmd = Command::new(binary());
+    let dir = temp_dir();
     if let Some(text) = config {
         let path = dir.join("config.yaml");
         std::fs::write(&path, text).expect("write config");
@@ -143,8 +143,8 @@ impl Forwarder {
         for _ in 0..3 {
             let setup = make();
             let admin: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-            let dir = temp_dir();
             let mut cmd = Command::new(binary());
+            let dir = temp_dir();
             if let Some(text) = &setup.config {
                 std::fs::write(dir.join("config.yaml"), text).expect("write config");
                 cmd.arg("-c").arg(dir.join("config.yaml"));
