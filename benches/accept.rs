@@ -214,6 +214,28 @@ fn filter(c: &mut Criterion) {
             );
         }
     }
+    // The worst shape for the bucket index: most entries in one bucket
+    // (every address of 10.1.0.0/16), the rest spread out.
+    let mut clustered: Vec<IpNet> = (0..=u16::MAX)
+        .map(|n| IpNet::V4(Ipv4Net::new([10, 1, (n >> 8) as u8, n as u8].into(), 32).unwrap()))
+        .collect();
+    clustered.extend(cidrs(100_000 - clustered.len(), 4));
+    let service =
+        Registry::new().create("filter", ServiceConfig::default().with_blacklist(clustered));
+    let probes: Vec<IpAddr> = (0..4096)
+        .map(|_| IpAddr::V4([10, 1, rng.random(), rng.random()].into()))
+        .collect();
+    group.bench_with_input(
+        BenchmarkId::new("ip_verdict_v4_clustered", 100_000),
+        &probes,
+        |b, probes| {
+            let mut i = 0;
+            b.iter(|| {
+                i = (i + 1) & 4095;
+                black_box(service.ip_verdict(black_box(probes[i])))
+            })
+        },
+    );
     group.finish();
 }
 

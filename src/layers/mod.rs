@@ -51,9 +51,9 @@
 //! # Ok(()) }
 //! ```
 
-pub(crate) mod filter;
+pub mod filter;
 pub mod future;
-mod limit;
+pub mod limit;
 mod pass;
 
 pub use filter::{Filter, FilterLayer, IpSet};
