@@ -64,3 +64,8 @@ pub use registry::{
     Admission, CloseCause, CloseReport, ConnRecord, ConnSnapshot, IpConnections, RateLimit, Reason,
     Registry, RegistrySnapshot, Rejected, Service, ServiceConfig, ServiceSnapshot,
 };
+
+/// The README's examples, compiled as doctests.
+#[cfg(all(doctest, feature = "axum", feature = "tonic"))]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
