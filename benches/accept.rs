@@ -214,6 +214,21 @@ fn filter(c: &mut Criterion) {
             );
         }
     }
+    // A runtime change to a 100,000-entry list: reject then release.
+    let service = Registry::new().create(
+        "filter",
+        ServiceConfig::default().with_blacklist(cidrs(100_000, 5)),
+    );
+    let extra: IpNet = "198.51.100.0/24".parse().unwrap();
+    group.sample_size(10);
+    group.bench_function("reject_and_release/100000", |b| {
+        b.iter(|| {
+            assert!(service.reject_ip(extra));
+            assert!(service.release_ip(extra));
+        })
+    });
+    group.sample_size(50);
+
     // The worst shape for the bucket index: most entries in one bucket
     // (every address of 10.1.0.0/16), the rest spread out.
     let mut clustered: Vec<IpNet> = (0..=u16::MAX)

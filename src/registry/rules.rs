@@ -125,6 +125,24 @@ impl Service {
     /// Adds an address or network to the blacklist: new connections from it
     /// are refused. Live connections stay; see [`Service::reject_and_kick`].
     /// Returns whether it was not there yet.
+    ///
+    /// The lists are recompiled (sorted and indexed: about 13 ms for 100,000
+    /// entries in `benches/accept.rs`); accepts go on meanwhile with the
+    /// previous lists, without waiting on a lock.
+    ///
+    /// # Examples
+    /// ```
+    /// use std::net::IpAddr;
+    /// use monconn::{Reason, Registry};
+    ///
+    /// let service = Registry::new().service("web");
+    /// let ip: IpAddr = "192.0.2.7".parse().unwrap();
+    /// assert!(service.reject_ip(ip));
+    /// assert_eq!(service.ip_verdict(ip), Some(Reason::Blacklisted));
+    /// assert_eq!(service.config().blacklist, ["192.0.2.7/32".parse::<ipnet::IpNet>().unwrap()]);
+    /// assert!(service.release_ip(ip));
+    /// assert_eq!(service.ip_verdict(ip), None);
+    /// ```
     pub fn reject_ip(&self, net: impl Into<IpNet>) -> bool {
         let net = canonical_net(net.into());
         self.edit_list(|c| &mut c.blacklist, |list| add(list, net))

@@ -12,6 +12,10 @@ use crate::Service;
 /// connection as its [`Admission`](crate::Admission) and is released exactly
 /// once when the connection ends.
 ///
+/// The rate is checked first, so an attempt refused by a limit still spends
+/// its token: a client hammering a full service is slowed down too. The
+/// buckets are kept for at most 65,536 client IPs at a time.
+///
 /// Clones share the per-IP rate buckets: give every listener of one service
 /// the same layer (or a clone) to share the rate among them.
 #[derive(Clone, Debug)]
