@@ -460,8 +460,15 @@ async fn out_of_descriptors_backs_off_without_spinning_and_recovers() {
     // Each client closed without a greeting met a backend connect error.
     assert_eq!(stats["backend_errors"], closed, "{stats}");
     assert_eq!(served_at_once as u64 + late + closed, total);
+    // Accept errors are counted by the listener and logged, one per 50 ms
+    // backoff at most.
+    let accept_errors = fwd
+        .stderr()
+        .matches("accept failed for lack of resources")
+        .count();
     println!(
         "out of fds (limit {limit}): {served_at_once} served at once, {closed} closed by backend \
-         connect errors (counted), {late} served after waiting; CPU {cpu:?} in {wall:?} while saturated"
+         connect errors (counted), {late} served after waiting, {accept_errors} accept errors \
+         logged; CPU {cpu:?} in {wall:?} while saturated"
     );
 }
