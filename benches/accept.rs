@@ -32,25 +32,37 @@ const CLIENTS: u64 = 4;
 /// far from full (a full queue drops SYNs and the client retries after 1 s).
 const WINDOW: usize = 16;
 
-/// `n` random CIDRs, none of them covering 127.0.0.0/8 or ::1.
+/// `n` random CIDRs shaped like a real blacklist: 80 % IPv4 (60 % of them
+/// single addresses, 30 % /24, 10 % /16 to /23) and 20 % IPv6 (/128, /64,
+/// /48, /32 in 40/40/15/5 %), none covering 127.0.0.0/8 or ::1. Few of them
+/// overlap, so the set keeps about `n` ranges.
 fn cidrs(n: usize, seed: u64) -> Vec<IpNet> {
     let mut rng = SmallRng::seed_from_u64(seed);
+    let lo: IpAddr = "127.0.0.1".parse().unwrap();
     let mut out = Vec::with_capacity(n);
     while out.len() < n {
         let net = if rng.random_bool(0.8) {
-            let len = rng.random_range(8..=32);
+            let len = match rng.random_range(0..100) {
+                0..60 => 32,
+                60..90 => 24,
+                _ => rng.random_range(16..=23),
+            };
             IpNet::V4(
                 Ipv4Net::new(rng.random::<u32>().into(), len)
                     .unwrap()
                     .trunc(),
             )
         } else {
+            let len = match rng.random_range(0..100) {
+                0..40 => 128,
+                40..80 => 64,
+                80..95 => 48,
+                _ => 32,
+            };
             let addr = (0x2000u128 << 112) | (rng.random::<u128>() >> 3);
-            let len = rng.random_range(24..=128);
             IpNet::V6(Ipv6Net::new(addr.into(), len).unwrap().trunc())
         };
-        let lo: IpAddr = "127.0.0.1".parse().unwrap();
-        if !net.contains(&lo) && !matches!(net, IpNet::V4(n) if n.prefix_len() < 8) {
+        if !net.contains(&lo) {
             out.push(net);
         }
     }
@@ -311,9 +323,69 @@ fn interleaved(rounds: usize) {
     }
 }
 
+/// The filter decision for 1,000 and 100,000 entries, in turns
+/// (`MONCONN_FILTER_ROUNDS=n`): rounds of 409,600 lookups each, the order
+/// rotated every round, medians in ns per lookup.
+fn interleaved_filter(rounds: usize) {
+    const LOOKUPS: usize = 100 * 4096;
+    let mut rng = SmallRng::seed_from_u64(2);
+    let v4: Vec<IpAddr> = (0..4096)
+        .map(|_| IpAddr::V4(rng.random::<u32>().into()))
+        .collect();
+    let v6: Vec<IpAddr> = (0..4096)
+        .map(|_| IpAddr::V6(((0x2000u128 << 112) | (rng.random::<u128>() >> 3)).into()))
+        .collect();
+    let mut cases = Vec::new();
+    for entries in [1_000usize, 100_000] {
+        let service = Registry::new().create(
+            "filter",
+            ServiceConfig::default().with_blacklist(cidrs(entries, 3)),
+        );
+        let set = monconn::layers::IpSet::new(service.config().blacklist.iter().copied());
+        println!("{entries} entries: {} ranges", set.ranges());
+        cases.push((format!("v4/{entries}"), service.clone(), &v4));
+        cases.push((format!("v6/{entries}"), service, &v6));
+    }
+    let mut ns: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
+    for round in 0..rounds {
+        for k in 0..cases.len() {
+            let i = (k + round) % cases.len();
+            let (_, service, probes) = &cases[i];
+            let start = Instant::now();
+            for j in 0..LOOKUPS {
+                black_box(service.ip_verdict(black_box(probes[j & 4095])));
+            }
+            ns[i].push(start.elapsed().as_nanos() as f64 / LOOKUPS as f64);
+        }
+    }
+    let medians: Vec<f64> = ns
+        .iter_mut()
+        .map(|v| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        })
+        .collect();
+    println!("{rounds} rounds of {LOOKUPS} lookups, medians:");
+    for ((name, _, _), m) in cases.iter().zip(&medians) {
+        println!("{name:<10} {m:>6.1} ns");
+    }
+    println!(
+        "100,000 / 1,000: v4 {:.2}, v6 {:.2}",
+        medians[2] / medians[0],
+        medians[3] / medians[1]
+    );
+}
+
 criterion_group!(benches, filter, accept);
 
 fn main() {
+    if let Some(rounds) = std::env::var("MONCONN_FILTER_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+    {
+        interleaved_filter(rounds);
+        return;
+    }
     if let Some(rounds) = std::env::var("MONCONN_ACCEPT_ROUNDS")
         .ok()
         .and_then(|r| r.parse().ok())
