@@ -6,20 +6,35 @@
 #
 # The servers are examples/axum (release build) in separate processes:
 #   plain      --plain: tokio TcpListener, ConnectInfo<SocketAddr>
-#   monitored  monconn Listener, ConnectInfo<ConnInfo>, no metrics recorder
+#   monitored  monconn Listener, ConnectInfo<ConnInfo>, no metrics recorder,
+#              TCP keepalive off like plain (--keepalive 0; the default 30 s
+#              period costs three setsockopt calls per connection)
 #   +metrics   the same with the Prometheus recorder installed (the sweeper
 #              publishes; each closed connection records its duration)
 # wrk (installed with apt-get if missing) drives GET /hello, keep-alive and
 # with `Connection: close` (one request per connection). Runs alternate
 # between the servers; the table gives the median of RUNS runs of each and
-# the ratio to plain.
+# the ratio to plain, and the server process's CPU time per request (from
+# /proc/PID/stat around each run) with plain's divided by each server's:
+# on a shared, busy machine that ratio is far steadier than req/s. With 2 CPUs or more, each server runs one tokio worker
+# pinned to CPU 0 and wrk is pinned to CPU 1 (PIN=0 to turn this off), so
+# that the figure is the server's cost per request on one core.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-5s}
 CONNS=${CONNS:-32}
 THREADS=${THREADS:-1}
-RUNS=${RUNS:-3}
+RUNS=${RUNS:-5}
+PIN=${PIN:-1}
+[ "$(nproc)" -ge 2 ] || PIN=0
+SERVER_PIN=()
+WRK_PIN=()
+if [ "$PIN" = 1 ]; then
+    SERVER_PIN=(taskset -c 0)
+    WRK_PIN=(taskset -c 1)
+    export TOKIO_WORKER_THREADS=1
+fi
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
 
 if ! command -v wrk >/dev/null; then
@@ -41,11 +56,13 @@ free_port() {
 }
 
 declare -A PORT
+declare -A PID_OF
 start() { # name, flags...
     local name=$1; shift
     local port; port=$(free_port)
-    RUST_LOG=warn "$BIN" --listen "127.0.0.1:$port" "$@" >/dev/null 2>&1 &
+    RUST_LOG=warn "${SERVER_PIN[@]}" "$BIN" --listen "127.0.0.1:$port" "$@" >/dev/null 2>&1 &
     PIDS+=($!)
+    PID_OF[$name]=$!
     PORT[$name]=$port
     for _ in $(seq 100); do
         curl -fs "http://127.0.0.1:$port/hello" >/dev/null 2>&1 && return
@@ -55,41 +72,57 @@ start() { # name, flags...
     exit 1
 }
 start plain --plain
-start monitored --no-metrics
-start metrics
+start monitored --no-metrics --keepalive 0
+start metrics --keepalive 0
 
-rps() { # name, extra wrk args...
+cpu_ticks() { # pid -> utime + stime of the process, in clock ticks
+    awk '{print $14 + $15}' "/proc/$1/stat"
+}
+
+# One wrk run: prints "req/s cpu-us-per-request".
+run() { # name, extra wrk args...
     local name=$1; shift
-    local out
-    out=$(wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" "$@" "http://127.0.0.1:${PORT[$name]}/hello")
+    local out before after
+    before=$(cpu_ticks "${PID_OF[$name]}")
+    out=$("${WRK_PIN[@]}" wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" "$@" "http://127.0.0.1:${PORT[$name]}/hello")
+    after=$(cpu_ticks "${PID_OF[$name]}")
     if grep -q -E "Non-2xx|Socket errors" <<<"$out"; then
         echo "$name: $(grep -E 'Non-2xx|Socket errors' <<<"$out" | tr '\n' ' ')" >&2
     fi
-    awk '/Requests\/sec/ {print $2}' <<<"$out"
+    local rps requests
+    rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+    requests=$(awk '/requests in/ {print $1}' <<<"$out")
+    awk -v r="$rps" -v n="$requests" -v t="$((after - before))" -v hz="$(getconf CLK_TCK)" \
+        'BEGIN {printf "%.0f %.2f\n", r, t / hz * 1e6 / n}'
 }
 
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 
 SERVERS=(plain monitored metrics)
-echo "| connections | server | req/s (median of $RUNS) | runs | ratio to plain |"
-echo "|---|---|---:|---|---:|"
+echo "| connections | server | req/s | ratio | server CPU µs/request | CPU ratio |"
+echo "|---|---|---:|---:|---:|---:|"
 for mode in keep-alive close; do
     args=()
     [ "$mode" = close ] && args=(-H "Connection: close")
-    declare -A RUNS_OF=()
+    declare -A RPS=() CPU=()
     for _ in $(seq "$RUNS"); do
         for name in "${SERVERS[@]}"; do
-            RUNS_OF[$name]+="$(rps "$name" "${args[@]}") "
+            read -r r c < <(run "$name" "${args[@]}")
+            RPS[$name]+="$r "
+            CPU[$name]+="$c "
         done
     done
-    base=$(tr ' ' '\n' <<<"${RUNS_OF[plain]}" | grep . | median)
+    base_rps=$(tr ' ' '\n' <<<"${RPS[plain]}" | grep . | median)
+    base_cpu=$(tr ' ' '\n' <<<"${CPU[plain]}" | grep . | median)
     for name in "${SERVERS[@]}"; do
-        med=$(tr ' ' '\n' <<<"${RUNS_OF[$name]}" | grep . | median)
-        ratio=$(awk -v a="$med" -v b="$base" 'BEGIN {printf "%.3f", a / b}')
+        rps=$(tr ' ' '\n' <<<"${RPS[$name]}" | grep . | median)
+        cpu=$(tr ' ' '\n' <<<"${CPU[$name]}" | grep . | median)
         label=$name; [ "$name" = metrics ] && label="monitored + metrics"
-        printf '| %s | %s | %.0f | %s | %s |\n' "$mode" "$label" "$med" "${RUNS_OF[$name]% }" "$ratio"
+        awk -v m="$mode" -v l="$label" -v r="$rps" -v br="$base_rps" -v c="$cpu" -v bc="$base_cpu" \
+            'BEGIN {printf "| %s | %s | %.0f | %.3f | %.2f | %.3f |\n", m, l, r, r / br, c, bc / c}'
+        echo "$mode $label: req/s ${RPS[$name]}; CPU µs/request ${CPU[$name]}" >&2
     done
-    unset RUNS_OF
+    unset RPS CPU
 done
 echo
-echo "wrk -t$THREADS -c$CONNS -d$DURATION, $(nproc) CPUs, $(uname -r)"
+echo "wrk -t$THREADS -c$CONNS -d$DURATION, pinned: $PIN, $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg), $(uname -r)"

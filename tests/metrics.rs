@@ -23,11 +23,11 @@ struct Series {
     value: DebugValue,
 }
 
+/// A series' name and labels.
+type SeriesKey = (String, Vec<(String, String)>);
+
 /// Series by (name, labels), for the service `sid` only.
-fn series(
-    snapshotter: &Snapshotter,
-    sid: &str,
-) -> BTreeMap<(String, Vec<(String, String)>), Series> {
+fn series(snapshotter: &Snapshotter, sid: &str) -> BTreeMap<SeriesKey, Series> {
     let mut out = BTreeMap::new();
     for (key, unit, desc, value) in snapshotter.snapshot().into_vec() {
         let (kind, key) = key.into_parts();
@@ -58,7 +58,7 @@ fn labels(sid: &str, extra: Option<(&str, &str)>) -> Vec<(String, String)> {
 }
 
 fn counter(
-    s: &BTreeMap<(String, Vec<(String, String)>), Series>,
+    s: &BTreeMap<SeriesKey, Series>,
     name: &str,
     sid: &str,
     extra: Option<(&str, &str)>,
@@ -69,7 +69,7 @@ fn counter(
     }
 }
 
-fn gauge(s: &BTreeMap<(String, Vec<(String, String)>), Series>, name: &str, sid: &str) -> f64 {
+fn gauge(s: &BTreeMap<SeriesKey, Series>, name: &str, sid: &str) -> f64 {
     match &s[&(name.to_owned(), labels(sid, None))].value {
         DebugValue::Gauge(v) => v.into_inner(),
         other => panic!("{name}: not a gauge: {other:?}"),

@@ -52,6 +52,9 @@ struct Args {
     /// Close connections idle this many seconds (0: never).
     #[arg(long, default_value_t = 900)]
     max_idle: u64,
+    /// TCP keepalive period in seconds (0: off).
+    #[arg(long, default_value_t = 30)]
+    keepalive: u64,
     /// On shutdown, how long requests may go on (seconds) before they are cut.
     #[arg(long, default_value_t = 10)]
     wait_timeout: u64,
@@ -123,6 +126,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with_per_ip_limit(args.per_ip_limit)
         .with_blacklist(args.blacklist.iter().copied())
         .with_max_idle((args.max_idle > 0).then(|| Duration::from_secs(args.max_idle)))
+        .with_keepalive((args.keepalive > 0).then(|| Duration::from_secs(args.keepalive)))
         .with_wait_timeout(Duration::from_secs(args.wait_timeout));
     let service = registry.create(&sid, config);
     let listener = Listener::bind(args.listen, service.clone()).await?;
@@ -171,10 +175,7 @@ async fn hello_plain(ConnectInfo(peer): ConnectInfo<SocketAddr>) -> String {
 }
 
 /// `{"services": [...]}`; `?conns=1` adds each service's connection list.
-async fn stats(
-    State(state): State<AppState>,
-    uri: Uri,
-) -> Json<monconn::RegistrySnapshot> {
+async fn stats(State(state): State<AppState>, uri: Uri) -> Json<monconn::RegistrySnapshot> {
     let with_conns = uri
         .query()
         .unwrap_or("")
