@@ -8,6 +8,7 @@
 #[path = "forwarder/copy.rs"]
 mod copy;
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use monconn::{Listener, Registry, ServiceConfig};
@@ -38,17 +39,22 @@ fn main() -> std::io::Result<()> {
 }
 
 async fn serve(listen: String, backend: String) -> std::io::Result<()> {
+    let backend: SocketAddr = backend.parse().map_err(|e| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{backend}: {e}"))
+    })?;
     let service = Registry::new().create(&listen, ServiceConfig::default().with_nodelay(true));
     let listener = Listener::bind(&listen, service).await?;
     loop {
         let (client, _peer) = listener.accept().await?;
-        let backend = backend.clone();
         tokio::spawn(async move {
-            let connect = TcpStream::connect(backend.as_str());
-            let Ok(Ok(backend)) = tokio::time::timeout(Duration::from_secs(10), connect).await
-            else {
+            // Boxed: the connect step's state (a timer among it) lives on
+            // the heap only while connecting, not in every idle pair's task.
+            let connect =
+                tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(backend));
+            let Ok(Ok(backend)) = Box::pin(connect).await else {
                 return;
             };
+            let _ = backend.set_nodelay(true);
             let _ = copy::pipe(client, backend).await;
         });
     }

@@ -418,3 +418,19 @@ async fn print_bytes_dumps_both_directions() {
     assert!(text.contains("00000000: 4745 5420 2f70 696e 67"), "{text}");
     assert!(text.contains("00000000: 706f 6e67 21"), "{text}");
 }
+
+#[tokio::test]
+async fn an_idle_pair_is_small() {
+    // The pipe future is all a pair holds while idle, besides its sockets'
+    // kernel state and the runtime's per-socket registration: the two
+    // sockets and two small direction states.
+    let service = Registry::new().create("size", quiet_config());
+    let (client, _peer) = support::tcp_pair(&service).await;
+    let backend_listener = support::listen().await;
+    let backend = TcpStream::connect(backend_listener.local_addr().unwrap())
+        .await
+        .unwrap();
+    let pair = copy::pipe(client, backend);
+    let size = std::mem::size_of_val(&pair);
+    assert!(size <= 192, "pipe future is {size} bytes");
+}

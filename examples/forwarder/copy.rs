@@ -3,10 +3,15 @@
 //! One future drives both directions of a pair (no task per direction), and
 //! holds, while idle, only the two sockets and a few words of state:
 //!
-//! - it waits for a side to be readable with no buffer, then borrows one
-//!   from the thread's [`pool`](self::pool) (or, on Linux, for a service
-//!   without `print_bytes` and once a transfer is bulky, a pipe for
-//!   [`splice`](self::splice)), moves the burst, and gives it back;
+//! - it waits for a side to be readable with no buffer, then borrows a
+//!   64 KiB buffer from the thread's [`pool`](self::pool), moves the burst,
+//!   and gives it back (a buffer stays lent only while its bytes wait for a
+//!   slow destination);
+//! - on Linux, for a service without `print_bytes`, a direction whose read
+//!   filled a whole buffer goes on with [`splice`](self::splice) (socket ->
+//!   pipe -> socket, no copy through user space, a pooled pipe lent per
+//!   burst), until a burst is small again; `FORWARDER_SPLICE=off` in the
+//!   environment turns this off;
 //! - one side's EOF becomes a write shutdown of the other, and the other
 //!   direction goes on until it ends too;
 //! - an error in either direction, or a close of the client from outside
@@ -14,7 +19,7 @@
 //! - the client side is counted (and hex-dumped) by its [`MonitoredIo`],
 //!   including what `splice` moves.
 
-use std::future::poll_fn;
+use std::future::Future;
 use std::io;
 use std::net::Shutdown;
 use std::pin::Pin;
@@ -33,6 +38,10 @@ mod splice;
 
 use pool::{Buf, BUF_SIZE};
 
+/// A spliced burst smaller than this sends the direction back to copies.
+#[cfg(target_os = "linux")]
+const SPLICE_MIN: usize = 16 * 1024;
+
 /// Copies both directions between `client` and `backend` until both have
 /// ended, passing each side's EOF on as a write shutdown of the other.
 /// Returns the bytes copied client -> backend and backend -> client.
@@ -40,35 +49,27 @@ use pool::{Buf, BUF_SIZE};
 /// # Errors
 /// The first error of either direction, including the client's being closed
 /// from outside; both sockets are closed then.
-pub(crate) async fn pipe(
+pub(crate) fn pipe(
     client: MonitoredIo<TcpStream>,
     backend: TcpStream,
-) -> io::Result<(u64, u64)> {
-    let _ = backend.set_nodelay(true);
-    let splice = cfg!(target_os = "linux") && !client.record().print_bytes() && splice_mode() > 0;
-    let mut pair = Pair {
+) -> impl Future<Output = io::Result<(u64, u64)>> + Send {
+    // A plain struct rather than an `async fn`: the future is all the state a
+    // pair keeps while idle, so it is kept small (the two sockets, two small
+    // states; tests/forwarder_copy.rs checks its size).
+    let splice = cfg!(target_os = "linux") && !client.record().print_bytes() && splice_allowed();
+    Pair {
         client,
         backend,
         up: Half::new(splice),
         down: Half::new(splice),
-    };
-    if splice_mode() == 2 {
-        #[cfg(target_os = "linux")]
-        {
-            pair.up.state = State::Splice(None);
-            pair.down.state = State::Splice(None);
-        }
     }
-    poll_fn(|cx| pair.poll(cx)).await
 }
 
-fn splice_mode() -> u8 {
-    static MODE: std::sync::OnceLock<u8> = std::sync::OnceLock::new();
-    *MODE.get_or_init(|| match std::env::var("FWD_SPLICE").as_deref() {
-        Ok("0") => 0,
-        Ok("always") => 2,
-        _ => 1,
-    })
+/// Whether `splice(2)` may be used at all: `FORWARDER_SPLICE=off` in the
+/// environment turns it off (to compare, or to rule it out), read once.
+fn splice_allowed() -> bool {
+    static ALLOWED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ALLOWED.get_or_init(|| std::env::var("FORWARDER_SPLICE").as_deref() != Ok("off"))
 }
 
 /// Buffers and pipes lent right now to transfers in flight, over all pairs.
@@ -99,20 +100,23 @@ struct Pair {
     down: Half,
 }
 
-impl Pair {
-    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<(u64, u64)>> {
+impl Future for Pair {
+    type Output = io::Result<(u64, u64)>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<(u64, u64)>> {
+        let this = &mut *self;
         // Parks the waker on the client's record, so that a close from
         // outside ends the pair even while it waits on the backend alone.
-        if let Poll::Ready(cause) = self.client.record().poll_closed(cx) {
+        if let Poll::Ready(cause) = this.client.record().poll_closed(cx) {
             return Poll::Ready(Err(io::Error::new(
                 cause.error_kind(),
                 format!("connection closed by monconn: {cause}"),
             )));
         }
-        let up = self.up.poll(cx, &mut self.client, &mut self.backend)?;
-        let down = self.down.poll(cx, &mut self.backend, &mut self.client)?;
+        let up = this.up.poll(cx, &mut this.client, &mut this.backend)?;
+        let down = this.down.poll(cx, &mut this.backend, &mut this.client)?;
         match (up, down) {
-            (Poll::Ready(()), Poll::Ready(())) => Poll::Ready(Ok((self.up.bytes, self.down.bytes))),
+            (Poll::Ready(()), Poll::Ready(())) => Poll::Ready(Ok((this.up.bytes, this.down.bytes))),
             _ => Poll::Pending,
         }
     }
@@ -131,7 +135,7 @@ enum State {
     /// Waiting for the source to be readable; holds nothing.
     Idle,
     /// Writing `buf[pos..end]` to the destination.
-    Write { buf: Buf, pos: usize, end: usize },
+    Write { buf: Buf, pos: u32, end: u32 },
     /// Bulk transfer: moving bytes through a pipe, `None` while it waits.
     #[cfg(target_os = "linux")]
     Splice(Option<splice::Pipe>),
@@ -171,19 +175,19 @@ impl Half {
                     self.state = State::Write {
                         buf,
                         pos: 0,
-                        end: n,
+                        end: n as u32,
                     };
                 }
                 State::Write { buf, pos, end } => {
                     while *pos < *end {
-                        let n = ready!(dst.poll_write(cx, &buf[*pos..*end]))?;
+                        let n = ready!(dst.poll_write(cx, &buf[*pos as usize..*end as usize]))?;
                         if n == 0 {
                             return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
                         }
-                        *pos += n;
+                        *pos += n as u32;
                     }
                     // A full buffer is a bulk transfer: go on without copies.
-                    let bulk = *end == BUF_SIZE;
+                    let bulk = *end as usize == BUF_SIZE;
                     self.state = State::Idle;
                     #[cfg(target_os = "linux")]
                     if bulk && self.splice {
@@ -203,16 +207,14 @@ impl Half {
                                 continue;
                             }
                             Ok(n) => self.bytes += n as u64,
-                            // Drained: back to small copies until the next bulk.
-                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                                self.state = State::Idle;
-                                continue;
-                            }
+                            // Drained for now (readiness cleared): wait, holding nothing.
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                             Err(e) => return Poll::Ready(Err(e)),
                         }
                         *slot = Some(pipe);
                     }
                     let pipe = slot.as_mut().expect("pipe lent above");
+                    let moved = pipe.len;
                     while pipe.len > 0 {
                         ready!(dst.poll_write_ready(cx))?;
                         match dst.drain(pipe) {
@@ -221,7 +223,14 @@ impl Half {
                             Err(e) => return Poll::Ready(Err(e)),
                         }
                     }
-                    *slot = None; // the empty pipe goes back to the pool
+                    // The empty pipe goes back to the pool. Small bursts are
+                    // cheaper copied (splice cannot tell a drained socket from a
+                    // short read, and costs a call more): back to the buffer.
+                    self.state = if moved < SPLICE_MIN {
+                        State::Idle
+                    } else {
+                        State::Splice(None)
+                    };
                 }
             }
         }

@@ -8,7 +8,8 @@
 
 use std::cell::RefCell;
 use std::ops::{Deref, DerefMut};
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicIsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 
 /// The size of a copy buffer: large enough that a bulk transfer moves in
 /// few system calls.
@@ -17,11 +18,26 @@ pub(crate) const BUF_SIZE: usize = 64 * 1024;
 /// Buffers a thread keeps for reuse; more are freed when given back.
 const KEEP: usize = 16;
 
-/// Buffers lent and not yet given back, over all threads.
-static IN_USE: AtomicUsize = AtomicUsize::new(0);
+/// One thread's count of buffers lent minus given back, on its own cache
+/// line: lending touches no memory shared with other threads.
+#[repr(align(128))]
+#[derive(Default)]
+struct Count(AtomicIsize);
+
+/// Every thread's count, summed by [`in_use`].
+static COUNTS: Mutex<Vec<Arc<Count>>> = Mutex::new(Vec::new());
+
+struct Local {
+    free: RefCell<Vec<Box<[u8]>>>,
+    count: Arc<Count>,
+}
 
 thread_local! {
-    static FREE: RefCell<Vec<Box<[u8]>>> = const { RefCell::new(Vec::new()) };
+    static LOCAL: Local = {
+        let count = Arc::new(Count::default());
+        COUNTS.lock().unwrap_or_else(|e| e.into_inner()).push(count.clone());
+        Local { free: RefCell::new(Vec::new()), count }
+    };
 }
 
 /// A copy buffer of [`BUF_SIZE`] bytes, borrowed from the pool; dropping it
@@ -33,9 +49,11 @@ pub(crate) struct Buf {
 impl Buf {
     /// Borrows a buffer from this thread's pool, allocating one if it is empty.
     pub(crate) fn lend() -> Buf {
-        IN_USE.fetch_add(1, Relaxed);
-        let data = FREE
-            .try_with(|free| free.borrow_mut().pop())
+        let data = LOCAL
+            .try_with(|local| {
+                local.count.0.fetch_add(1, Relaxed);
+                local.free.borrow_mut().pop()
+            })
             .ok()
             .flatten()
             .unwrap_or_else(|| vec![0; BUF_SIZE].into_boxed_slice());
@@ -45,11 +63,12 @@ impl Buf {
 
 impl Drop for Buf {
     fn drop(&mut self) {
-        IN_USE.fetch_sub(1, Relaxed);
         let data = std::mem::take(&mut self.data);
-        // On a thread that is going away, the buffer is simply freed.
-        let _ = FREE.try_with(|free| {
-            let mut free = free.borrow_mut();
+        // On a thread that is going away, the buffer is simply freed (and
+        // stays counted as lent: only tests read the count, on live threads).
+        let _ = LOCAL.try_with(|local| {
+            local.count.0.fetch_sub(1, Relaxed);
+            let mut free = local.free.borrow_mut();
             if free.len() < KEEP {
                 free.push(data);
             }
@@ -72,25 +91,36 @@ impl DerefMut for Buf {
 
 /// Buffers lent right now, over all threads.
 pub(crate) fn in_use() -> usize {
-    IN_USE.load(Relaxed)
+    let counts = COUNTS.lock().unwrap_or_else(|e| e.into_inner());
+    counts
+        .iter()
+        .map(|c| c.0.load(Relaxed))
+        .sum::<isize>()
+        .max(0) as usize
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// This thread's count: other tests lend on their own threads meanwhile.
+    fn lent_here() -> isize {
+        LOCAL.with(|local| local.count.0.load(Relaxed))
+    }
+
     #[test]
     fn lends_and_takes_back() {
-        let before = in_use();
+        let before = lent_here();
         let mut a = Buf::lend();
         a[0] = 7;
         assert_eq!(a.len(), BUF_SIZE);
         let ptr = a.as_ptr();
-        assert_eq!(in_use(), before + 1);
+        assert_eq!(lent_here(), before + 1);
         drop(a);
-        assert_eq!(in_use(), before);
+        assert_eq!(lent_here(), before);
         // The same thread gets the same memory back.
         let b = Buf::lend();
         assert_eq!(b.as_ptr(), ptr);
+        assert_eq!(lent_here(), before + 1);
     }
 }
