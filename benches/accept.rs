@@ -286,6 +286,12 @@ fn interleaved(rounds: usize) {
         ),
         ("listener_no_keepalive", Some(default.with_keepalive(None))),
     ];
+    // MONCONN_ACCEPT_ONLY=name runs one variant (for strace or perf).
+    let only = std::env::var("MONCONN_ACCEPT_ONLY").ok();
+    let variants: Vec<_> = variants
+        .into_iter()
+        .filter(|(name, _)| only.as_deref().is_none_or(|o| o == *name))
+        .collect();
     let servers: Vec<_> = variants
         .iter()
         .map(|(name, config)| {
@@ -308,17 +314,20 @@ fn interleaved(rounds: usize) {
             rates[i].push(CONNS as f64 / took.as_secs_f64());
         }
     }
-    let median = |v: &mut Vec<f64>| {
+    fn median(mut v: Vec<f64>) -> f64 {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
-    };
-    let medians: Vec<f64> = rates.iter_mut().map(median).collect();
-    println!("{rounds} rounds of {CONNS} connections, medians:");
-    for ((name, _, _), m) in servers.iter().zip(&medians) {
+    }
+    // Ratios paired within each round, so slow drifts of the load cancel.
+    let paired =
+        |i: usize, base: usize| median((0..rounds).map(|r| rates[i][r] / rates[base][r]).collect());
+    println!("{rounds} rounds of {CONNS} connections; medians, and medians of per-round ratios:");
+    for (i, (name, _, _)) in servers.iter().enumerate() {
         println!(
-            "{name:<26} {m:>9.0} conn/s  ratio to bare {:.3}  to default stack {:.3}",
-            m / medians[0],
-            m / medians[1]
+            "{name:<26} {:>9.0} conn/s  to bare {:.3}  to default stack {:.3}",
+            median(rates[i].clone()),
+            paired(i, 0),
+            paired(i, 1.min(servers.len() - 1))
         );
     }
 }

@@ -3,6 +3,7 @@
 //! monitored.
 
 mod builder;
+mod sockopt;
 mod state;
 
 pub use builder::ListenerBuilder;
@@ -139,12 +140,14 @@ where
     /// When the listener's local address cannot be read.
     pub fn with_stack(tcp: TcpListener, service: Service, stack: S) -> io::Result<Self> {
         let local = tcp.local_addr()?;
+        let mut state = State::new(stack);
+        state.sockopts.on_listener(&tcp, &service.config());
         Ok(Listener {
             tcp,
             service,
             local,
             accept_errors: AtomicU64::new(0),
-            state: Mutex::new(State::new(stack)),
+            state: Mutex::new(state),
         })
     }
 

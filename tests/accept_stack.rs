@@ -220,3 +220,56 @@ fn listener_and_its_accept_are_send() {
         send(&listener.accept());
     });
 }
+
+#[tokio::test]
+async fn keepalive_and_nodelay_follow_the_config_at_runtime() {
+    use socket2::SockRef;
+    let service = Registry::new().create(
+        "sockopt",
+        quiet_config().with_keepalive(Some(Duration::from_secs(30))),
+    );
+    let listener = Listener::bind("127.0.0.1:0", service.clone())
+        .await
+        .unwrap();
+    let addr = listener.local_addr();
+    let opts = |conn: &monconn::MonitoredIo<TcpStream>| {
+        let sock = SockRef::from(conn.get_ref());
+        let keepalive = sock
+            .keepalive()
+            .unwrap()
+            .then(|| sock.tcp_keepalive_time().unwrap());
+        let interval = keepalive.map(|_| sock.tcp_keepalive_interval().unwrap());
+        (keepalive, interval, sock.tcp_nodelay().unwrap())
+    };
+
+    let _c = connect_from(lo(2), addr).await;
+    let (conn, _) = within("accept", listener.accept()).await.unwrap();
+    let secs = Duration::from_secs;
+    assert_eq!(opts(&conn), (Some(secs(30)), Some(secs(30)), false));
+
+    // Two connections queued before the change, one after: all get the new
+    // settings.
+    let _c1 = connect_from(lo(2), addr).await;
+    let _c2 = connect_from(lo(2), addr).await;
+    service.update_config(|c| {
+        c.keepalive = Some(secs(45));
+        c.nodelay = true;
+    });
+    let _c3 = connect_from(lo(2), addr).await;
+    for _ in 0..3 {
+        let (conn, _) = within("accept", listener.accept()).await.unwrap();
+        assert_eq!(opts(&conn), (Some(secs(45)), Some(secs(45)), true));
+    }
+    // And the next one too, without a change in between.
+    let _c = connect_from(lo(2), addr).await;
+    let (conn, _) = within("accept", listener.accept()).await.unwrap();
+    assert_eq!(opts(&conn), (Some(secs(45)), Some(secs(45)), true));
+
+    service.update_config(|c| {
+        c.keepalive = None;
+        c.nodelay = false;
+    });
+    let _c = connect_from(lo(2), addr).await;
+    let (conn, _) = within("accept", listener.accept()).await.unwrap();
+    assert_eq!(opts(&conn), (None, None, false));
+}

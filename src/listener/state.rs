@@ -11,11 +11,11 @@ use std::time::Duration;
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use pin_project_lite::pin_project;
-use socket2::{SockRef, TcpKeepalive};
 use tokio::net::{TcpListener, TcpStream};
 
+use super::sockopt::SockOpts;
 use crate::layers::BoxError;
-use crate::{Accepted, MonitoredIo, Reason, Rejected, Service, ServiceConfig};
+use crate::{Accepted, MonitoredIo, Reason, Rejected, Service};
 
 /// How long to wait after a resource error (`EMFILE`, ...) before accepting again.
 pub(super) const BACKOFF: Duration = Duration::from_millis(50);
@@ -38,6 +38,7 @@ pub(super) struct State<S, F> {
     backoff: Option<Pin<Box<tokio::time::Sleep>>>,
     /// Set while paused at `conn_limit`: fires when a slot is released.
     released: Option<Wait>,
+    pub(super) sockopts: SockOpts,
 }
 
 pin_project! {
@@ -66,6 +67,7 @@ impl<S, F> State<S, F> {
             pending: FuturesUnordered::new(),
             backoff: None,
             released: None,
+            sockopts: SockOpts::default(),
         }
     }
 
@@ -105,9 +107,14 @@ where
             }
             ready!(self.stack.poll_ready(cx))
                 .map_err(|e| io::Error::other(format!("accept stack failed: {}", e.into())))?;
-            match ready!(ctx.tcp.poll_accept(cx)) {
+            let accepted = ctx.tcp.poll_accept(cx);
+            if accepted.is_pending() {
+                self.sockopts.queue_empty();
+            }
+            match ready!(accepted) {
                 Ok((stream, peer)) => {
-                    configure(&stream, &ctx.service.inner.config());
+                    let config = ctx.service.inner.config();
+                    self.sockopts.on_accept(ctx.tcp, &stream, &config);
                     let future = self.stack.call(Accepted::new(stream, peer, ctx.local));
                     self.pending.push(InFlight { peer, future });
                 }
@@ -177,17 +184,6 @@ fn find_rejected<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a
         next = e.source();
     }
     None
-}
-
-/// TCP keepalive and `TCP_NODELAY` from the service's config.
-fn configure(stream: &TcpStream, config: &ServiceConfig) {
-    if config.nodelay {
-        let _ = stream.set_nodelay(true);
-    }
-    if let Some(period) = config.keepalive {
-        let ka = TcpKeepalive::new().with_time(period).with_interval(period);
-        let _ = SockRef::from(stream).set_tcp_keepalive(&ka);
-    }
 }
 
 /// Errors about one connection, which ended before it was accepted.
