@@ -1,0 +1,28 @@
+//! The forwarder's config file parser: no input may panic; every accepted
+//! config is usable (a service created with it admits and releases).
+#![no_main]
+
+#[allow(dead_code)]
+#[path = "../../examples/forwarder/addr.rs"]
+mod addr;
+#[allow(dead_code)]
+#[path = "../../examples/forwarder/config.rs"]
+mod config;
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    match config::parse(text) {
+        Ok(specs) => {
+            for spec in specs {
+                let service = monconn::Registry::new().create(&spec.sid, spec.config);
+                drop(service.admit(([127, 0, 0, 1], 4000).into()));
+                assert_eq!(service.connections(), 0);
+            }
+        }
+        Err(e) => assert!(!e.is_empty()),
+    }
+});
