@@ -325,7 +325,10 @@ async fn churn_soak_leaves_nothing_behind_and_counts_every_byte() {
                 let all: serde_json::Value = serde_json::from_str(&body).expect("JSON");
                 for s in all["services"].as_array().expect("services") {
                     let active = s["connections"].as_u64().expect("connections");
-                    assert!(active <= CONCURRENCY as u64, "{s}");
+                    // Only SOURCES client addresses exist.
+                    let ips = s["ip_count"].as_u64().expect("ip_count");
+                    assert!(ips <= u64::from(SOURCES), "{s}");
+                    assert_eq!(s["ips"].as_array().expect("ips").len() as u64, ips, "{s}");
                     peak = peak.max(active);
                 }
                 if polls % 5 == 0 {

@@ -298,8 +298,8 @@ async fn client_vanishing_with_rst_closes_the_backend_side_too() {
     }
 }
 
-/// 200 clients send a byte every 1.5 s; read_timeout 0.75 s closes each
-/// after its first byte, while 300 normal exchanges are served.
+/// 200 clients send a byte every 3 s; read_timeout 1.5 s closes each after
+/// its first byte, while 300 normal exchanges are served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slowloris_is_closed_by_read_timeout_while_normal_clients_are_served() {
     const SLOW: usize = 200;
@@ -307,20 +307,23 @@ async fn slowloris_is_closed_by_read_timeout_while_normal_clients_are_served() {
     let (fwd, addrs) = start(&[Svc::new(
         "web",
         banner_backend().await,
-        &format!("{FAST}  read_timeout: 0.75\n  max_idle: 0\n"),
+        &format!("{FAST}  read_timeout: 1.5\n  max_idle: 0\n"),
     )]);
     let addr = addrs[0];
     fwd.stats("web").await;
     let at_start = settled_fds(fwd.pid()).await;
     let started = Instant::now();
 
+    let greeted = Arc::new(AtomicU64::new(0));
     let mut slow = tokio::task::JoinSet::new();
     for i in 0..SLOW {
         let from = [127, 0, 1, 1 + (i % 50) as u8];
+        let greeted = greeted.clone();
         slow.spawn(async move {
             let mut c = connect_from(from, addr).await;
             let mut hello = [0u8; 6];
             c.read_exact(&mut hello).await.expect("greeting");
+            greeted.fetch_add(1, Relaxed);
             let mut bytes = 0;
             loop {
                 if c.write_all(b"x").await.is_err() {
@@ -330,12 +333,12 @@ async fn slowloris_is_closed_by_read_timeout_while_normal_clients_are_served() {
                 // The echo comes back; then a long pause, then the next byte,
                 // unless the forwarder has closed the connection meanwhile.
                 let mut buf = [0u8; 16];
-                match tokio::time::timeout(Duration::from_millis(1500), c.read(&mut buf)).await {
+                match tokio::time::timeout(WAIT, c.read(&mut buf)).await {
                     Ok(Ok(1)) => {}
                     Ok(_) => break,
                     Err(_) => panic!("no echo"),
                 }
-                match tokio::time::timeout(Duration::from_millis(1500), c.read(&mut buf)).await {
+                match tokio::time::timeout(Duration::from_secs(3), c.read(&mut buf)).await {
                     Err(_) => continue, // still open: send the next byte
                     Ok(_) => break,     // EOF or reset: closed
                 }
@@ -344,6 +347,14 @@ async fn slowloris_is_closed_by_read_timeout_while_normal_clients_are_served() {
         });
     }
 
+    // The normal clients come once every slow one is in.
+    let deadline = Instant::now() + WAIT;
+    while greeted.load(Relaxed) < SLOW as u64 {
+        assert!(Instant::now() < deadline, "slow clients not connected");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let open_slow = fwd.stats("web").await["connections"].as_u64().unwrap();
+    let normal_start = Instant::now();
     let served = Arc::new(AtomicU64::new(0));
     let mut normal = tokio::task::JoinSet::new();
     let gate = Arc::new(tokio::sync::Semaphore::new(10));
@@ -361,7 +372,7 @@ async fn slowloris_is_closed_by_read_timeout_while_normal_clients_are_served() {
     while let Some(r) = normal.join_next().await {
         r.expect("normal client");
     }
-    let normal_done = started.elapsed();
+    let normal_done = normal_start.elapsed();
     let mut slow_bytes = 0;
     while let Some(r) = slow.join_next().await {
         slow_bytes += r.expect("slowloris client");
@@ -378,7 +389,8 @@ async fn slowloris_is_closed_by_read_timeout_while_normal_clients_are_served() {
     assert_eq!(stats["accepted"], (SLOW + NORMAL) as u64);
     println!(
         "slowloris: {SLOW} trickling clients ({slow_bytes} bytes) all closed by read_timeout; \
-         {NORMAL}/{NORMAL} normal exchanges served in {normal_done:?}; total {:?}",
+         {NORMAL}/{NORMAL} normal exchanges served in {normal_done:?}, starting with \
+         {open_slow} slow connections open; total {:?}",
         started.elapsed()
     );
 }
