@@ -13,14 +13,20 @@ use crate::registry::canonical_ip;
 const DIRECT: usize = 64;
 /// Bits of the bucket index: 2^16 buckets.
 const BUCKET_BITS: u32 = 16;
+/// Marks an index slot whose bucket some range intersects; the other bits
+/// are the range index. An address in an unmarked bucket is not in the set,
+/// found without reading a range.
+const USED: u32 = 1 << 31;
 
 /// An immutable set of IPv4 and IPv6 addresses and networks (CIDRs).
 ///
 /// The networks are merged into sorted, disjoint address ranges. A lookup
-/// reads one slot of a 2^16-bucket index over the ranges, then searches the
-/// few ranges of that bucket: its cost depends on how many ranges share a
-/// bucket, not on the size of the set (1,000 or 100,000 entries cost about
-/// the same; see `BENCHMARKS.md`).
+/// reads one slot of a 2^16-bucket index over the ranges (which also tells
+/// when no range reaches the bucket), then searches the few ranges of that
+/// bucket: its cost depends on how many ranges share a bucket, not on the
+/// size of the set (1,000 or 100,000 entries cost about the same; see
+/// `BENCHMARKS.md`). A set whose ranges crowd into one bucket degrades to a
+/// binary search over that bucket's ranges.
 ///
 /// IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`) are looked up as their IPv4
 /// address, and networks within `::ffff:0:0/96` are stored as IPv4 networks,
@@ -151,7 +157,8 @@ struct Ranges<K> {
     max: K,
     /// Leading bits shared by every covered address; buckets use the next ones.
     shift: u32,
-    /// `index[b]`: the first range whose end falls in bucket `b` or later.
+    /// `index[b]`: the first range whose end falls in bucket `b` or later,
+    /// with [`USED`] when a range intersects bucket `b`.
     index: Box<[u32]>,
 }
 
@@ -189,6 +196,13 @@ impl<K: Key> Ranges<K> {
                 }
             }
             index.resize(buckets + 1, merged.len() as u32);
+            let mut next = 0; // buckets below are marked
+            for &(start, end) in &merged {
+                for slot in &mut index[start.bucket(shift).max(next)..=end.bucket(shift)] {
+                    *slot |= USED;
+                }
+                next = end.bucket(shift) + 1;
+            }
         }
         Ranges {
             ranges: merged.into_boxed_slice(),
@@ -208,8 +222,12 @@ impl<K: Key> Ranges<K> {
             &self.ranges[..]
         } else {
             let b = ip.bucket(self.shift);
-            let lo = self.index[b] as usize;
-            let hi = (self.index[b + 1] as usize + 1).min(self.ranges.len());
+            let first = self.index[b];
+            if first & USED == 0 {
+                return false;
+            }
+            let lo = (first & !USED) as usize;
+            let hi = ((self.index[b + 1] & !USED) as usize + 1).min(self.ranges.len());
             &self.ranges[lo..hi]
         };
         let after = candidates.partition_point(|r| r.0 <= ip);
