@@ -1,6 +1,6 @@
 //! Limits under concurrency, against the real forwarder: for `conn_limit`,
-//! `ip_limit` and `per_ip_limit`, hundreds of parallel connection attempts
-//! from several 127.0.0.x sources.
+//! `ip_limit` and `per_ip_limit`, thousands of parallel connection attempts
+//! from several 127.0.0.x sources; and `rate_limit`'s bound over time.
 //!
 //! Two views of "admitted at once", both of which must stay within the limit:
 //! - inside: `/stats`, polled all along (connections, ip_count, per-IP
@@ -210,6 +210,60 @@ async fn all_three_limits_together_hold() {
         held.peak_per_ip <= 2 && seen.per_ip <= 2,
         "{held:?} {seen:?}"
     );
+}
+
+/// The rate limit is a token bucket per IP: over any span, an IP gets at
+/// most `burst + per_sec * span` connections in. 16 workers hammer it from
+/// 4 sources for 1.5 s; the span measured around them bounds the forwarder's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limit_holds_under_parallel_attempts() {
+    const PER_SEC: f64 = 20.0;
+    const BURST: u64 = 5;
+    const SOURCES: u8 = 4;
+    let (fwd, addrs) = start(&[Svc::new(
+        "svc",
+        banner_backend().await,
+        "  rate_limit: 20\n  rate_burst: 5\n",
+    )]);
+    let addr = addrs[0];
+    fwd.stats("svc").await;
+    let per_ip: Arc<Vec<AtomicU64>> = Arc::new((0..SOURCES).map(|_| AtomicU64::new(0)).collect());
+    let attempts = Arc::new(AtomicU64::new(0));
+    let started = std::time::Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for w in 0..16u8 {
+        let (per_ip, attempts) = (per_ip.clone(), attempts.clone());
+        tasks.spawn(async move {
+            let ip = w % SOURCES;
+            while started.elapsed() < Duration::from_millis(1500) {
+                attempts.fetch_add(1, Relaxed);
+                if let Some(mut c) = open([127, 0, 0, 1 + ip], addr).await {
+                    per_ip[usize::from(ip)].fetch_add(1, Relaxed);
+                    echo(&mut c, b"x").await;
+                }
+            }
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.expect("client");
+    }
+    let span = started.elapsed().as_secs_f64();
+    let bound = BURST + (PER_SEC * span).ceil() as u64;
+    let got: Vec<u64> = per_ip.iter().map(|n| n.load(Relaxed)).collect();
+    let stats = wait_drained(&fwd, "svc").await;
+    let attempts = attempts.load(Relaxed);
+    let admitted: u64 = got.iter().sum();
+    println!(
+        "rate_limit 20/s burst 5: {attempts} attempts from {SOURCES} IPs in {span:.2} s, \
+         admitted per IP {got:?} (bound {bound}), rejected {}",
+        stats["rejected"]
+    );
+    for n in &got {
+        assert!(*n <= bound, "{got:?} > {bound}");
+        assert!(*n >= BURST, "the burst was not admitted: {got:?}");
+    }
+    assert_eq!(stats["accepted"], admitted);
+    assert_eq!(count(&stats, "rejected", "rate_limit"), attempts - admitted);
 }
 
 fn total(group: &serde_json::Value) -> u64 {
