@@ -227,3 +227,71 @@ fn leading_zeros_in_config_ips_stop_the_start() {
         assert!(stderr.contains("line 4"), "{key}: {value}: {stderr}");
     }
 }
+
+/// The real process's admin API under malformed requests: raw bytes,
+/// broken request lines, bad framing, paths that decode to nothing valid.
+/// It answers what it can, never dies, and leaks no connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_api_of_the_real_process_survives_garbage() {
+    use rand::{Rng, SeedableRng};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let backend = banner_backend().await;
+    let port = std::cell::Cell::new(0);
+    let fwd = Forwarder::start(|| {
+        port.set(free_port());
+        Setup {
+            config: None,
+            args: vec!["-p".into(), format!("127.0.0.1:{}={backend}", port.get())],
+        }
+    });
+    let at_start = reliability::settled_fds(fwd.pid()).await;
+    let fixed: Vec<Vec<u8>> = [
+        &b"GET /stats/%FF%FE HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"[..],
+        b"GET /stats/%00/connections HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        b"POST /services/%2e%2e/blacklist/%25 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        b"POST /services/x/connections/99999999999999999999999/kick HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        b"GET /stats HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
+        b"GET /stats HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        b"GET /stats HTTP/9.9\r\n\r\n",
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", // a TLS ClientHello
+        b"GET /stats HTTP/1.1\r\nHost: x\r\n",             // never finished
+        b"\r\n\r\n\r\n",
+    ]
+    .iter()
+    .map(|b| b.to_vec())
+    .collect();
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(7);
+    let mut inputs = fixed;
+    for _ in 0..190 {
+        let len = rng.random_range(0..2048);
+        let mut junk: Vec<u8> = (0..len).map(|_| rng.random()).collect();
+        if rng.random_bool(0.5) {
+            let mut line = b"GET /".to_vec();
+            line.append(&mut junk);
+            junk = line;
+        }
+        inputs.push(junk);
+    }
+    let mut answered = 0;
+    for raw in &inputs {
+        let mut s = tokio::net::TcpStream::connect(fwd.admin).await.unwrap();
+        let _ = s.write_all(raw).await;
+        let _ = s.shutdown().await;
+        let mut out = Vec::new();
+        let read = tokio::time::timeout(WAIT, s.read_to_end(&mut out)).await;
+        assert!(read.is_ok(), "no answer or close for {raw:?}");
+        if out.starts_with(b"HTTP/1.1 ") {
+            answered += 1;
+        }
+    }
+    // Still serving, both the API and the forwarded service.
+    let (status, body) = fwd.http("GET", "/stats").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(open([127, 0, 0, 1], loopback(port.get())).await.is_some());
+    reliability::wait_fds_back(&fwd, at_start).await;
+    println!(
+        "admin API: {} malformed requests, {answered} answered with a status, the rest closed",
+        inputs.len()
+    );
+}
