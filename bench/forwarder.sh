@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# The forwarder against real peers, in one run: HAProxy (plain and splice),
+# nginx stream, socat, a plain tokio copy_bidirectional forwarder (rawfwd)
+# and no forwarder at all. Reproduces the table of BENCHMARKS.md,
+# "Forwarder vs HAProxy, nginx, socat, plain tokio".
+#
+#   bash bench/forwarder.sh              # everything, REPS=3 (about 25 minutes)
+#   PHASES="iperf redis" bash bench/forwarder.sh
+#
+# Steps:
+#   1. ../shared/bench/setup.sh (or $PEERS_DIR/setup.sh): installs HAProxy, nginx,
+#      socat, iperf3, redis and wrk from Debian, builds rawfwd and peertools;
+#   2. builds examples/forwarder (and examples/fwdbench, the copy engine behind a
+#      bare accept loop, measured too with ENGINE=1) in release, and copies the
+#      binaries aside so that a rebuild during the run cannot change them;
+#   3. measure.sh with every peer: iperf3 1 and 4 streams, redis-benchmark
+#      pipeline 1 and 16, memory per idle connection at MEM_N connections, short
+#      connections per second (knobs: PHASES REPS MEM_N MEM_REPS IPERF_SECS
+#      REDIS_N RATE_SECS, see measure.sh);
+#   4. CPU=1 (default): the forwarders' own CPU time per unit of work
+#      (per GB through iperf3, per 1,000 redis GETs, per 1,000 short
+#      connections), from /proc/PID/stat around each run: on a busy machine
+#      this is far steadier than the rates;
+#   5. forwarder_ratios.py: ours against the best peer of the same run, per row.
+#
+# NICE=-15 runs the measurement at a higher priority (root only), which keeps
+# other work on a shared machine from skewing it; every peer gets the same.
+# Results land in $OUT (default target/bench-forwarder/<date>).
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+PEERS_DIR=${PEERS_DIR:-$ROOT/../shared/bench}
+OUT=${OUT:-$ROOT/target/bench-forwarder/$(date -u +%Y%m%d-%H%M%S)}
+NICE=${NICE:-0}
+CPU=${CPU:-1}
+ENGINE=${ENGINE:-0}
+export REPS=${REPS:-3}
+mkdir -p "$OUT/bin"
+
+"$PEERS_DIR/setup.sh"
+cargo build -q --release --features metrics --example forwarder --example fwdbench
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+cp "$TARGET_DIR/release/examples/forwarder" "$TARGET_DIR/release/examples/fwdbench" "$OUT/bin/"
+
+specs=("ours=$OUT/bin/forwarder -p 127.0.0.1:\$LPORT=127.0.0.1:\$BPORT")
+[ "$ENGINE" = 1 ] && specs+=("engine=$OUT/bin/fwdbench 127.0.0.1:\$LPORT=127.0.0.1:\$BPORT")
+specs+=(haproxy haproxy-splice nginx socat rawfwd)
+peers=(haproxy haproxy-splice nginx socat rawfwd)
+# socat forks a process per connection: too slow for the CPU phase's loads.
+cpu_specs=()
+for s in "${specs[@]}"; do [ "$s" = socat ] || cpu_specs+=("$s"); done
+
+echo "results in $OUT" >&2
+OUT=$OUT nice -n "$NICE" "$PEERS_DIR/measure.sh" "${specs[@]}" | tee "$OUT/measure.log"
+if [ "$CPU" = 1 ]; then
+    OUT=$OUT PEERS_DIR=$PEERS_DIR nice -n "$NICE" "$ROOT/bench/forwarder_cpu.sh" "${cpu_specs[@]}"
+fi
+python3 "$ROOT/bench/forwarder_ratios.py" "$OUT" ours "${peers[@]}" | tee "$OUT/ratios.md"

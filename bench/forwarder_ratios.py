@@ -1,0 +1,74 @@
+#!/usr/bin/env python3
+"""forwarder_ratios.py OUT OURS PEER... -> markdown: the headline rows of
+bench/forwarder.sh, median per forwarder, the best peer of the same run and
+ours against it (>= 1.00 means at or above the best peer: for rates ours /
+best, for costs best / ours). Reads OUT/raw.tsv (measure.sh) and, when
+present, OUT/cpu.tsv (forwarder_cpu.sh)."""
+import os
+import statistics
+import sys
+
+# metric, label, higher is better
+ROWS = [
+    ("iperf_P1_Gbps", "iperf3 1 stream, Gbit/s", True),
+    ("iperf_P4_Gbps", "iperf3 4 streams, Gbit/s", True),
+    ("redis_P1_GET_ops", "redis GET, pipeline 1, ops/s", True),
+    ("redis_P16_GET_ops", "redis GET, pipeline 16, ops/s", True),
+    ("conn_rate_per_s", "short connections/s", True),
+    ("mem_idle_RSS_B_per_conn", "RSS per idle connection, bytes", False),
+    ("mem_after1B_RSS_B_per_conn", "RSS per connection after 1 byte each way, bytes", False),
+    ("cpu_iperf_P1_ms_per_GB", "forwarder CPU per GB (iperf3 1 stream), ms", False),
+    ("cpu_redis_P1_GET_us_per_op", "forwarder CPU per GET, pipeline 1, µs", False),
+    ("cpu_redis_P16_GET_us_per_op", "forwarder CPU per GET, pipeline 16, µs", False),
+    ("cpu_conn_us_per_conn", "forwarder CPU per short connection, µs", False),
+]
+
+
+def load(path, vals):
+    if not os.path.exists(path):
+        return
+    for line in open(path):
+        parts = line.rstrip("\n").split("\t")
+        if len(parts) != 4:
+            continue
+        peer, metric, _rep, value = parts
+        try:
+            vals.setdefault((metric, peer), []).append(float(value))
+        except ValueError:
+            pass  # NA: a failed run
+
+
+def fmt(x):
+    if x is None:
+        return "–"
+    if abs(x) >= 1000:
+        return f"{x:,.0f}"
+    return f"{x:.2f}".rstrip("0").rstrip(".") if x != int(x) else f"{x:.0f}"
+
+
+def main():
+    out, ours, peers = sys.argv[1], sys.argv[2], sys.argv[3:]
+    vals = {}
+    load(os.path.join(out, "raw.tsv"), vals)
+    load(os.path.join(out, "cpu.tsv"), vals)
+    med = {k: statistics.median(v) for k, v in vals.items() if v}
+    cols = ["direct", ours] + peers
+    print("| metric | " + " | ".join(cols) + " | best peer | ours / best |")
+    print("|---|" + "---|" * (len(cols) + 2))
+    for metric, label, higher in ROWS:
+        if not any((metric, c) in med for c in cols):
+            continue
+        cells = [fmt(med.get((metric, c))) for c in cols]
+        known = [(med[(metric, p)], p) for p in peers if (metric, p) in med]
+        best = (max if higher else min)(known) if known else None
+        mine = med.get((metric, ours))
+        ratio = "–"
+        if best and mine:
+            r = mine / best[0] if higher else best[0] / mine
+            ratio = f"{r:.2f}"
+        best_cell = f"{best[1]} {fmt(best[0])}" if best else "–"
+        print(f"| {label} | " + " | ".join(cells) + f" | {best_cell} | {ratio} |")
+
+
+if __name__ == "__main__":
+    main()
