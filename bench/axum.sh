@@ -2,7 +2,7 @@
 # Requests per second of a hello-world axum route served through a monitored
 # listener, against plain `axum::serve(TcpListener)`, in the same run.
 #
-#   bash bench/axum.sh            # DURATION=5s CONNS=32 RUNS=3 by default
+#   bash bench/axum.sh            # DURATION=3s CONNS=32 RUNS=11 by default
 #
 # The servers are examples/axum (release build) in separate processes:
 #   plain      --plain: tokio TcpListener, ConnectInfo<SocketAddr>
@@ -12,20 +12,21 @@
 #   +metrics   the same with the Prometheus recorder installed (the sweeper
 #              publishes; each closed connection records its duration)
 # wrk (installed with apt-get if missing) drives GET /hello, keep-alive and
-# with `Connection: close` (one request per connection). Runs alternate
-# between the servers; the table gives the median of RUNS runs of each and
-# the ratio to plain, and the server process's CPU time per request (from
-# /proc/PID/stat around each run) with plain's divided by each server's:
-# on a shared, busy machine that ratio is far steadier than req/s. With 2 CPUs or more, each server runs one tokio worker
+# with `Connection: close` (one request per connection), in RUNS rounds
+# that run each server once, one after the other. The table gives each
+# server's median req/s and server CPU time per request (from /proc/PID/stat
+# around each run), and the median over rounds of the ratio to plain in the
+# same round (req/s: server / plain; CPU: plain / server, so that above 1 is
+# cheaper): on a shared, busy machine the paired CPU ratio is the steadiest. With 2 CPUs or more, each server runs one tokio worker
 # pinned to CPU 0 and wrk is pinned to CPU 1 (PIN=0 to turn this off), so
 # that the figure is the server's cost per request on one core.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
-DURATION=${DURATION:-5s}
+DURATION=${DURATION:-3s}
 CONNS=${CONNS:-32}
 THREADS=${THREADS:-1}
-RUNS=${RUNS:-5}
+RUNS=${RUNS:-11}
 PIN=${PIN:-1}
 [ "$(nproc)" -ge 2 ] || PIN=0
 SERVER_PIN=()
@@ -98,8 +99,19 @@ run() { # name, extra wrk args...
 
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 
+# Median of the per-round ratios base[i] / x[i] (or x[i] / base[i] with "up"):
+# rounds are adjacent in time, so a pair shares the machine's load of the moment.
+paired() { # base-list, list, up|down
+    awk -v a="$1" -v b="$2" -v dir="$3" 'BEGIN {
+        n = split(a, x, " "); split(b, y, " ");
+        for (i = 1; i <= n; i++) r[i] = (dir == "up") ? y[i] / x[i] : x[i] / y[i];
+        for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (r[j] < r[i]) { t = r[i]; r[i] = r[j]; r[j] = t }
+        printf "%.3f", (n % 2) ? r[(n + 1) / 2] : (r[n / 2] + r[n / 2 + 1]) / 2
+    }'
+}
+
 SERVERS=(plain monitored metrics)
-echo "| connections | server | req/s | ratio | server CPU µs/request | CPU ratio |"
+echo "| connections | server | req/s (median) | req/s ratio | server CPU µs/request (median) | CPU ratio |"
 echo "|---|---|---:|---:|---:|---:|"
 for mode in keep-alive close; do
     args=()
@@ -112,14 +124,13 @@ for mode in keep-alive close; do
             CPU[$name]+="$c "
         done
     done
-    base_rps=$(tr ' ' '\n' <<<"${RPS[plain]}" | grep . | median)
-    base_cpu=$(tr ' ' '\n' <<<"${CPU[plain]}" | grep . | median)
     for name in "${SERVERS[@]}"; do
         rps=$(tr ' ' '\n' <<<"${RPS[$name]}" | grep . | median)
         cpu=$(tr ' ' '\n' <<<"${CPU[$name]}" | grep . | median)
+        rps_ratio=$(paired "${RPS[plain]}" "${RPS[$name]}" up)
+        cpu_ratio=$(paired "${CPU[plain]}" "${CPU[$name]}" down)
         label=$name; [ "$name" = metrics ] && label="monitored + metrics"
-        awk -v m="$mode" -v l="$label" -v r="$rps" -v br="$base_rps" -v c="$cpu" -v bc="$base_cpu" \
-            'BEGIN {printf "| %s | %s | %.0f | %.3f | %.2f | %.3f |\n", m, l, r, r / br, c, bc / c}'
+        printf '| %s | %s | %.0f | %s | %.2f | %s |\n' "$mode" "$label" "$rps" "$rps_ratio" "$cpu" "$cpu_ratio"
         echo "$mode $label: req/s ${RPS[$name]}; CPU µs/request ${CPU[$name]}" >&2
     done
     unset RPS CPU
