@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use ipnet::{IpNet, Ipv4Net};
 
@@ -19,6 +20,7 @@ const BUCKET_BITS: u32 = 16;
 const USED: u32 = 1 << 31;
 
 /// An immutable set of IPv4 and IPv6 addresses and networks (CIDRs).
+/// Cheap to clone; clones share the set.
 ///
 /// The networks are merged into sorted, disjoint address ranges. A lookup
 /// reads one slot of a 2^16-bucket index over the ranges (which also tells
@@ -151,7 +153,7 @@ impl Key for u128 {
 /// more than `DIRECT` of them.
 #[derive(Clone)]
 struct Ranges<K> {
-    ranges: Box<[(K, K)]>,
+    ranges: Arc<[(K, K)]>,
     /// The first and last address covered.
     min: K,
     max: K,
@@ -159,7 +161,7 @@ struct Ranges<K> {
     shift: u32,
     /// `index[b]`: the first range whose end falls in bucket `b` or later,
     /// with [`USED`] when a range intersects bucket `b`.
-    index: Box<[u32]>,
+    index: Arc<[u32]>,
 }
 
 impl<K: Key> Default for Ranges<K> {
@@ -205,11 +207,11 @@ impl<K: Key> Ranges<K> {
             }
         }
         Ranges {
-            ranges: merged.into_boxed_slice(),
+            ranges: merged.into(),
             min,
             max,
             shift,
-            index: index.into_boxed_slice(),
+            index: index.into(),
         }
     }
 
