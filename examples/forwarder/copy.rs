@@ -199,7 +199,13 @@ impl Half {
                 State::Splice(slot) => {
                     if slot.is_none() {
                         ready!(src.poll_read_ready(cx))?;
-                        let mut pipe = splice::Pipe::lend()?;
+                        let Ok(mut pipe) = splice::Pipe::lend() else {
+                            // No pipe to be had (out of file descriptors, say):
+                            // this direction goes on with copies.
+                            self.splice = false;
+                            self.state = State::Idle;
+                            continue;
+                        };
                         match src.fill(&mut pipe) {
                             Ok(0) => {
                                 drop(pipe);
