@@ -352,6 +352,10 @@ pub async fn http(
 /// Connects to `to` from the source address `from` (127.0.0.x).
 pub async fn connect_from(from: [u8; 4], to: SocketAddr) -> TcpStream {
     let socket = TcpSocket::new_v4().expect("socket");
+    // Without SO_REUSEADDR, the TIME_WAIT this client leaves on
+    // 127.0.0.x:PORT would keep a later test from listening on [::]:PORT
+    // (`:PORT` services) for a minute.
+    socket.set_reuseaddr(true).expect("SO_REUSEADDR");
     socket.bind((from, 0).into()).expect("bind source address");
     tokio::time::timeout(WAIT, socket.connect(to))
         .await
