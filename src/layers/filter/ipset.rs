@@ -119,35 +119,63 @@ pub(crate) fn canonical_net(net: IpNet) -> IpNet {
 // === impl Ranges ===
 
 /// An address as an unsigned integer.
-trait Key: Copy + Ord {
+trait Key:
+    Copy
+    + Ord
+    + std::ops::BitOr<Output = Self>
+    + std::ops::Not<Output = Self>
+    + std::ops::BitAnd<Output = Self>
+{
     const ZERO: Self;
+    const MAX: Self;
+    const BITS: u32;
     /// Leading bits `a` and `b` share.
     fn common(a: Self, b: Self) -> u32;
-    /// The `BUCKET_BITS` bits after the first `shift` bits.
-    fn bucket(self, shift: u32) -> usize;
+    /// The `bits` bits after the first `shift` bits.
+    fn bucket(self, shift: u32, bits: u32) -> usize;
+    /// The next address (never called on `MAX`).
+    fn succ(self) -> Self;
+    /// `n` low bits set (`n` <= `BITS`).
+    fn low_mask(n: u32) -> Self;
+    /// `b << at`.
+    fn from_bucket(b: usize, at: u32) -> Self;
 }
 
-impl Key for u32 {
-    const ZERO: Self = 0;
-    fn common(a: Self, b: Self) -> u32 {
-        (a ^ b).leading_zeros()
-    }
-    #[inline]
-    fn bucket(self, shift: u32) -> usize {
-        (self.checked_shl(shift).unwrap_or(0) >> (Self::BITS - BUCKET_BITS)) as usize
-    }
+macro_rules! key {
+    ($t:ty) => {
+        impl Key for $t {
+            const ZERO: Self = 0;
+            const MAX: Self = <$t>::MAX;
+            const BITS: u32 = <$t>::BITS;
+            fn common(a: Self, b: Self) -> u32 {
+                (a ^ b).leading_zeros()
+            }
+            #[inline]
+            fn bucket(self, shift: u32, bits: u32) -> usize {
+                (self.checked_shl(shift).unwrap_or(0) >> (<$t>::BITS - bits)) as usize
+            }
+            fn succ(self) -> Self {
+                self + 1
+            }
+            fn low_mask(n: u32) -> Self {
+                <$t>::MAX.checked_shr(<$t>::BITS - n).unwrap_or(0)
+            }
+            fn from_bucket(b: usize, at: u32) -> Self {
+                (b as $t).checked_shl(at).unwrap_or(0)
+            }
+        }
+    };
 }
+key!(u32);
+key!(u128);
 
-impl Key for u128 {
-    const ZERO: Self = 0;
-    fn common(a: Self, b: Self) -> u32 {
-        (a ^ b).leading_zeros()
-    }
-    #[inline]
-    fn bucket(self, shift: u32) -> usize {
-        (self.checked_shl(shift).unwrap_or(0) >> (Self::BITS - BUCKET_BITS)) as usize
-    }
-}
+/// Index slots: the range index in the low bits, and two flags.
+const SLOT: u32 = !(USED | CROWDED);
+/// Marks a bucket with more than `DIRECT` ranges: it has its own finer index
+/// (a child), so a lookup never searches many ranges.
+const CROWDED: u32 = 1 << 30;
+/// Bits of a child's index: 2^8 buckets.
+const CHILD_BITS: u32 = 8;
 
 /// Sorted, disjoint, inclusive ranges, with a bucket index when there are
 /// more than `DIRECT` of them.
@@ -159,9 +187,16 @@ struct Ranges<K> {
     max: K,
     /// Leading bits shared by every covered address; buckets use the next ones.
     shift: u32,
+    /// Bits of the bucket number.
+    bits: u32,
     /// `index[b]`: the first range whose end falls in bucket `b` or later,
-    /// with [`USED`] when a range intersects bucket `b`.
+    /// with [`USED`] when a range intersects bucket `b` and [`CROWDED`] when
+    /// bucket `b` has a child.
     index: Arc<[u32]>,
+    /// The crowded buckets' own indexes, over their ranges clipped to the bucket.
+    children: Arc<[Ranges<K>]>,
+    /// `child_of[b]`: bucket `b`'s child, when there are children.
+    child_of: Arc<[u32]>,
 }
 
 impl<K: Key> Default for Ranges<K> {
@@ -176,23 +211,30 @@ impl<K: Key> Ranges<K> {
         let mut merged: Vec<(K, K)> = Vec::with_capacity(list.len());
         for (start, end) in list {
             match merged.last_mut() {
-                // Overlapping or nested: extend. (Adjacent ranges stay apart;
-                // that costs nothing in a lookup.)
-                Some(last) if start <= last.1 => last.1 = last.1.max(end),
+                // Overlapping, nested or adjacent: extend.
+                Some(last) if last.1 == K::MAX || start <= last.1.succ() => {
+                    last.1 = last.1.max(end)
+                }
                 _ => merged.push((start, end)),
             }
         }
+        Ranges::build(merged, BUCKET_BITS)
+    }
+
+    /// Indexes sorted, disjoint ranges with `bits`-bit buckets.
+    fn build(merged: Vec<(K, K)>, bits: u32) -> Self {
         let (min, max) = match (merged.first(), merged.last()) {
             (Some(first), Some(last)) => (first.0, last.1),
             _ => (K::ZERO, K::ZERO),
         };
         let shift = K::common(min, max);
         let mut index = Vec::new();
+        let (mut children, mut child_of) = (Vec::new(), Vec::new());
         if merged.len() > DIRECT {
-            let buckets = 1usize << BUCKET_BITS;
+            let buckets = 1usize << bits;
             index.reserve(buckets + 1);
             for (i, &(_, end)) in merged.iter().enumerate() {
-                let b = end.bucket(shift);
+                let b = end.bucket(shift, bits);
                 while index.len() <= b {
                     index.push(i as u32);
                 }
@@ -200,10 +242,38 @@ impl<K: Key> Ranges<K> {
             index.resize(buckets + 1, merged.len() as u32);
             let mut next = 0; // buckets below are marked
             for &(start, end) in &merged {
-                for slot in &mut index[start.bucket(shift).max(next)..=end.bucket(shift)] {
+                let last = end.bucket(shift, bits);
+                for slot in &mut index[start.bucket(shift, bits).max(next)..=last] {
                     *slot |= USED;
                 }
-                next = end.bucket(shift) + 1;
+                next = last + 1;
+            }
+            // Buckets of many ranges get a child index over their ranges,
+            // clipped to the bucket: the child's ranges share at least
+            // `shift + bits` leading bits, so each level goes finer.
+            if shift + bits < K::BITS {
+                let low = K::BITS - shift - bits;
+                let high = min & !K::low_mask(K::BITS - shift);
+                for b in 0..buckets {
+                    let lo = (index[b] & SLOT) as usize;
+                    let hi = ((index[b + 1] & SLOT) as usize + 1).min(merged.len());
+                    if index[b] & USED == 0 || hi - lo <= DIRECT {
+                        continue;
+                    }
+                    let first = high | K::from_bucket(b, low);
+                    let last = first | K::low_mask(low);
+                    let clipped = merged[lo..hi]
+                        .iter()
+                        .map(|&(s, e)| (s.max(first), e.min(last)))
+                        .filter(|(s, e)| s <= e)
+                        .collect();
+                    if child_of.is_empty() {
+                        child_of = vec![0; buckets];
+                    }
+                    child_of[b] = children.len() as u32;
+                    children.push(Ranges::build(clipped, CHILD_BITS));
+                    index[b] |= CROWDED;
+                }
             }
         }
         Ranges {
@@ -211,7 +281,10 @@ impl<K: Key> Ranges<K> {
             min,
             max,
             shift,
+            bits,
             index: index.into(),
+            children: children.into(),
+            child_of: child_of.into(),
         }
     }
 
@@ -223,13 +296,16 @@ impl<K: Key> Ranges<K> {
         let candidates = if self.index.is_empty() {
             &self.ranges[..]
         } else {
-            let b = ip.bucket(self.shift);
+            let b = ip.bucket(self.shift, self.bits);
             let first = self.index[b];
             if first & USED == 0 {
                 return false;
             }
-            let lo = (first & !USED) as usize;
-            let hi = ((self.index[b + 1] & !USED) as usize + 1).min(self.ranges.len());
+            if first & CROWDED != 0 {
+                return self.children[self.child_of[b] as usize].contains(ip);
+            }
+            let lo = (first & SLOT) as usize;
+            let hi = ((self.index[b + 1] & SLOT) as usize + 1).min(self.ranges.len());
             &self.ranges[lo..hi]
         };
         let after = candidates.partition_point(|r| r.0 <= ip);
@@ -284,6 +360,21 @@ mod tests {
         assert!(!s.contains(ip("::1")));
         let all6 = set(&["::/0"]);
         assert!(all6.contains(ip("1.2.3.4")));
+    }
+
+    #[test]
+    fn adjacent_networks_merge() {
+        let s = set(&[
+            "10.0.0.0/25",
+            "10.0.0.128/25",
+            "10.0.1.0/24",
+            "255.255.255.255/32",
+        ]);
+        assert_eq!(s.ranges(), 2);
+        assert!(s.contains(ip("10.0.1.255")) && !s.contains(ip("10.0.2.0")));
+        let all = set(&["0.0.0.0/1", "128.0.0.0/1"]);
+        assert_eq!(all.ranges(), 1);
+        assert!(all.contains(ip("255.255.255.255")));
     }
 
     #[test]
@@ -342,6 +433,56 @@ mod tests {
 
     fn ip_v6(s: &str) -> std::net::Ipv6Addr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn crowded_buckets_get_children_that_agree_with_a_scan() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(11);
+        // Every third address of 10.1.0.0/16 plus spread-out networks, some
+        // of them spanning the crowded bucket.
+        let mut nets: Vec<IpNet> = (0..=u16::MAX)
+            .step_by(3)
+            .map(|n| IpNet::V4(Ipv4Net::new([10, 1, (n >> 8) as u8, n as u8].into(), 32).unwrap()))
+            .collect();
+        nets.push("10.1.200.0/22".parse().unwrap());
+        for _ in 0..3000 {
+            let len = rng.random_range(12..=32);
+            nets.push(IpNet::V4(
+                Ipv4Net::new(rng.random::<u32>().into(), len)
+                    .unwrap()
+                    .trunc(),
+            ));
+        }
+        let s = IpSet::new(nets.clone());
+        assert!(!s.v4.children.is_empty());
+        let scan = |probe: IpAddr| nets.iter().any(|n| n.contains(&probe));
+        for _ in 0..4_000 {
+            let probe = IpAddr::V4([10, 1, rng.random(), rng.random()].into());
+            assert_eq!(s.contains(probe), scan(probe), "{probe}");
+            let probe = IpAddr::V4(rng.random::<u32>().into());
+            assert_eq!(s.contains(probe), scan(probe), "{probe}");
+        }
+        for n in &nets {
+            assert!(s.contains(n.network()) && s.contains(n.broadcast()), "{n}");
+        }
+    }
+
+    #[test]
+    fn crowded_v6_bucket() {
+        let base = u128::from(ip_v6("2001:db8::"));
+        let mut nets: Vec<IpNet> = (0..20_000u128)
+            .map(|n| IpNet::V6(Ipv6Net::new((base | (n * 3)).into(), 128).unwrap()))
+            .collect();
+        nets.push("2c00::/16".parse().unwrap());
+        let s = IpSet::new(nets);
+        assert!(!s.v6.children.is_empty());
+        for n in [0u128, 1, 2, 3, 29_997, 59_997, 59_998, 60_000] {
+            let probe = IpAddr::V6((base | n).into());
+            assert_eq!(s.contains(probe), n % 3 == 0 && n < 60_000, "{probe}");
+        }
+        assert!(s.contains(ip("2c00:1::1")));
+        assert!(!s.contains(ip("2001:db9::")));
     }
 
     #[test]
