@@ -27,8 +27,10 @@ const USED: u32 = 1 << 31;
 /// when no range reaches the bucket), then searches the few ranges of that
 /// bucket: its cost depends on how many ranges share a bucket, not on the
 /// size of the set (1,000 or 100,000 entries cost about the same; see
-/// `BENCHMARKS.md`). A set whose ranges crowd into one bucket degrades to a
-/// binary search over that bucket's ranges.
+/// `BENCHMARKS.md`). A bucket of more than 64 ranges (a list crowded into
+/// one network) gets its own finer index, so no lookup searches many ranges.
+/// Memory: 256 KiB of index per address family once a family holds more
+/// than 64 ranges, plus 8 bytes (IPv4) or 32 bytes (IPv6) per range.
 ///
 /// IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`) are looked up as their IPv4
 /// address, and networks within `::ffff:0:0/96` are stored as IPv4 networks,
