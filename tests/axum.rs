@@ -286,3 +286,47 @@ async fn graceful_shutdown_cuts_a_request_past_wait_timeout_and_returns() {
     let report = within("close report", slow.report.wait()).await;
     assert_eq!(report, Some(CloseReport { drained: 1, cut: 1 }));
 }
+
+#[tokio::test]
+async fn connect_info_works_through_tap_io() {
+    use axum::serve::ListenerExt;
+
+    let service = Registry::new().create("tap", quiet_config());
+    let listener = Listener::bind("127.0.0.1:0", service.clone())
+        .await
+        .unwrap();
+    let addr = listener.local_addr();
+    let listener = listener.tap_io(|io| {
+        let _ = io.get_ref().set_nodelay(true);
+    });
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app().into_make_service_with_connect_info::<ConnInfo>(),
+        )
+        .await
+        .unwrap();
+    });
+    let mut client = Client::connect(addr).await;
+    let info: serde_json::Value = serde_json::from_slice(&client.get("/info").await).unwrap();
+    assert_eq!(info["peer"], client.local.to_string());
+    assert_eq!(info["bytes_read"], client.wire.get().1);
+}
+
+#[tokio::test]
+async fn the_sweeper_closes_an_idle_keep_alive_connection() {
+    let config = quiet_config()
+        .with_max_idle(Some(Duration::from_millis(300)))
+        .with_idle_interval(Duration::from_millis(50));
+    let service = Registry::new().create("idle", config);
+    let (addr, _server) = serve(&service, app()).await;
+
+    let mut client = Client::connect(addr).await;
+    assert_eq!(client.get("/").await, "hello");
+    // The server drops the connection once the sweeper closes it; the client
+    // sees the end of its connection.
+    within("idle close", client.conn).await.unwrap().unwrap();
+    eventually("closed", || service.connections() == 0).await;
+    let snap = service.snapshot(false);
+    assert_eq!((snap.closed["idle"], snap.accepted), (1, 1));
+}
