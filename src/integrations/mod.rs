@@ -15,7 +15,8 @@
 //!   `serve_with_incoming`, and `tonic::transport::server::Connected` for
 //!   `MonitoredIo<TcpStream>`.
 //! - [`hyper`](mod@hyper): a manual accept loop with hyper-util, documented
-//!   (it needs no code from this crate beyond [`Listener::accept`](crate::Listener::accept)).
+//!   and tested; it needs nothing beyond [`Listener::accept`](crate::Listener::accept),
+//!   [`ConnInfo`] and [`graceful`], so this crate does not depend on hyper.
 
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
