@@ -52,24 +52,26 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-
 declare -A PORT
 declare -A PID_OF
-start() { # name, flags...
+start() { # name, flags...: starts a server on a free port, waits until it listens
     local name=$1; shift
-    local port; port=$(free_port)
-    RUST_LOG=warn "${SERVER_PIN[@]}" "$BIN" --listen "127.0.0.1:$port" "$@" >/dev/null 2>&1 &
+    local log; log=$(mktemp)
+    RUST_LOG=info NO_COLOR=1 "${SERVER_PIN[@]}" "$BIN" --listen 127.0.0.1:0 "$@" >"$log" 2>&1 &
     PIDS+=($!)
     PID_OF[$name]=$!
-    PORT[$name]=$port
-    for _ in $(seq 100); do
-        curl -fs "http://127.0.0.1:$port/hello" >/dev/null 2>&1 && return
+    for _ in $(seq 200); do
+        local port
+        port=$(sed 's/\x1b\[[0-9;]*m//g' "$log" | grep -o 'addr=127\.0\.0\.1:[0-9]*' | head -1 | cut -d: -f2 || true)
+        if [ -n "$port" ]; then
+            PORT[$name]=$port
+            rm -f "$log"
+            return
+        fi
         sleep 0.1
     done
-    echo "server $name did not start" >&2
+    echo "server $name did not start:" >&2
+    cat "$log" >&2
     exit 1
 }
 start plain --plain

@@ -99,7 +99,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
-        tracing::info!(addr = %args.listen, "serving (plain TcpListener)");
+        tracing::info!(addr = %listener.local_addr()?, "serving (plain TcpListener)");
         let app = Router::new()
             .route("/", get(hello_plain))
             .route("/hello", get(hello_world));
