@@ -104,8 +104,17 @@ impl Done {
     }
 }
 
-async fn bare_server(done: Arc<Done>) -> SocketAddr {
+/// A plain tokio accept loop; with `keepalive`, the listening socket has the
+/// default config's keepalive (30 s), which accepted sockets inherit on Linux.
+async fn bare_server(done: Arc<Done>, keepalive: bool) -> SocketAddr {
     let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    if keepalive {
+        let period = Duration::from_secs(30);
+        let ka = socket2::TcpKeepalive::new()
+            .with_time(period)
+            .with_interval(period);
+        socket2::SockRef::from(&tcp).set_tcp_keepalive(&ka).unwrap();
+    }
     let addr = tcp.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
@@ -183,7 +192,7 @@ fn accept(c: &mut Criterion) {
         let done = Arc::new(Done::default());
         let addr = rt.block_on(async {
             match config {
-                None => bare_server(done.clone()).await,
+                None => bare_server(done.clone(), false).await,
                 Some(config) => monconn_server(done.clone(), config).await,
             }
         });
@@ -279,14 +288,19 @@ fn interleaved(rounds: usize) {
         .build()
         .unwrap();
     let default = ServiceConfig::default();
-    let variants: Vec<(&str, Option<ServiceConfig>)> = vec![
+    // `None`: bare tokio; `Some(None)`: bare tokio with keepalive.
+    let variants: Vec<(&str, Option<Option<ServiceConfig>>)> = vec![
         ("bare_tokio", None),
-        ("listener_default_stack", Some(default.clone())),
+        ("listener_default_stack", Some(Some(default.clone()))),
+        ("bare_tokio_keepalive", Some(None)),
         (
             "listener_blacklist_100k",
-            Some(default.clone().with_blacklist(cidrs(100_000, 1))),
+            Some(Some(default.clone().with_blacklist(cidrs(100_000, 1)))),
         ),
-        ("listener_no_keepalive", Some(default.with_keepalive(None))),
+        (
+            "listener_no_keepalive",
+            Some(Some(default.with_keepalive(None))),
+        ),
     ];
     // MONCONN_ACCEPT_ONLY=name runs one variant (for strace or perf).
     let only = std::env::var("MONCONN_ACCEPT_ONLY").ok();
@@ -300,8 +314,9 @@ fn interleaved(rounds: usize) {
             let done = Arc::new(Done::default());
             let addr = rt.block_on(async {
                 match config.clone() {
-                    None => bare_server(done.clone()).await,
-                    Some(config) => monconn_server(done.clone(), config).await,
+                    None => bare_server(done.clone(), false).await,
+                    Some(None) => bare_server(done.clone(), true).await,
+                    Some(Some(config)) => monconn_server(done.clone(), config).await,
                 }
             });
             (*name, addr, done)
@@ -324,12 +339,14 @@ fn interleaved(rounds: usize) {
     let paired =
         |i: usize, base: usize| median((0..rounds).map(|r| rates[i][r] / rates[base][r]).collect());
     println!("{rounds} rounds of {CONNS} connections; medians, and medians of per-round ratios:");
+    let last = servers.len() - 1;
     for (i, (name, _, _)) in servers.iter().enumerate() {
         println!(
-            "{name:<26} {:>9.0} conn/s  to bare {:.3}  to default stack {:.3}",
+            "{name:<26} {:>9.0} conn/s  to bare {:.3}  to bare+keepalive {:.3}  to default stack {:.3}",
             median(rates[i].clone()),
             paired(i, 0),
-            paired(i, 1.min(servers.len() - 1))
+            paired(i, 2.min(last)),
+            paired(i, 1.min(last))
         );
     }
 }
