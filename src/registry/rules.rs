@@ -126,9 +126,9 @@ impl Service {
     /// are refused. Live connections stay; see [`Service::reject_and_kick`].
     /// Returns whether it was not there yet.
     ///
-    /// The lists are recompiled (sorted and indexed: about 13 ms for 100,000
-    /// entries in `benches/accept.rs`); accepts go on meanwhile with the
-    /// previous lists, without waiting on a lock.
+    /// The lists are recompiled (sorted and indexed: about 7 ms for 100,000
+    /// entries in `benches/accept.rs`, more on a loaded machine); accepts go
+    /// on meanwhile with the previous lists, without waiting on a lock.
     ///
     /// # Examples
     /// ```
