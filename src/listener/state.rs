@@ -113,8 +113,8 @@ where
             }
             match ready!(accepted) {
                 Ok((stream, peer)) => {
-                    let config = ctx.service.inner.config();
-                    self.sockopts.on_accept(ctx.tcp, &stream, &config);
+                    self.sockopts
+                        .on_accept(ctx.tcp, &stream, &ctx.service.inner.config());
                     let future = self.stack.call(Accepted::new(stream, peer, ctx.local));
                     self.pending.push(InFlight { peer, future });
                 }
