@@ -26,6 +26,12 @@ use crate::{CloseReport, Service};
 ///
 /// [`Graceful::report`] tells what the close did.
 ///
+/// The cut reaches a request whose handler is still running because hyper's
+/// HTTP/1 server keeps reading while it waits for the response (to notice a
+/// client that went away) and HTTP/2 always reads; a server built with
+/// hyper's `http1().half_close(true)` stops reading there, so a cut would
+/// wait for the handler's next write.
+///
 /// # Examples
 /// ```no_run
 /// # #[cfg(feature = "axum")]
