@@ -175,3 +175,25 @@ fn default_config_is_the_go_tools() {
     assert!(!c.print_bytes);
     assert!(c.blacklist.is_empty());
 }
+
+/// `wrap` applies the service's blacklist, like the listener does.
+#[tokio::test]
+async fn wrap_applies_the_blacklist() {
+    let service = monconn::Registry::new().create(
+        "wrap-filter",
+        monconn::ServiceConfig::default().with_blacklist(["127.0.0.0/8".parse().unwrap()]),
+    );
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = tcp.local_addr().unwrap();
+    let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (stream, peer) = tcp.accept().await.unwrap();
+    let refused = service.wrap(stream, peer, addr).unwrap_err();
+    assert_eq!(refused.reason(), &monconn::Reason::Blacklisted);
+    assert_eq!(service.snapshot(false).rejected["blacklisted"], 1);
+    assert_eq!(service.accepted(), 0);
+    service.release_ip("127.0.0.0/8".parse::<ipnet::IpNet>().unwrap());
+    let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (stream, peer) = tcp.accept().await.unwrap();
+    assert!(service.wrap(stream, peer, addr).is_ok());
+    assert_eq!(service.accepted(), 1);
+}

@@ -173,18 +173,23 @@ impl Service {
 
     /// Admits and wraps a connection accepted by hand (the Go tool's
     /// `WrapMonConn`): it is counted, listed and swept like any other.
-    /// A refusal is counted by reason.
+    /// The service's blacklist and allowlist apply, then its limits; a refusal
+    /// is counted by reason.
     ///
     /// # Errors
-    /// [`Rejected`] when [`Service::admit`] refuses the connection; drop `io`
-    /// to close it.
+    /// [`Rejected`] when the peer is filtered out ([`Service::ip_verdict`]) or
+    /// [`Service::admit`] refuses the connection; drop `io` to close it.
     pub fn wrap<T>(
         &self,
         io: T,
         peer: SocketAddr,
         local: SocketAddr,
     ) -> Result<MonitoredIo<T>, Rejected> {
-        match self.admit(peer) {
+        let admitted = match self.ip_verdict(peer.ip()) {
+            Some(reason) => Err(Rejected::new(reason, peer)),
+            None => self.admit(peer),
+        };
+        match admitted {
             Ok(admission) => Ok(admission.attach(io, local)),
             Err(rejected) => {
                 self.count_rejected(rejected.reason());
