@@ -16,6 +16,7 @@
 //! | `monconn_bytes_read_total` | counter (bytes) | `service` |
 //! | `monconn_bytes_written_total` | counter (bytes) | `service` |
 //! | `monconn_backend_errors_total` | counter | `service` |
+//! | `monconn_accept_errors_total` | counter | `service` |
 //! | `monconn_connection_duration_seconds` | histogram (seconds) | `service` |
 //!
 //! Counters carry units `count` or `bytes`, gauges `count`, the histogram
@@ -98,6 +99,11 @@ pub fn describe() {
         Unit::Count,
         "Failed connections to a backend."
     );
+    describe_counter!(
+        "monconn_accept_errors_total",
+        Unit::Count,
+        "Accepts that failed for lack of resources (out of file descriptors, say)."
+    );
     describe_histogram!(
         "monconn_connection_duration_seconds",
         Unit::Seconds,
@@ -136,7 +142,8 @@ pub(crate) fn publish(inner: &std::sync::Arc<ServiceInner>) {
     gauge!("monconn_client_ips_active", "service" => sid.clone()).set(s.ip_count as f64);
     counter!("monconn_bytes_read_total", "service" => sid.clone()).absolute(s.bytes_read);
     counter!("monconn_bytes_written_total", "service" => sid.clone()).absolute(s.bytes_written);
-    counter!("monconn_backend_errors_total", "service" => sid).absolute(s.backend_errors);
+    counter!("monconn_backend_errors_total", "service" => sid.clone()).absolute(s.backend_errors);
+    counter!("monconn_accept_errors_total", "service" => sid).absolute(s.accept_errors);
 }
 
 pub(crate) fn record_duration(sid: &str, age: Duration) {

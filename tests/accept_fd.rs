@@ -105,6 +105,7 @@ fn out_of_fds_child() {
         let errors = listener.accept_errors();
         // One error per 50 ms backoff at most: 1.5 s gives 30 or so.
         assert!((3..=60).contains(&errors), "accept_errors = {errors}");
+        assert_eq!(service.snapshot(false).accept_errors, errors);
         assert_eq!(service.accepted(), 1);
         assert_eq!(service.connections(), 1);
         drop(conn);

@@ -478,6 +478,16 @@ async fn out_of_descriptors_backs_off_without_spinning_and_recovers() {
         .stderr()
         .matches("accept failed for lack of resources")
         .count();
+    // ... and each one is in the service's stats.
+    // (the log is read by another thread, so it may trail the counter).
+    assert!(accept_errors > 0, "no accept error logged");
+    let counted = stats["accept_errors"]
+        .as_u64()
+        .expect("accept_errors in /stats");
+    assert!(
+        counted >= accept_errors as u64,
+        "{counted} < {accept_errors}: {stats}"
+    );
     println!(
         "out of fds (limit {limit}): {served_at_once} served at once, {closed} closed by backend \
          connect errors (counted), {late} served after waiting, {accept_errors} accept errors \

@@ -121,6 +121,7 @@ where
                 Err(e) if is_per_connection(&e) => {}
                 Err(e) if is_resource_error(&e) => {
                     ctx.accept_errors.fetch_add(1, Relaxed);
+                    ctx.service.count_accept_error();
                     tracing::warn!(sid = %ctx.service.sid(), error = %e, "accept failed for lack of resources; backing off");
                     self.backoff = Some(Box::pin(tokio::time::sleep(BACKOFF)));
                 }

@@ -91,6 +91,7 @@ pub(crate) struct Counters {
     pub(crate) rejected_other: Mutex<BTreeMap<String, u64>>,
     pub(crate) closed: [AtomicU64; CloseCause::ALL.len()],
     pub(crate) backend_errors: AtomicU64,
+    pub(crate) accept_errors: AtomicU64,
     /// Bytes of closed connections, folded in under the table lock.
     pub(crate) closed_read: AtomicU64,
     pub(crate) closed_written: AtomicU64,
@@ -218,6 +219,12 @@ impl Service {
         self.inner.counters.backend_errors.fetch_add(1, Relaxed);
     }
 
+    /// Counts an accept that failed for lack of resources (`EMFILE`,
+    /// `ENFILE`, `ENOBUFS`, `ENOMEM`); the [`Listener`](crate::Listener) does.
+    pub fn count_accept_error(&self) {
+        self.inner.counters.accept_errors.fetch_add(1, Relaxed);
+    }
+
     /// Whether the service still admits connections (it is not stopping).
     pub fn is_running(&self) -> bool {
         self.inner.state.load(Relaxed) == RUNNING
@@ -279,6 +286,7 @@ impl Service {
         let c = &self.inner.counters;
         c.accepted.store(0, Relaxed);
         c.backend_errors.store(0, Relaxed);
+        c.accept_errors.store(0, Relaxed);
         c.rejected.iter().for_each(|n| n.store(0, Relaxed));
         c.closed.iter().for_each(|n| n.store(0, Relaxed));
         lock(&c.rejected_other).clear();

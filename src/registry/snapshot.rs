@@ -44,6 +44,9 @@ pub struct ServiceSnapshot {
     pub closed: BTreeMap<String, u64>,
     /// Failed connections to a backend (proxies only).
     pub backend_errors: u64,
+    /// Accepts that failed for lack of resources (out of file descriptors,
+    /// say), each followed by a short back-off.
+    pub accept_errors: u64,
     /// The open connections, when asked for; absent otherwise.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub conns: Option<Vec<ConnSnapshot>>,
@@ -155,6 +158,7 @@ impl Service {
             rejected,
             closed,
             backend_errors: c.backend_errors.load(Relaxed),
+            accept_errors: c.accept_errors.load(Relaxed),
             conns,
         }
     }
