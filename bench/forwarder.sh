@@ -11,7 +11,8 @@
 #   1. ../shared/bench/setup.sh (or $PEERS_DIR/setup.sh): installs HAProxy, nginx,
 #      socat, iperf3, redis and wrk from Debian, builds rawfwd and peertools;
 #   2. builds examples/forwarder (and examples/fwdbench, the copy engine behind a
-#      bare accept loop, measured too with ENGINE=1) in release, and copies the
+#      bare accept loop, measured too with ENGINE=1, as one current-thread runtime
+#      per core with a SO_REUSEPORT listener each) in release, and copies the
 #      binaries aside so that a rebuild during the run cannot change them;
 #   3. measure.sh with every peer: iperf3 1 and 4 streams, redis-benchmark
 #      pipeline 1 and 16, memory per idle connection at MEM_N connections, short
@@ -44,7 +45,11 @@ TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 cp "$TARGET_DIR/release/examples/forwarder" "$TARGET_DIR/release/examples/fwdbench" "$OUT/bin/"
 
 specs=("ours=$OUT/bin/forwarder -p 127.0.0.1:\$LPORT=127.0.0.1:\$BPORT")
-[ "$ENGINE" = 1 ] && specs+=("engine=$OUT/bin/fwdbench 127.0.0.1:\$LPORT=127.0.0.1:\$BPORT")
+extra=()
+if [ "$ENGINE" = 1 ]; then
+    specs+=("engine=env FWD_SHARDS=$(nproc) $OUT/bin/fwdbench 127.0.0.1:\$LPORT=127.0.0.1:\$BPORT")
+    extra+=(+engine)
+fi
 specs+=(haproxy haproxy-splice nginx socat rawfwd)
 peers=(haproxy haproxy-splice nginx socat rawfwd)
 # socat forks a process per connection: too slow for the CPU phase's loads.
@@ -56,4 +61,4 @@ OUT=$OUT nice -n "$NICE" "$PEERS_DIR/measure.sh" "${specs[@]}" | tee "$OUT/measu
 if [ "$CPU" = 1 ]; then
     OUT=$OUT PEERS_DIR=$PEERS_DIR nice -n "$NICE" "$ROOT/bench/forwarder_cpu.sh" "${cpu_specs[@]}"
 fi
-python3 "$ROOT/bench/forwarder_ratios.py" "$OUT" ours "${peers[@]}" | tee "$OUT/ratios.md"
+python3 "$ROOT/bench/forwarder_ratios.py" "$OUT" ours ${extra[@]+"${extra[@]}"} "${peers[@]}" | tee "$OUT/ratios.md"

@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
-"""forwarder_ratios.py OUT OURS PEER... -> markdown: the headline rows of
+"""forwarder_ratios.py OUT OURS [+EXTRA ...] PEER... -> markdown: the headline rows of
 bench/forwarder.sh, median per forwarder, the best peer of the same run and
 ours against it (>= 1.00 means at or above the best peer: for rates ours /
 best, for costs best / ours). Reads OUT/raw.tsv (measure.sh) and, when
-present, OUT/cpu.tsv (forwarder_cpu.sh)."""
+present, OUT/cpu.tsv (forwarder_cpu.sh). +EXTRA columns are shown but are
+not peers (another build of ours, say)."""
 import os
 import statistics
 import sys
@@ -47,27 +48,34 @@ def fmt(x):
 
 
 def main():
-    out, ours, peers = sys.argv[1], sys.argv[2], sys.argv[3:]
+    out, ours = sys.argv[1], sys.argv[2]
+    extra = [a[1:] for a in sys.argv[3:] if a.startswith("+")]
+    peers = [a for a in sys.argv[3:] if not a.startswith("+")]
     vals = {}
     load(os.path.join(out, "raw.tsv"), vals)
     load(os.path.join(out, "cpu.tsv"), vals)
     med = {k: statistics.median(v) for k, v in vals.items() if v}
-    cols = ["direct", ours] + peers
-    print("| metric | " + " | ".join(cols) + " | best peer | ours / best |")
-    print("|---|" + "---|" * (len(cols) + 2))
+    cols = ["direct", ours] + extra + peers
+    ratio_cols = [ours] + extra
+    print("| metric | " + " | ".join(cols) + " | best peer | "
+          + " | ".join(f"{c} / best" for c in ratio_cols) + " |")
+    print("|---|" + "---|" * (len(cols) + 1 + len(ratio_cols)))
     for metric, label, higher in ROWS:
         if not any((metric, c) in med for c in cols):
             continue
         cells = [fmt(med.get((metric, c))) for c in cols]
         known = [(med[(metric, p)], p) for p in peers if (metric, p) in med]
         best = (max if higher else min)(known) if known else None
-        mine = med.get((metric, ours))
-        ratio = "–"
-        if best and mine:
-            r = mine / best[0] if higher else best[0] / mine
-            ratio = f"{r:.2f}"
+        ratios = []
+        for c in ratio_cols:
+            mine = med.get((metric, c))
+            if best and mine:
+                r = mine / best[0] if higher else best[0] / mine
+                ratios.append(f"{r:.2f}")
+            else:
+                ratios.append("–")
         best_cell = f"{best[1]} {fmt(best[0])}" if best else "–"
-        print(f"| {label} | " + " | ".join(cells) + f" | {best_cell} | {ratio} |")
+        print(f"| {label} | " + " | ".join(cells) + f" | {best_cell} | " + " | ".join(ratios) + " |")
 
 
 if __name__ == "__main__":

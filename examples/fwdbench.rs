@@ -2,28 +2,64 @@
 //! monitored accept loop, to measure the engine alone (bench/forwarder.sh
 //! runs it beside the real forwarder and its peers).
 //!
-//! `FWD_THREADS=N` picks the runtime: 0 for tokio's current-thread runtime,
-//! N > 0 for a multi-thread one with N workers (default: one per core).
+//! The runtime, from the environment:
+//! - `FWD_THREADS=N`: 0 for tokio's current-thread runtime, N > 0 for a
+//!   multi-thread one with N workers (default: one per core);
+//! - `FWD_SHARDS=N`: N threads, each with its own current-thread runtime and
+//!   its own listening socket on the same address (`SO_REUSEPORT`, the
+//!   kernel spreads the connections), all in one service: no work stealing,
+//!   no wakeups across threads, like nginx's worker processes.
 
 #[path = "forwarder/copy.rs"]
 mod copy;
 
+use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use monconn::{Listener, Registry, ServiceConfig};
+use socket2::{Domain, Socket, Type};
 use tokio::net::TcpStream;
 
-fn main() -> std::io::Result<()> {
+fn main() -> io::Result<()> {
     let arg = std::env::args().nth(1).unwrap_or_default();
     let Some((listen, backend)) = arg.split_once('=') else {
         eprintln!("usage: fwdbench LISTEN=BACKEND");
         std::process::exit(2);
     };
-    let (listen, backend) = (listen.to_string(), backend.to_string());
-    let threads: usize = std::env::var("FWD_THREADS")
-        .ok()
-        .and_then(|v| v.parse().ok())
+    let bad = |e: std::net::AddrParseError| io::Error::new(io::ErrorKind::InvalidInput, e);
+    let listen: SocketAddr = listen.parse().map_err(bad)?;
+    let backend: SocketAddr = backend.parse().map_err(bad)?;
+    let env = |name: &str| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+    };
+    let service = Registry::new().create(
+        &listen.to_string(),
+        ServiceConfig::default().with_nodelay(true),
+    );
+    if let Some(shards) = env("FWD_SHARDS").filter(|&n| n > 0) {
+        let threads: Vec<_> = (0..shards)
+            .map(|_| {
+                let service = service.clone();
+                std::thread::spawn(move || -> io::Result<()> {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()?;
+                    rt.block_on(async {
+                        let tcp = tokio::net::TcpListener::from_std(bind(listen, true)?.into())?;
+                        serve(Listener::from_tcp(tcp, service)?, backend).await
+                    })
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().expect("shard thread")?;
+        }
+        return Ok(());
+    }
+    let threads = env("FWD_THREADS")
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let runtime = if threads == 0 {
         tokio::runtime::Builder::new_current_thread()
@@ -35,15 +71,23 @@ fn main() -> std::io::Result<()> {
             .enable_all()
             .build()?
     };
-    runtime.block_on(serve(listen, backend))
+    runtime.block_on(async {
+        let tcp = tokio::net::TcpListener::from_std(bind(listen, false)?.into())?;
+        serve(Listener::from_tcp(tcp, service)?, backend).await
+    })
 }
 
-async fn serve(listen: String, backend: String) -> std::io::Result<()> {
-    let backend: SocketAddr = backend.parse().map_err(|e| {
-        std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{backend}: {e}"))
-    })?;
-    let service = Registry::new().create(&listen, ServiceConfig::default().with_nodelay(true));
-    let listener = Listener::bind(&listen, service).await?;
+fn bind(addr: SocketAddr, reuse_port: bool) -> io::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(reuse_port)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(socket)
+}
+
+async fn serve(listener: Listener, backend: SocketAddr) -> io::Result<()> {
     loop {
         let (client, _peer) = listener.accept().await?;
         tokio::spawn(async move {
