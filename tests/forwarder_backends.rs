@@ -10,23 +10,13 @@ use std::net::SocketAddr;
 use support::*;
 use tokio::net::TcpStream;
 
-fn listen_addr(port: u16) -> SocketAddr {
-    ([127, 0, 0, 1], port).into()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backend_down_closes_the_client_and_is_counted() {
     let dead = free_port();
-    let port = std::cell::Cell::new(0);
-    let fwd = Forwarder::start(|| {
-        port.set(free_port());
-        Setup {
-            config: None,
-            args: vec!["-p".into(), format!(":{}=127.0.0.1:{dead}", port.get())],
-        }
-    });
-    let sid = format!(":{}", port.get());
-    let mut client = TcpStream::connect(listen_addr(port.get())).await.unwrap();
+    let (fwd, [port]) =
+        Forwarder::start_with_ports(|[port]| Setup::mapping(format!(":{port}=127.0.0.1:{dead}")));
+    let sid = format!(":{port}");
+    let mut client = TcpStream::connect(local(port)).await.unwrap();
     assert!(read_until_closed(&mut client).await.is_empty());
     let stats = fwd
         .wait_stats(&sid, "the backend error counted", |s| {
@@ -48,28 +38,25 @@ async fn ipv6_and_host_name_backends_forward() {
         }
         Err(_) => None, // no IPv6 loopback here: only the host name part runs
     };
-    let ports = std::cell::Cell::new((0, 0));
-    let fwd = Forwarder::start(|| {
-        ports.set((free_port(), free_port()));
-        let mut args = vec![
-            "-p".into(),
-            format!("127.0.0.1:{}=localhost:{}", ports.get().0, v4.port()),
-        ];
+    let (fwd, [v4_port, v6_port]) = Forwarder::start_with_ports(|[v4_port, v6_port]| {
+        let mut setup = Setup::mapping(format!("127.0.0.1:{v4_port}=localhost:{}", v4.port()));
         if let Some(v6) = v6 {
-            args.extend(["-p".into(), format!("[::1]:{}={v6}", ports.get().1)]);
+            setup
+                .args
+                .extend(["-p".into(), format!("[::1]:{v6_port}={v6}")]);
         }
-        Setup { config: None, args }
+        setup
     });
-    let mut by_name = open([127, 0, 0, 1], listen_addr(ports.get().0))
+    let mut by_name = open([127, 0, 0, 1], local(v4_port))
         .await
         .expect("localhost resolves to the backend");
     echo(&mut by_name, b"named").await;
     if let Some(_v6) = v6 {
-        let listen: SocketAddr = format!("[::1]:{}", ports.get().1).parse().unwrap();
+        let listen: SocketAddr = format!("[::1]:{v6_port}").parse().unwrap();
         let mut client = TcpStream::connect(listen).await.unwrap();
         assert_eq!(greeting(&mut client).await, "hello");
         echo(&mut client, b"six").await;
-        let sid = format!("[::1]:{}", ports.get().1);
+        let sid = format!("[::1]:{v6_port}");
         let stats = fwd.stats(&sid).await;
         assert_eq!(stats["ips"][0]["ip"], "::1");
         assert_eq!(stats["bytes_read"], 3);
@@ -79,19 +66,16 @@ async fn ipv6_and_host_name_backends_forward() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stats_lines_and_hex_dumps_are_logged() {
     let backend = banner_backend().await;
-    let port = std::cell::Cell::new(0);
-    let fwd = Forwarder::start(|| {
-        port.set(free_port());
-        Setup {
-            config: Some(format!(
-                "dump:\n  listen_ip: 127.0.0.1\n  listen_port: {}\n  backend_port: {}\n  print_bytes: true\n",
-                port.get(),
-                backend.port()
-            )),
-            args: vec!["--stats-interval".into(), "1".into()],
-        }
+    let (fwd, [port]) = Forwarder::start_with_ports(|[port]| Setup {
+        args: vec!["--stats-interval".into(), "1".into()],
+        ..Setup::config(service_yaml(
+            "dump",
+            port,
+            backend.port(),
+            "  print_bytes: true\n",
+        ))
     });
-    let mut client = open([127, 0, 0, 1], listen_addr(port.get())).await.unwrap();
+    let mut client = open([127, 0, 0, 1], local(port)).await.unwrap();
     echo(&mut client, b"MONCONN").await;
     // "MONCONN" read from the client, as the dump shows it.
     fwd.wait_stderr("00000000: 4d4f 4e43 4f4e 4e").await;
@@ -111,20 +95,16 @@ async fn backend_connect_timeout_closes_the_client_and_is_counted() {
     let stuck = socket.local_addr().unwrap().as_socket().unwrap();
     let _filler = std::net::TcpStream::connect(stuck).unwrap();
 
-    let port = std::cell::Cell::new(0);
-    let fwd = Forwarder::start(|| {
-        port.set(free_port());
-        Setup {
-            config: Some(format!(
-                "stuck:\n  listen_ip: 127.0.0.1\n  listen_port: {}\n  backend_port: {}\n  connect_timeout: 0.3\n",
-                port.get(),
-                stuck.port()
-            )),
-            args: vec![],
-        }
+    let (fwd, [port]) = Forwarder::start_with_ports(|[port]| {
+        Setup::config(service_yaml(
+            "stuck",
+            port,
+            stuck.port(),
+            "  connect_timeout: 0.3\n",
+        ))
     });
     let started = std::time::Instant::now();
-    let mut client = TcpStream::connect(listen_addr(port.get())).await.unwrap();
+    let mut client = TcpStream::connect(local(port)).await.unwrap();
     assert!(read_until_closed(&mut client).await.is_empty());
     assert!(started.elapsed() >= std::time::Duration::from_millis(300));
     let stats = fwd

@@ -57,23 +57,17 @@ fn the_go_tools_example_config_loads() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_go_tools_example_config_runs_on_free_ports() {
     let backend = banner_backend().await;
-    let port = std::cell::Cell::new(0);
-    let fwd = Forwarder::start(|| {
-        port.set(free_port());
-        let config = GO_CONFIG
-            .replace("listen_port: 80", &format!("listen_port: {}", port.get()))
-            .replace(
-                "backend_port: 8080",
-                &format!("backend_port: {}", backend.port()),
-            );
-        Setup {
-            config: Some(config),
-            args: vec![],
-        }
+    let (fwd, [port]) = Forwarder::start_with_ports(|[port]| {
+        Setup::config(
+            GO_CONFIG
+                .replace("listen_port: 80", &format!("listen_port: {port}"))
+                .replace(
+                    "backend_port: 8080",
+                    &format!("backend_port: {}", backend.port()),
+                ),
+        )
     });
-    let mut conn = open([127, 0, 0, 1], ([127, 0, 0, 1], port.get()).into())
-        .await
-        .expect("forwarded");
+    let mut conn = open([127, 0, 0, 1], local(port)).await.expect("forwarded");
     echo(&mut conn, b"hi").await;
     let stats = fwd.stats("service_1").await;
     assert_eq!(stats["accepted"], 1);

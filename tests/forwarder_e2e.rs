@@ -14,14 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 fn mapping(listen: u16, backend: SocketAddr) -> Setup {
-    Setup {
-        config: None,
-        args: vec!["-p".into(), format!("127.0.0.1:{listen}={backend}")],
-    }
-}
-
-fn listen_addr(port: u16) -> SocketAddr {
-    ([127, 0, 0, 1], port).into()
+    Setup::mapping(format!("127.0.0.1:{listen}={backend}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -46,14 +39,10 @@ async fn http_request_goes_through() {
             });
         }
     });
-    let port = std::cell::Cell::new(0);
-    let fwd = Forwarder::start(|| {
-        port.set(free_port());
-        mapping(port.get(), backend_addr)
-    });
-    let sid = format!("127.0.0.1:{}", port.get());
+    let (fwd, [port]) = Forwarder::start_with_ports(|[port]| mapping(port, backend_addr));
+    let sid = format!("127.0.0.1:{port}");
 
-    let stream = TcpStream::connect(listen_addr(port.get())).await.unwrap();
+    let stream = TcpStream::connect(local(port)).await.unwrap();
     let (mut sender, conn) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
             .await
@@ -173,14 +162,10 @@ async fn hundred_mib_each_way_arrive_intact_and_are_counted() {
         let got = receive(&mut r).await;
         (got, sending.await.unwrap())
     });
-    let port = std::cell::Cell::new(0);
-    let fwd = Forwarder::start(|| {
-        port.set(free_port());
-        mapping(port.get(), backend_addr)
-    });
-    let sid = format!("127.0.0.1:{}", port.get());
+    let (fwd, [port]) = Forwarder::start_with_ports(|[port]| mapping(port, backend_addr));
+    let sid = format!("127.0.0.1:{port}");
 
-    let client = TcpStream::connect(listen_addr(port.get())).await.unwrap();
+    let client = TcpStream::connect(local(port)).await.unwrap();
     let (mut r, mut w) = client.into_split();
     let client_sending = tokio::spawn(async move {
         let sum = send(&mut w, 7, TOTAL).await;
@@ -226,13 +211,9 @@ async fn half_close_passes_on_and_the_reply_still_arrives() {
         stream.write_all(&reply).await.unwrap();
         stream.shutdown().await.unwrap();
     });
-    let port = std::cell::Cell::new(0);
-    let fwd = Forwarder::start(|| {
-        port.set(free_port());
-        mapping(port.get(), backend_addr)
-    });
+    let (fwd, [port]) = Forwarder::start_with_ports(|[port]| mapping(port, backend_addr));
 
-    let mut client = TcpStream::connect(listen_addr(port.get())).await.unwrap();
+    let mut client = TcpStream::connect(local(port)).await.unwrap();
     client.write_all(b"the whole request").await.unwrap();
     client.shutdown().await.unwrap();
     let mut reply = Vec::new();
@@ -243,7 +224,7 @@ async fn half_close_passes_on_and_the_reply_still_arrives() {
     assert_eq!(reply.len(), REPLY);
     assert!(reply.iter().enumerate().all(|(i, b)| *b == (i % 251) as u8));
 
-    let sid = format!("127.0.0.1:{}", port.get());
+    let sid = format!("127.0.0.1:{port}");
     let stats = fwd
         .wait_stats(&sid, "the pair closed", |s| s["connections"] == 0)
         .await;
@@ -263,14 +244,10 @@ async fn stats_count_exact_bytes_live_and_after_close() {
         let mut rest = Vec::new();
         stream.read_to_end(&mut rest).await.unwrap();
     });
-    let port = std::cell::Cell::new(0);
-    let fwd = Forwarder::start(|| {
-        port.set(free_port());
-        mapping(port.get(), backend_addr)
-    });
-    let sid = format!("127.0.0.1:{}", port.get());
+    let (fwd, [port]) = Forwarder::start_with_ports(|[port]| mapping(port, backend_addr));
+    let sid = format!("127.0.0.1:{port}");
 
-    let mut client = TcpStream::connect(listen_addr(port.get())).await.unwrap();
+    let mut client = TcpStream::connect(local(port)).await.unwrap();
     client.write_all(&vec![1u8; 12_345]).await.unwrap();
     let mut reply = vec![0u8; 54_321];
     client.read_exact(&mut reply).await.unwrap();
@@ -316,23 +293,17 @@ async fn stats_count_exact_bytes_live_and_after_close() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_connection_is_closed_and_counted() {
     let backend = banner_backend().await;
-    let port = std::cell::Cell::new(0);
-    let fwd = Forwarder::start(|| {
-        port.set(free_port());
-        Setup {
-            config: Some(format!(
-                "idle:\n  listen_ip: 127.0.0.1\n  listen_port: {}\n  backend_port: {}\n  max_idle: 1\n  idle_interval: 0.1\n",
-                port.get(),
-                backend.port()
-            )),
-            args: vec![],
-        }
+    let (fwd, [port]) = Forwarder::start_with_ports(|[port]| {
+        Setup::config(service_yaml(
+            "idle",
+            port,
+            backend.port(),
+            "  max_idle: 1\n  idle_interval: 0.1\n",
+        ))
     });
     // Taken before the connection exists, so the idle time is at least this.
     let started = std::time::Instant::now();
-    let mut client = open([127, 0, 0, 1], listen_addr(port.get()))
-        .await
-        .expect("admitted");
+    let mut client = open([127, 0, 0, 1], local(port)).await.expect("admitted");
     let rest = read_until_closed(&mut client).await;
     assert!(rest.is_empty());
     assert!(started.elapsed() >= std::time::Duration::from_millis(900));

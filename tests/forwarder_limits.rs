@@ -12,19 +12,13 @@ use support::*;
 /// One service `svc` on 127.0.0.1 to a banner backend, with `extra` keys.
 async fn start(extra: &str) -> (Forwarder, SocketAddr) {
     let backend = banner_backend().await;
-    let port = std::cell::Cell::new(0);
-    let fwd = Forwarder::start(|| {
-        port.set(free_port());
-        Setup {
-            config: Some(format!(
-                "svc:\n  listen_ip: 127.0.0.1\n  listen_port: {}\n  backend_ip: 127.0.0.1\n  backend_port: \"{}\"\n{extra}",
-                port.get(),
-                backend.port()
-            )),
-            args: vec![],
-        }
+    let (fwd, [port]) = Forwarder::start_with_ports(|[port]| {
+        Setup::config(format!(
+            "svc:\n  listen_ip: 127.0.0.1\n  listen_port: {port}\n  backend_ip: 127.0.0.1\n  backend_port: \"{}\"\n{extra}",
+            backend.port()
+        ))
     });
-    (fwd, ([127, 0, 0, 1], port.get()).into())
+    (fwd, local(port))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -173,16 +167,10 @@ async fn every_interface_service_matches_ipv4_rules_for_mapped_peers() {
     // `:PORT` listens dual-stack where it can: IPv4 clients arrive as
     // ::ffff:a.b.c.d and must still match IPv4 rules and show as IPv4.
     let backend = banner_backend().await;
-    let port = std::cell::Cell::new(0);
-    let fwd = Forwarder::start(|| {
-        port.set(free_port());
-        Setup {
-            config: None,
-            args: vec!["-p".into(), format!(":{}={backend}", port.get())],
-        }
-    });
-    let sid = format!(":{}", port.get());
-    let addr = ([127, 0, 0, 1], port.get()).into();
+    let (fwd, [port]) =
+        Forwarder::start_with_ports(|[port]| Setup::mapping(format!(":{port}={backend}")));
+    let sid = format!(":{port}");
+    let addr = local(port);
     let path = format!(
         "/services/{}/blacklist/{}",
         encode(&sid),

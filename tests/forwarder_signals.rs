@@ -6,24 +6,12 @@ mod support;
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-fn service(name: &str, port: u16, backend: u16, extra: &str) -> String {
-    format!(
-        "{name}:\n  listen_ip: 127.0.0.1\n  listen_port: {port}\n  backend_port: {backend}\n{extra}"
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_adds_a_service_and_blacklists_without_breaking_live_connections() {
     let backend = banner_backend().await.port();
-    let port = std::cell::Cell::new(0);
-    let fwd = Forwarder::start(|| {
-        port.set(free_port());
-        Setup {
-            config: Some(service("a", port.get(), backend, "")),
-            args: vec![],
-        }
-    });
-    let a_addr = ([127, 0, 0, 1], port.get()).into();
+    let (fwd, [port]) =
+        Forwarder::start_with_ports(|[port]| Setup::config(service_yaml("a", port, backend, "")));
+    let a_addr = local(port);
     let mut live = open([127, 0, 0, 3], a_addr).await.expect("admitted");
     echo(&mut live, b"before").await;
     // A runtime rule, which reloads keep.
@@ -33,8 +21,8 @@ async fn sighup_adds_a_service_and_blacklists_without_breaking_live_connections(
     let b_port = free_port();
     fwd.write_config(&format!(
         "{}{}",
-        service("a", port.get(), backend, "  ip_blacklist: [127.0.0.3]\n"),
-        service("b", b_port, backend, "")
+        service_yaml("a", port, backend, "  ip_blacklist: [127.0.0.3]\n"),
+        service_yaml("b", b_port, backend, "")
     ));
     fwd.signal(libc::SIGHUP);
     fwd.wait_stderr("config reloaded").await;
@@ -56,7 +44,7 @@ async fn sighup_adds_a_service_and_blacklists_without_breaking_live_connections(
     assert_eq!(fwd.stats("b").await["accepted"], 1);
 
     // Removing a service stops its listener.
-    fwd.write_config(&service("a", port.get(), backend, ""));
+    fwd.write_config(&service_yaml("a", port, backend, ""));
     fwd.signal(libc::SIGHUP);
     fwd.wait_stderr_count("config reloaded", 2).await;
     assert_eq!(fwd.http("GET", "/stats/b").await.0, 404);
@@ -71,20 +59,15 @@ async fn sighup_adds_a_service_and_blacklists_without_breaking_live_connections(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_config_on_sighup_keeps_the_running_one() {
     let backend = banner_backend().await.port();
-    let port = std::cell::Cell::new(0);
-    let fwd = Forwarder::start(|| {
-        port.set(free_port());
-        Setup {
-            config: Some(service("a", port.get(), backend, "  conn_limit: 5\n")),
-            args: vec![],
-        }
+    let (fwd, [port]) = Forwarder::start_with_ports(|[port]| {
+        Setup::config(service_yaml("a", port, backend, "  conn_limit: 5\n"))
     });
-    let addr = ([127, 0, 0, 1], port.get()).into();
+    let addr = local(port);
     let mut live = open([127, 0, 0, 1], addr).await.unwrap();
 
-    fwd.write_config(&service(
+    fwd.write_config(&service_yaml(
         "a",
-        port.get(),
+        port,
         backend,
         "  ip_blaklist: [127.0.0.1]\n",
     ));
@@ -112,20 +95,15 @@ async fn sigterm_drains_a_transfer_in_flight_then_exits_zero() {
         stream.write_all(b"done").await.unwrap();
         got.len()
     });
-    let port = std::cell::Cell::new(0);
-    let mut fwd = Forwarder::start(|| {
-        port.set(free_port());
-        Setup {
-            config: Some(service(
-                "a",
-                port.get(),
-                backend_port,
-                "  wait_timeout: 60\n",
-            )),
-            args: vec![],
-        }
+    let (mut fwd, [port]) = Forwarder::start_with_ports(|[port]| {
+        Setup::config(service_yaml(
+            "a",
+            port,
+            backend_port,
+            "  wait_timeout: 60\n",
+        ))
     });
-    let mut client = tokio::net::TcpStream::connect(("127.0.0.1", port.get()))
+    let mut client = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .unwrap();
     let chunk = vec![5u8; 64 * 1024];
@@ -138,7 +116,7 @@ async fn sigterm_drains_a_transfer_in_flight_then_exits_zero() {
     fwd.signal(libc::SIGTERM);
     fwd.wait_stderr("listeners closed").await;
     // No new connections once it stops accepting.
-    assert!(tokio::net::TcpStream::connect(("127.0.0.1", port.get()))
+    assert!(tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .is_err());
     // The transfer in flight goes on to its end.
@@ -171,20 +149,14 @@ async fn sigterm_drains_a_transfer_in_flight_then_exits_zero() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigint_cuts_what_outlives_wait_timeout_and_prints_final_stats() {
     let backend = banner_backend().await.port();
-    let port = std::cell::Cell::new(0);
-    let mut fwd = Forwarder::start(|| {
-        port.set(free_port());
-        Setup {
-            config: Some(service("a", port.get(), backend, "  wait_timeout: 0.2\n")),
-            args: vec![
-                "-p".into(),
-                format!("127.0.0.1:{}=127.0.0.1:{backend}", free_port()),
-            ],
-        }
+    let (mut fwd, [port]) = Forwarder::start_with_ports(|[port]| Setup {
+        args: vec![
+            "-p".into(),
+            format!("127.0.0.1:{}=127.0.0.1:{backend}", free_port()),
+        ],
+        ..Setup::config(service_yaml("a", port, backend, "  wait_timeout: 0.2\n"))
     });
-    let mut idle = open([127, 0, 0, 1], ([127, 0, 0, 1], port.get()).into())
-        .await
-        .unwrap();
+    let mut idle = open([127, 0, 0, 1], local(port)).await.unwrap();
     fwd.signal(libc::SIGINT);
     assert!(read_until_closed(&mut idle).await.is_empty());
     let status = fwd.wait_exit(WAIT).await;
@@ -206,34 +178,29 @@ async fn sigint_cuts_what_outlives_wait_timeout_and_prints_final_stats() {
 async fn sighup_moves_a_service_and_repoints_its_backend_keeping_live_connections() {
     let old_backend = named_backend("127.0.0.1:0", "old").await.port();
     let new_backend = named_backend("127.0.0.1:0", "new").await.port();
-    let port = std::cell::Cell::new(0);
-    let fwd = Forwarder::start(|| {
-        port.set(free_port());
-        Setup {
-            config: Some(service("a", port.get(), old_backend, "")),
-            args: vec![],
-        }
+    let (fwd, [port]) = Forwarder::start_with_ports(|[port]| {
+        Setup::config(service_yaml("a", port, old_backend, ""))
     });
-    let mut live = connect_from([127, 0, 0, 1], ([127, 0, 0, 1], port.get()).into()).await;
+    let mut live = connect_from([127, 0, 0, 1], local(port)).await;
     assert_eq!(greeting(&mut live).await, "old");
 
     // Same address, new backend: new connections go to the new backend.
-    fwd.write_config(&service("a", port.get(), new_backend, ""));
+    fwd.write_config(&service_yaml("a", port, new_backend, ""));
     fwd.signal(libc::SIGHUP);
     fwd.wait_stderr("config reloaded").await;
-    let mut second = connect_from([127, 0, 0, 1], ([127, 0, 0, 1], port.get()).into()).await;
+    let mut second = connect_from([127, 0, 0, 1], local(port)).await;
     assert_eq!(greeting(&mut second).await, "new");
 
     // New address: the old one stops listening, the service and its
     // connections go on.
     let moved = free_port();
-    fwd.write_config(&service("a", moved, new_backend, ""));
+    fwd.write_config(&service_yaml("a", moved, new_backend, ""));
     fwd.signal(libc::SIGHUP);
     fwd.wait_stderr_count("config reloaded", 2).await;
-    assert!(tokio::net::TcpStream::connect(("127.0.0.1", port.get()))
+    assert!(tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .is_err());
-    let mut third = connect_from([127, 0, 0, 1], ([127, 0, 0, 1], moved).into()).await;
+    let mut third = connect_from([127, 0, 0, 1], local(moved)).await;
     assert_eq!(greeting(&mut third).await, "new");
     echo(&mut live, b"old pair").await;
     echo(&mut second, b"second pair").await;

@@ -11,14 +11,8 @@ mod reliability;
 #[path = "support/forwarder.rs"]
 mod support;
 
-use std::net::SocketAddr;
-
 use reliability::count;
 use support::*;
-
-fn loopback(port: u16) -> SocketAddr {
-    ([127, 0, 0, 1], port).into()
-}
 
 #[test]
 fn admin_api_off_loopback_needs_a_token() {
@@ -49,20 +43,12 @@ fn admin_api_off_loopback_needs_a_token() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_token_wrong_or_missing_is_401_and_changes_nothing() {
     let backend = banner_backend().await;
-    let port = std::cell::Cell::new(0);
-    let fwd = Forwarder::start(|| {
-        port.set(free_port());
-        Setup {
-            config: None,
-            args: vec![
-                "-p".into(),
-                format!("127.0.0.1:{}={backend}", port.get()),
-                "--admin-token".into(),
-                "t0ken".into(),
-            ],
-        }
+    let (fwd, [port]) = Forwarder::start_with_ports(|[port]| {
+        let mut setup = Setup::mapping(format!("127.0.0.1:{port}={backend}"));
+        setup.args.extend(["--admin-token".into(), "t0ken".into()]);
+        setup
     });
-    let sid = encode(&format!("127.0.0.1:{}", port.get()));
+    let sid = encode(&format!("127.0.0.1:{port}"));
     let blacklist = format!("/services/{sid}/blacklist/127.0.0.2");
     for auth in [
         None,
@@ -80,7 +66,7 @@ async fn admin_token_wrong_or_missing_is_401_and_changes_nothing() {
         }
     }
     // The refused POSTs changed nothing: 127.0.0.2 still gets through.
-    assert!(open([127, 0, 0, 2], loopback(port.get())).await.is_some());
+    assert!(open([127, 0, 0, 2], local(port)).await.is_some());
     let ok = [("Authorization", "Bearer t0ken")];
     let (status, body) = http(fwd.admin, "GET", "/stats", &ok).await;
     assert_eq!(status, 200, "{body}");
@@ -90,26 +76,17 @@ async fn admin_token_wrong_or_missing_is_401_and_changes_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hex_dumps_only_for_services_that_ask() {
     let backend = banner_backend().await;
-    let ports = std::cell::Cell::new((0, 0));
     // The test harness enables TRACE for monconn::hexdump: only the
     // service's print_bytes decides.
-    let fwd = Forwarder::start(|| {
-        ports.set((free_port(), free_port()));
-        let (quiet, dump) = ports.get();
-        Setup {
-            config: Some(format!(
-                "quiet:\n  listen_ip: 127.0.0.1\n  listen_port: {quiet}\n  backend_port: {}\n\
-                 dump:\n  listen_ip: 127.0.0.1\n  listen_port: {dump}\n  backend_port: {}\n  print_bytes: true\n",
-                backend.port(),
-                backend.port()
-            )),
-            args: vec![],
-        }
+    let (fwd, [quiet, dump]) = Forwarder::start_with_ports(|[quiet, dump]| {
+        Setup::config(
+            service_yaml("quiet", quiet, backend.port(), "")
+                + &service_yaml("dump", dump, backend.port(), "  print_bytes: true\n"),
+        )
     });
-    let (quiet, dump) = ports.get();
-    let mut c = open([127, 0, 0, 1], loopback(quiet)).await.unwrap();
+    let mut c = open([127, 0, 0, 1], local(quiet)).await.unwrap();
     echo(&mut c, b"SECRETPASSWORD").await;
-    let mut d = open([127, 0, 0, 1], loopback(dump)).await.unwrap();
+    let mut d = open([127, 0, 0, 1], local(dump)).await.unwrap();
     echo(&mut d, b"MONCONN").await;
     // "MONCONN" as the dump of the asking service shows it.
     fwd.wait_stderr("4d4f 4e43 4f4e 4e").await;
@@ -132,20 +109,14 @@ async fn hex_dumps_only_for_services_that_ask() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ipv4_mapped_spellings_cannot_bypass_the_blacklist() {
     let backend = banner_backend().await;
-    let port = std::cell::Cell::new(0);
-    let fwd = Forwarder::start(|| {
-        port.set(free_port());
-        Setup {
-            config: Some(format!(
-                "svc:\n  listen_port: {}\n  backend_port: {}\n  ip_blacklist:\n    \
-                 - 0:0:0:0:0:ffff:7f00:2\n    - ::ffff:127.0.5.0/120\n    - ::FFFF:7F00:6\n",
-                port.get(),
-                backend.port()
-            )),
-            args: vec![],
-        }
+    let (fwd, [port]) = Forwarder::start_with_ports(|[port]| {
+        Setup::config(format!(
+            "svc:\n  listen_port: {port}\n  backend_port: {}\n  ip_blacklist:\n    \
+             - 0:0:0:0:0:ffff:7f00:2\n    - ::ffff:127.0.5.0/120\n    - ::FFFF:7F00:6\n",
+            backend.port()
+        ))
     });
-    let addr = loopback(port.get());
+    let addr = local(port);
     // The rules read as the IPv4 they mean.
     let snapshot = fwd.stats("svc").await;
     assert_eq!(snapshot["rejected"]["blacklisted"], 0);
@@ -184,15 +155,9 @@ async fn ipv4_mapped_spellings_cannot_bypass_the_blacklist() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leading_zeros_are_refused_in_the_admin_api() {
     let backend = banner_backend().await;
-    let port = std::cell::Cell::new(0);
-    let fwd = Forwarder::start(|| {
-        port.set(free_port());
-        Setup {
-            config: None,
-            args: vec!["-p".into(), format!("127.0.0.1:{}={backend}", port.get())],
-        }
-    });
-    let sid = encode(&format!("127.0.0.1:{}", port.get()));
+    let (fwd, [port]) =
+        Forwarder::start_with_ports(|[port]| Setup::mapping(format!("127.0.0.1:{port}={backend}")));
+    let sid = encode(&format!("127.0.0.1:{port}"));
     for bad in ["127.0.0.02", "0177.0.0.1", "127.000.0.1/8", "010.0.0.0/8"] {
         let path = format!("/services/{sid}/blacklist/{}", encode(bad));
         let (status, body) = fwd.http("POST", &path).await;
@@ -206,7 +171,7 @@ async fn leading_zeros_are_refused_in_the_admin_api() {
         assert!(body.contains("\"error\""), "{body}");
     }
     // Nothing was added.
-    assert!(open([127, 0, 0, 1], loopback(port.get())).await.is_some());
+    assert!(open([127, 0, 0, 1], local(port)).await.is_some());
 }
 
 #[test]
@@ -237,14 +202,8 @@ async fn admin_api_of_the_real_process_survives_garbage() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     let backend = banner_backend().await;
-    let port = std::cell::Cell::new(0);
-    let fwd = Forwarder::start(|| {
-        port.set(free_port());
-        Setup {
-            config: None,
-            args: vec!["-p".into(), format!("127.0.0.1:{}={backend}", port.get())],
-        }
-    });
+    let (fwd, [port]) =
+        Forwarder::start_with_ports(|[port]| Setup::mapping(format!("127.0.0.1:{port}={backend}")));
     let at_start = reliability::settled_fds(fwd.pid()).await;
     let fixed: Vec<Vec<u8>> = [
         &b"GET /stats/%FF%FE HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"[..],
@@ -288,7 +247,7 @@ async fn admin_api_of_the_real_process_survives_garbage() {
     // Still serving, both the API and the forwarded service.
     let (status, body) = fwd.http("GET", "/stats").await;
     assert_eq!(status, 200, "{body}");
-    assert!(open([127, 0, 0, 1], loopback(port.get())).await.is_some());
+    assert!(open([127, 0, 0, 1], local(port)).await.is_some());
     reliability::wait_fds_back(&fwd, at_start).await;
     println!(
         "admin API: {} malformed requests, {answered} answered with a status, the rest closed",

@@ -71,12 +71,44 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// 127.0.0.1:`port`: where the tests' services listen.
+pub fn local(port: u16) -> SocketAddr {
+    ([127, 0, 0, 1], port).into()
+}
+
 /// What to start: the config file's text (if any) and the arguments.
 /// `--admin` is added by [`Forwarder::start`].
 #[derive(Clone, Debug, Default)]
 pub struct Setup {
     pub config: Option<String>,
     pub args: Vec<String>,
+}
+
+impl Setup {
+    /// A config file and no other argument.
+    pub fn config(text: String) -> Setup {
+        Setup {
+            config: Some(text),
+            args: vec![],
+        }
+    }
+
+    /// One `-p MAPPING` (`127.0.0.1:PORT=BACKEND`, say) and no config file.
+    pub fn mapping(mapping: String) -> Setup {
+        Setup {
+            config: None,
+            args: vec!["-p".into(), mapping],
+        }
+    }
+}
+
+/// One service of a config file: `name` on 127.0.0.1:`port` to the
+/// backend port `backend` (on the default backend_ip), then `extra` (YAML
+/// lines, two spaces in).
+pub fn service_yaml(name: &str, port: u16, backend: u16, extra: &str) -> String {
+    format!(
+        "{name}:\n  listen_ip: 127.0.0.1\n  listen_port: {port}\n  backend_port: {backend}\n{extra}"
+    )
 }
 
 /// A running forwarder process.
@@ -175,6 +207,20 @@ impl Forwarder {
             }
         }
         panic!("forwarder did not start: {last}");
+    }
+
+    /// [`Forwarder::start`] with `N` ports that were free a moment ago,
+    /// new ones on every attempt: `make` builds the setup from them.
+    /// Returns the forwarder and the ports it runs with.
+    pub fn start_with_ports<const N: usize>(
+        make: impl Fn([u16; N]) -> Setup,
+    ) -> (Forwarder, [u16; N]) {
+        let ports = std::cell::Cell::new([0; N]);
+        let fwd = Forwarder::start(|| {
+            ports.set(std::array::from_fn(|_| free_port()));
+            make(ports.get())
+        });
+        (fwd, ports.get())
     }
 
     fn wait_ready(&mut self) -> Result<(), String> {
