@@ -28,8 +28,8 @@ use std::time::{Duration, Instant};
 
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use reliability::{count, settled_fds, start, wait_drained, wait_fds_back, Svc};
-use support::{connect_from, WAIT};
+use reliability::{count, settled_fds, start, total, wait_drained, wait_fds_back, Svc};
+use support::{connect_from, reset, WAIT};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
@@ -144,13 +144,6 @@ impl Tally {
             self.backend_sent.load(Relaxed),
         ]
     }
-}
-
-fn reset(stream: TcpStream) {
-    socket2::SockRef::from(&stream)
-        .set_linger(Some(Duration::ZERO))
-        .expect("SO_LINGER 0");
-    drop(stream); // closing with SO_LINGER 0 sends RST
 }
 
 const CHUNK: [u8; 16 << 10] = [0x5a; 16 << 10];
@@ -278,15 +271,6 @@ async fn client(to: SocketAddr, from: u8, plan: Plan, t: &Tally) {
 }
 
 /// The sum of a group of counters (`rejected`, `closed`).
-fn sum(group: &serde_json::Value) -> u64 {
-    group
-        .as_object()
-        .expect("a group of counters")
-        .values()
-        .map(|v| v.as_u64().expect("a count"))
-        .sum()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn churn_soak_leaves_nothing_behind_and_counts_every_byte() {
     let conns: usize = std::env::var("MONCONN_SOAK_CONNS")
@@ -388,7 +372,7 @@ async fn churn_soak_leaves_nothing_behind_and_counts_every_byte() {
     assert_eq!(c["bytes_written"], received);
     assert_eq!(c["bytes_written"], backend_sent);
     assert_eq!(c["backend_errors"], 0);
-    assert_eq!(sum(&c["rejected"]), 0, "{c}");
+    assert_eq!(total(&c["rejected"]), 0, "{c}");
     assert_eq!(count(&c, "closed", "normal"), planned[0] as u64, "{c}");
 
     // rst: every connection accounted for, totals within what each end saw.
@@ -400,8 +384,8 @@ async fn churn_soak_leaves_nothing_behind_and_counts_every_byte() {
     );
     assert_eq!(r["accepted"], rst_conns, "{r}");
     assert_eq!(r["backend_errors"], 0, "{r}");
-    assert_eq!(sum(&r["rejected"]), 0, "{r}");
-    assert_eq!(sum(&r["closed"]), rst_conns, "{r}");
+    assert_eq!(total(&r["rejected"]), 0, "{r}");
+    assert_eq!(total(&r["closed"]), rst_conns, "{r}");
     assert!(
         r_backend_received <= read && read <= r_sent,
         "backend got {r_backend_received} <= bytes_read {read} <= clients sent {r_sent}"

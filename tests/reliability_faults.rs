@@ -20,33 +20,10 @@ use reliability::{
 };
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 /// Timeouts in these tests are short, and checked every 50 ms.
 const FAST: &str = "  idle_interval: 0.05\n  keepalive: false\n";
-
-/// A backend listener whose connections `handle` serves.
-async fn backend<F, Fut>(handle: F) -> SocketAddr
-where
-    F: Fn(TcpStream) -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            tokio::spawn(handle(stream));
-        }
-    });
-    addr
-}
-
-fn reset(stream: TcpStream) {
-    socket2::SockRef::from(&stream)
-        .set_linger(Some(Duration::ZERO))
-        .expect("SO_LINGER 0");
-    drop(stream);
-}
 
 /// Starts `faulty` (sid `faulty`) beside a healthy service `ok` to a banner
 /// backend; returns the forwarder, the two listen addresses and its

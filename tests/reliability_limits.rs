@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rand::Rng;
-use reliability::{count, start, wait_drained, Svc};
+use reliability::{count, start, total, wait_drained, Svc};
 use support::*;
 
 /// Workers attempting connections at once.
@@ -161,10 +161,7 @@ async fn hammer(keys: &str, sources: u8) -> (Held, Seen, u64, serde_json::Value)
 async fn conn_limit_holds_under_parallel_attempts() {
     let (held, seen, _, stats) = hammer("  conn_limit: 8\n", 20).await;
     assert!(held.peak <= 8 && seen.connections <= 8, "{held:?} {seen:?}");
-    assert_eq!(
-        count(&stats, "rejected", "conn_limit"),
-        total(&stats["rejected"])
-    );
+    only_rejected_for(&stats, "conn_limit");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -174,10 +171,7 @@ async fn ip_limit_holds_under_parallel_attempts() {
         held.peak_ips <= 3 && seen.ip_count <= 3,
         "{held:?} {seen:?}"
     );
-    assert_eq!(
-        count(&stats, "rejected", "ip_limit"),
-        total(&stats["rejected"])
-    );
+    only_rejected_for(&stats, "ip_limit");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -191,10 +185,7 @@ async fn per_ip_limit_holds_under_parallel_attempts() {
         held.peak <= 10 && seen.connections <= 10,
         "{held:?} {seen:?}"
     );
-    assert_eq!(
-        count(&stats, "rejected", "per_ip_limit"),
-        total(&stats["rejected"])
-    );
+    only_rejected_for(&stats, "per_ip_limit");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -266,11 +257,11 @@ async fn rate_limit_holds_under_parallel_attempts() {
     assert_eq!(count(&stats, "rejected", "rate_limit"), attempts - admitted);
 }
 
-fn total(group: &serde_json::Value) -> u64 {
-    group
-        .as_object()
-        .unwrap()
-        .values()
-        .map(|v| v.as_u64().unwrap())
-        .sum()
+/// Every refusal in `stats` was for `reason`.
+fn only_rejected_for(stats: &serde_json::Value, reason: &str) {
+    assert_eq!(
+        count(stats, "rejected", reason),
+        total(&stats["rejected"]),
+        "{stats}"
+    );
 }

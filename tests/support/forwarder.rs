@@ -434,21 +434,54 @@ pub async fn banner_backend() -> SocketAddr {
 /// A backend on `bind` that greets every connection with `name` and a
 /// newline, then echoes.
 pub async fn named_backend(bind: &str, name: &'static str) -> SocketAddr {
+    backend_on(bind, move |mut stream| async move {
+        let _ = async {
+            stream.write_all(format!("{name}\n").as_bytes()).await?;
+            let (mut r, mut w) = stream.split();
+            tokio::io::copy(&mut r, &mut w).await?;
+            w.shutdown().await
+        }
+        .await;
+    })
+    .await
+}
+
+/// A backend on 127.0.0.1 (any port) whose connections `handle` serves,
+/// each in its own task.
+pub async fn backend<F, Fut>(handle: F) -> SocketAddr
+where
+    F: Fn(TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    backend_on("127.0.0.1:0", handle).await
+}
+
+/// A backend on `bind` whose connections `handle` serves, each in its own
+/// task, until an accept fails.
+pub async fn backend_on<F, Fut>(bind: &str, handle: F) -> SocketAddr
+where
+    F: Fn(TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let listener = tokio::net::TcpListener::bind(bind)
         .await
         .expect("bind backend");
     let addr = listener.local_addr().expect("backend addr");
     tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                stream.write_all(format!("{name}\n").as_bytes()).await?;
-                let (mut r, mut w) = stream.split();
-                tokio::io::copy(&mut r, &mut w).await?;
-                w.shutdown().await
-            });
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(handle(stream));
         }
     });
     addr
+}
+
+/// Closes `stream` with SO_LINGER 0, which sends a RST: a peer that
+/// crashed or vanished.
+pub fn reset(stream: TcpStream) {
+    socket2::SockRef::from(&stream)
+        .set_linger(Some(Duration::ZERO))
+        .expect("SO_LINGER 0");
+    drop(stream);
 }
 
 /// Opens a connection from `from` through the forwarder at `to` to a

@@ -186,3 +186,14 @@ pub async fn wait_drained(fwd: &Forwarder, sid: &str) -> serde_json::Value {
 pub fn count(stats: &serde_json::Value, group: &str, key: &str) -> u64 {
     stats[group][key].as_u64().unwrap_or(0)
 }
+
+/// The sum of a group of counters in a stats snapshot (`stats["rejected"]`,
+/// say).
+pub fn total(group: &serde_json::Value) -> u64 {
+    group
+        .as_object()
+        .expect("a group of counters")
+        .values()
+        .map(|v| v.as_u64().expect("a count"))
+        .sum()
+}
