@@ -6,15 +6,17 @@ mod support;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::extract::ConnectInfo;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use http_support::Client;
 use monconn::integrations::ShutdownReport;
-use monconn::{CloseReport, ConnInfo, Listener, Registry, Service};
-use support::{eventually, quiet_config, within, PATIENCE};
+use monconn::{CloseReport, ConnInfo, Registry, Service};
+use support::{
+    bind_monitored, eventually, graceful_on_stop, quiet_config, stop_and_wait_out, within, PATIENCE,
+};
 use tokio::sync::{mpsc, oneshot, Notify};
 
 /// What the `/info` handler saw of its connection.
@@ -38,10 +40,7 @@ fn app() -> Router {
 /// Serves `app` through a monitored listener for `service`, with
 /// `ConnInfo` connect info; returns the address and the server task.
 async fn serve(service: &Service, app: Router) -> (SocketAddr, tokio::task::JoinHandle<()>) {
-    let listener = Listener::bind("127.0.0.1:0", service.clone())
-        .await
-        .unwrap();
-    let addr = listener.local_addr();
+    let (listener, addr) = bind_monitored(service).await;
     let server = tokio::spawn(async move {
         axum::serve(
             listener,
@@ -192,15 +191,8 @@ async fn slow_server(service: &Service) -> Slow {
             }
         }),
     );
-    let listener = Listener::bind("127.0.0.1:0", service.clone())
-        .await
-        .unwrap();
-    let addr = listener.local_addr();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let shutdown = monconn::integrations::graceful(service.clone(), async {
-        let _ = stopped.await;
-    });
-    let report = shutdown.report();
+    let (listener, addr) = bind_monitored(service).await;
+    let (stop, shutdown, report) = graceful_on_stop(service);
     let server = tokio::spawn(async move {
         axum::serve(
             listener,
@@ -266,15 +258,7 @@ async fn graceful_shutdown_cuts_a_request_past_wait_timeout_and_returns() {
     within("handler start", slow.started.recv()).await.unwrap();
     assert_eq!(service.connections(), 2);
 
-    let stopped_at = Instant::now();
-    slow.stop.send(()).unwrap();
-    within("server return", slow.server).await.unwrap();
-    let took = stopped_at.elapsed();
-    assert!(took >= wait, "returned after {took:?}, before wait_timeout");
-    assert!(
-        took < wait + Duration::from_secs(5),
-        "returned after {took:?}"
-    );
+    stop_and_wait_out(slow.stop, slow.server, wait).await;
 
     let out = within("cut request", request).await.unwrap();
     assert!(out.is_err(), "the cut request got a response: {out:?}");
@@ -292,10 +276,7 @@ async fn connect_info_works_through_tap_io() {
     use axum::serve::ListenerExt;
 
     let service = Registry::new().create("tap", quiet_config());
-    let listener = Listener::bind("127.0.0.1:0", service.clone())
-        .await
-        .unwrap();
-    let addr = listener.local_addr();
+    let (listener, addr) = bind_monitored(&service).await;
     let listener = listener.tap_io(|io| {
         let _ = io.get_ref().set_nodelay(true);
     });

@@ -8,7 +8,7 @@ mod support;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http_body_util::Full;
 use http_support::Client;
@@ -18,8 +18,10 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use monconn::{CloseReport, ConnInfo, Listener, Registry};
-use support::{eventually, quiet_config, within};
-use tokio::sync::{mpsc, oneshot};
+use support::{
+    bind_monitored, eventually, graceful_on_stop, quiet_config, stop_and_wait_out, within,
+};
+use tokio::sync::mpsc;
 
 /// `/info` answers with what the handler sees of its connection; `/hang`
 /// never answers (after telling `hung`).
@@ -71,15 +73,8 @@ async fn serve(
 #[tokio::test]
 async fn the_connection_info_reaches_the_handler_and_bytes_are_exact() {
     let service = Registry::new().create("hyper", quiet_config());
-    let listener = Listener::bind("127.0.0.1:0", service.clone())
-        .await
-        .unwrap();
-    let addr = listener.local_addr();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let signal = monconn::integrations::graceful(service.clone(), async {
-        let _ = stopped.await;
-    });
-    let report = signal.report();
+    let (listener, addr) = bind_monitored(&service).await;
+    let (stop, signal, report) = graceful_on_stop(&service);
     let (hung, _) = mpsc::unbounded_channel();
     let server = tokio::spawn(serve(listener, signal, hung));
 
@@ -115,15 +110,8 @@ async fn the_connection_info_reaches_the_handler_and_bytes_are_exact() {
 async fn graceful_shutdown_is_bounded_by_wait_timeout() {
     let wait = Duration::from_millis(500);
     let service = Registry::new().create("hyper-cut", quiet_config().with_wait_timeout(wait));
-    let listener = Listener::bind("127.0.0.1:0", service.clone())
-        .await
-        .unwrap();
-    let addr = listener.local_addr();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let signal = monconn::integrations::graceful(service.clone(), async {
-        let _ = stopped.await;
-    });
-    let report = signal.report();
+    let (listener, addr) = bind_monitored(&service).await;
+    let (stop, signal, report) = graceful_on_stop(&service);
     let (hung, mut hanging) = mpsc::unbounded_channel();
     let server = tokio::spawn(serve(listener, signal, hung));
 
@@ -131,15 +119,7 @@ async fn graceful_shutdown_is_bounded_by_wait_timeout() {
     let request = tokio::spawn(async move { client.send(http_support::get("/hang")).await });
     within("handler start", hanging.recv()).await.unwrap();
 
-    let stopped_at = Instant::now();
-    stop.send(()).unwrap();
-    within("server return", server).await.unwrap();
-    let took = stopped_at.elapsed();
-    assert!(took >= wait, "returned after {took:?}, before wait_timeout");
-    assert!(
-        took < wait + Duration::from_secs(5),
-        "returned after {took:?}"
-    );
+    stop_and_wait_out(stop, server, wait).await;
     let out = within("cut request", request).await.unwrap();
     assert!(out.is_err(), "the cut request got a response: {out:?}");
     assert_eq!(

@@ -4,12 +4,14 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use monconn::integrations::tonic::{conn_info, ConnInfoLayer, Incoming};
-use monconn::integrations::{graceful, ShutdownReport};
-use monconn::{CloseReport, ConnInfo, Listener, Registry, Service};
-use support::{eventually, quiet_config, within};
+use monconn::integrations::ShutdownReport;
+use monconn::{CloseReport, ConnInfo, Registry, Service};
+use support::{
+    bind_monitored, eventually, graceful_on_stop, quiet_config, stop_and_wait_out, within,
+};
 use tokio::sync::{mpsc, oneshot};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Server};
@@ -37,10 +39,7 @@ struct Grpc {
 /// tonic-health through a monitored listener, with `ConnInfoLayer` and an
 /// interceptor that reports what each request knows of its connection.
 async fn grpc_server(service: &Service) -> Grpc {
-    let listener = Listener::bind("127.0.0.1:0", service.clone())
-        .await
-        .unwrap();
-    let addr = listener.local_addr();
+    let (listener, addr) = bind_monitored(service).await;
     let (_reporter, health) = tonic_health::server::health_reporter();
     let (tx, seen) = mpsc::unbounded_channel();
     let lookup = service.clone();
@@ -53,11 +52,7 @@ async fn grpc_server(service: &Service) -> Grpc {
         });
         Ok(req)
     });
-    let (stop, stopped) = oneshot::channel::<()>();
-    let shutdown = graceful(service.clone(), async {
-        let _ = stopped.await;
-    });
-    let report = shutdown.report();
+    let (stop, shutdown, report) = graceful_on_stop(service);
     let layer = ConnInfoLayer::new(service.clone());
     let server = tokio::spawn(async move {
         Server::builder()
@@ -147,15 +142,7 @@ async fn graceful_shutdown_cuts_an_endless_watch_and_the_server_returns() {
     let first = within("first status", watch.message()).await.unwrap();
     assert_eq!(first.unwrap().status, ServingStatus::Serving as i32);
 
-    let stopped_at = Instant::now();
-    grpc.stop.send(()).unwrap();
-    within("server return", grpc.server).await.unwrap();
-    let took = stopped_at.elapsed();
-    assert!(took >= wait, "returned after {took:?}, before wait_timeout");
-    assert!(
-        took < wait + Duration::from_secs(5),
-        "returned after {took:?}"
-    );
+    stop_and_wait_out(grpc.stop, grpc.server, wait).await;
 
     let report = within("report", grpc.report.wait()).await;
     assert_eq!(report, Some(CloseReport { drained: 0, cut: 1 }));

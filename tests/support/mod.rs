@@ -6,8 +6,11 @@ use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use monconn::{MonitoredIo, Service, ServiceConfig};
+use monconn::integrations::{Graceful, ShutdownReport};
+use monconn::{Listener, MonitoredIo, Service, ServiceConfig};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 
 /// How long any wait in a test may take before it fails: generous, so a
 /// loaded machine never trips it; a passing test never waits this long.
@@ -31,6 +34,48 @@ pub async fn listen() -> TcpListener {
     TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind 127.0.0.1:0")
+}
+
+/// A monitored listener for `service` on 127.0.0.1, any port, and its
+/// address.
+pub async fn bind_monitored(service: &Service) -> (Listener, SocketAddr) {
+    let listener = Listener::bind("127.0.0.1:0", service.clone())
+        .await
+        .expect("bind a monitored listener on 127.0.0.1:0");
+    let addr = listener.local_addr();
+    (listener, addr)
+}
+
+/// A graceful shutdown of `service` (for a server to await) that starts
+/// when the returned sender sends, and the handle of its report.
+pub fn graceful_on_stop(
+    service: &Service,
+) -> (
+    oneshot::Sender<()>,
+    Graceful<impl Future<Output = ()> + Send + 'static>,
+    ShutdownReport,
+) {
+    let (stop, stopped) = oneshot::channel::<()>();
+    let shutdown = monconn::integrations::graceful(service.clone(), async move {
+        let _ = stopped.await;
+    });
+    let report = shutdown.report();
+    (stop, shutdown, report)
+}
+
+/// Sends `stop` with a request still running and waits for `server` to
+/// return: not before `wait` (the wait_timeout the shutdown honours), and
+/// not much later.
+pub async fn stop_and_wait_out(stop: oneshot::Sender<()>, server: JoinHandle<()>, wait: Duration) {
+    let stopped_at = std::time::Instant::now();
+    stop.send(()).unwrap();
+    within("server return", server).await.unwrap();
+    let took = stopped_at.elapsed();
+    assert!(took >= wait, "returned after {took:?}, before wait_timeout");
+    assert!(
+        took < wait + Duration::from_secs(5),
+        "returned after {took:?}"
+    );
 }
 
 /// A client socket bound to `src` (any port) connected to `addr`.
