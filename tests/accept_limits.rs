@@ -4,37 +4,19 @@
 mod accept_common;
 mod support;
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::Duration;
 
-use accept_common::{attempt, lo, serve, Fate};
-use monconn::{Listener, RateLimit, Registry, Service, ServiceConfig};
+use accept_common::{attempt, counts, lo, refused, serve_new, Fate};
+use monconn::RateLimit;
 use support::{eventually, quiet_config, within};
 use tokio::io::AsyncReadExt;
-
-async fn listener(config: ServiceConfig) -> Listener {
-    let service = Registry::new().create("limits", config);
-    Listener::bind("127.0.0.1:0", service).await.unwrap()
-}
-
-fn refused(service: &Service) -> BTreeMap<String, u64> {
-    let mut rejected = service.snapshot(false).rejected;
-    rejected.retain(|_, n| *n > 0);
-    rejected
-}
-
-fn counts(pairs: &[(&str, u64)]) -> BTreeMap<String, u64> {
-    pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conn_limit_holds_under_ten_times_the_attempts() {
     const LIMIT: usize = 5;
-    let listener = listener(quiet_config().with_conn_limit(Some(LIMIT))).await;
-    let service = listener.service().clone();
-    let server = serve(listener);
+    let (service, server) = serve_new("limits", quiet_config().with_conn_limit(Some(LIMIT))).await;
 
     // Sample the open count all along, not only at accepts.
     let stop = Arc::new(AtomicBool::new(false));
@@ -85,9 +67,7 @@ async fn conn_limit_holds_under_ten_times_the_attempts() {
 
 #[tokio::test]
 async fn ip_limit_refuses_new_ips_but_not_known_ones() {
-    let listener = listener(quiet_config().with_ip_limit(Some(2))).await;
-    let service = listener.service().clone();
-    let server = serve(listener);
+    let (service, server) = serve_new("limits", quiet_config().with_ip_limit(Some(2))).await;
 
     let (_, a1) = attempt(lo(2), server.addr).await;
     let (_, b1) = attempt(lo(3), server.addr).await;
@@ -105,9 +85,7 @@ async fn ip_limit_refuses_new_ips_but_not_known_ones() {
 
 #[tokio::test]
 async fn per_ip_limit_counts_each_address_apart() {
-    let listener = listener(quiet_config().with_per_ip_limit(Some(2))).await;
-    let service = listener.service().clone();
-    let server = serve(listener);
+    let (service, server) = serve_new("limits", quiet_config().with_per_ip_limit(Some(2))).await;
 
     let (_, a1) = attempt(lo(2), server.addr).await;
     let (_, _a2) = attempt(lo(2), server.addr).await;
@@ -130,9 +108,7 @@ async fn rate_limit_refuses_past_the_burst() {
         per_sec: 0.01,
         burst: 3,
     };
-    let listener = listener(quiet_config().with_rate_limit(Some(rate))).await;
-    let service = listener.service().clone();
-    let server = serve(listener);
+    let (service, server) = serve_new("limits", quiet_config().with_rate_limit(Some(rate))).await;
 
     let mut fates = Vec::new();
     for _ in 0..5 {
@@ -148,9 +124,7 @@ async fn rate_limit_refuses_past_the_burst() {
 
 #[tokio::test]
 async fn limits_changed_at_runtime_apply_to_the_next_connection() {
-    let listener = listener(quiet_config()).await;
-    let service = listener.service().clone();
-    let server = serve(listener);
+    let (service, server) = serve_new("limits", quiet_config()).await;
 
     let (_, _c1) = attempt(lo(2), server.addr).await;
     service.update_config(|c| c.conn_limit = Some(1));
@@ -175,9 +149,7 @@ async fn pause_at_limit_holds_clients_back_instead_of_refusing() {
     let config = quiet_config()
         .with_conn_limit(Some(2))
         .with_pause_at_limit(true);
-    let listener = listener(config).await;
-    let service = listener.service().clone();
-    let mut server = serve(listener);
+    let (service, mut server) = serve_new("limits", config).await;
 
     let (_, c1) = attempt(lo(2), server.addr).await;
     let (_, _c2) = attempt(lo(3), server.addr).await;

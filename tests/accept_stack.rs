@@ -5,11 +5,10 @@
 mod accept_common;
 mod support;
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use accept_common::{attempt, lo, Fate};
+use accept_common::{assert_closed, attempt, counts, lo, refused, Fate};
 use monconn::layers::{BoxError, FilterLayer, LimitLayer};
 use monconn::{Accepted, Listener, Reason, Registry, Rejected, Service};
 use support::{connect_from, eventually, quiet_config, within};
@@ -33,14 +32,13 @@ async fn hello(conn: Accepted<TcpStream>) -> Result<Accepted<BufReader<TcpStream
     Ok(conn)
 }
 
-fn refused(service: &Service) -> BTreeMap<String, u64> {
-    let mut rejected = service.snapshot(false).rejected;
-    rejected.retain(|_, n| *n > 0);
-    rejected
-}
-
-fn counts(pairs: &[(&str, u64)]) -> BTreeMap<String, u64> {
-    pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+/// Waits until a handshake's failure is counted: once, for `reason`, with
+/// nothing accepted and its slot freed.
+async fn refused_once_for(service: &Service, reason: &str) {
+    eventually("counted", || !refused(service).is_empty()).await;
+    assert_eq!(refused(service), counts(&[(reason, 1)]));
+    assert_eq!(service.accepted(), 0);
+    eventually("slot freed", || service.connections() == 0).await;
 }
 
 /// A listener with the filter, the limits and the handshake under `timeout`;
@@ -130,14 +128,9 @@ async fn handshake_timeout_is_counted_as_timeout() {
 
     // Silent past the timeout: closed.
     let mut silent = connect_from(lo(2), addr).await;
-    let mut buf = [0u8; 8];
-    let end = within("timed-out close", silent.read(&mut buf)).await;
-    assert!(matches!(end, Ok(0)) || end.is_err(), "{end:?}");
+    assert_closed("timed-out close", &mut silent).await;
 
-    eventually("counted", || !refused(&service).is_empty()).await;
-    assert_eq!(refused(&service), counts(&[("timeout", 1)]));
-    assert_eq!(service.accepted(), 0);
-    eventually("slot freed", || service.connections() == 0).await;
+    refused_once_for(&service, "timeout").await;
 }
 
 #[tokio::test]
@@ -148,14 +141,9 @@ async fn handshake_refusal_is_counted_by_the_layers_reason() {
     // A wrong greeting: refused with the layer's own reason.
     let mut rude = connect_from(lo(3), addr).await;
     rude.write_all(b"HI\n").await.unwrap();
-    let mut buf = [0u8; 8];
-    let end = within("refused close", rude.read(&mut buf)).await;
-    assert!(matches!(end, Ok(0)) || end.is_err(), "{end:?}");
+    assert_closed("refused close", &mut rude).await;
 
-    eventually("counted", || !refused(&service).is_empty()).await;
-    assert_eq!(refused(&service), counts(&[("handshake", 1)]));
-    assert_eq!(service.accepted(), 0);
-    eventually("slot freed", || service.connections() == 0).await;
+    refused_once_for(&service, "handshake").await;
 }
 
 #[tokio::test]

@@ -3,12 +3,13 @@
 //! refused.
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::Arc;
 
 use monconn::layers::BoxError;
-use monconn::{Accepted, Listener};
+use monconn::{Accepted, Listener, Registry, Service, ServiceConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -92,4 +93,34 @@ pub async fn attempt(src: IpAddr, addr: SocketAddr) -> (Fate, TcpStream) {
 /// `127.0.0.n`.
 pub fn lo(n: u8) -> IpAddr {
     IpAddr::from([127, 0, 0, n])
+}
+
+/// A new service `sid` with `config`, served by [`serve`] on 127.0.0.1
+/// (any port) through the default accept stack.
+pub async fn serve_new(sid: &str, config: ServiceConfig) -> (Service, Server) {
+    let service = Registry::new().create(sid, config);
+    let listener = Listener::bind("127.0.0.1:0", service.clone())
+        .await
+        .expect("bind 127.0.0.1:0");
+    (service, serve(listener))
+}
+
+/// Reads from `stream` and expects its end (EOF or an error) before any
+/// byte: a refused or closed connection.
+pub async fn assert_closed(what: &str, stream: &mut TcpStream) {
+    let mut buf = [0u8; 8];
+    let end = within(what, stream.read(&mut buf)).await;
+    assert!(matches!(end, Ok(0)) || end.is_err(), "{end:?}");
+}
+
+/// The service's refusals by reason, the reasons never used left out.
+pub fn refused(service: &Service) -> BTreeMap<String, u64> {
+    let mut rejected = service.snapshot(false).rejected;
+    rejected.retain(|_, n| *n > 0);
+    rejected
+}
+
+/// `pairs` as the map [`refused`] returns.
+pub fn counts(pairs: &[(&str, u64)]) -> BTreeMap<String, u64> {
+    pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
 }
