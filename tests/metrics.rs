@@ -69,6 +69,26 @@ fn counter(
     }
 }
 
+/// `monconn_connections_rejected_total` of `sid` for `reason`.
+fn rejected(s: &BTreeMap<SeriesKey, Series>, sid: &str, reason: &str) -> u64 {
+    counter(
+        s,
+        "monconn_connections_rejected_total",
+        sid,
+        Some(("reason", reason)),
+    )
+}
+
+/// `monconn_connections_closed_total` of `sid` for `cause`.
+fn closed(s: &BTreeMap<SeriesKey, Series>, sid: &str, cause: &str) -> u64 {
+    counter(
+        s,
+        "monconn_connections_closed_total",
+        sid,
+        Some(("cause", cause)),
+    )
+}
+
 fn gauge(s: &BTreeMap<SeriesKey, Series>, name: &str, sid: &str) -> f64 {
     match &s[&(name.to_owned(), labels(sid, None))].value {
         DebugValue::Gauge(v) => v.into_inner(),
@@ -107,33 +127,9 @@ async fn publishes_exact_figures_with_units_and_only_the_service_label() {
     let s = series(&snapshotter, sid);
     let total = "monconn_connections_accepted_total";
     assert_eq!(counter(&s, total, sid, None), 2);
-    assert_eq!(
-        counter(
-            &s,
-            "monconn_connections_rejected_total",
-            sid,
-            Some(("reason", "conn_limit"))
-        ),
-        1
-    );
-    assert_eq!(
-        counter(
-            &s,
-            "monconn_connections_rejected_total",
-            sid,
-            Some(("reason", "blacklisted"))
-        ),
-        0
-    );
-    assert_eq!(
-        counter(
-            &s,
-            "monconn_connections_closed_total",
-            sid,
-            Some(("cause", "normal"))
-        ),
-        0
-    );
+    assert_eq!(rejected(&s, sid, "conn_limit"), 1);
+    assert_eq!(rejected(&s, sid, "blacklisted"), 0);
+    assert_eq!(closed(&s, sid, "normal"), 0);
     assert_eq!(gauge(&s, "monconn_connections_active", sid), 2.0);
     assert_eq!(gauge(&s, "monconn_client_ips_active", sid), 2.0);
     assert_eq!(counter(&s, "monconn_bytes_read_total", sid, None), 100);
@@ -188,24 +184,8 @@ async fn publishes_exact_figures_with_units_and_only_the_service_label() {
         service.publish_metrics();
     });
     let s = series(&snapshotter, sid);
-    assert_eq!(
-        counter(
-            &s,
-            "monconn_connections_closed_total",
-            sid,
-            Some(("cause", "normal"))
-        ),
-        1
-    );
-    assert_eq!(
-        counter(
-            &s,
-            "monconn_connections_closed_total",
-            sid,
-            Some(("cause", "kicked"))
-        ),
-        1
-    );
+    assert_eq!(closed(&s, sid, "normal"), 1);
+    assert_eq!(closed(&s, sid, "kicked"), 1);
     assert_eq!(gauge(&s, "monconn_connections_active", sid), 0.0);
     assert_eq!(gauge(&s, "monconn_client_ips_active", sid), 0.0);
     assert_eq!(counter(&s, "monconn_bytes_read_total", sid, None), 100);
@@ -258,12 +238,7 @@ async fn the_sweeper_tick_publishes_without_being_asked() {
         s.contains_key(&(
             "monconn_connections_closed_total".to_owned(),
             labels(sid, Some(("cause", "normal"))),
-        )) && counter(
-            &s,
-            "monconn_connections_closed_total",
-            sid,
-            Some(("cause", "normal")),
-        ) == 1
+        )) && closed(&s, sid, "normal") == 1
     })
     .await;
 }
