@@ -7,6 +7,8 @@
 //!
 //! The end-to-end checks against the real process (admin exposure, tokens,
 //! hex dumps, blacklist bypass spellings) are in `reliability_security.rs`.
+// The example (and so its admin module) is built with the `metrics` feature.
+#![cfg(feature = "metrics")]
 
 #[allow(dead_code, unreachable_pub)]
 #[path = "../examples/forwarder/addr.rs"]
