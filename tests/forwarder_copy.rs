@@ -229,6 +229,9 @@ async fn backend_reset_ends_the_pair() {
     assert!(rest.is_empty());
     eventually("connection gone", || rig.service.connections() == 0).await;
     assert_eq!(copy::lent(), (0, 0));
+    // The backend's reset counts as the connection's end by error.
+    let closed = rig.service.snapshot(false).closed;
+    assert_eq!(closed.get("error"), Some(&1), "{closed:?}");
 }
 
 #[tokio::test]

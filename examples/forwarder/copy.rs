@@ -113,12 +113,30 @@ impl Future for Pair {
                 format!("connection closed by monconn: {cause}"),
             )));
         }
-        let up = this.up.poll(cx, &mut this.client, &mut this.backend)?;
-        let down = this.down.poll(cx, &mut this.backend, &mut this.client)?;
+        // An error on either side (a backend reset, say) ends the pair, and
+        // the connection counts as closed by an error.
+        let up = match this.up.poll(cx, &mut this.client, &mut this.backend) {
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(this.client_error(e))),
+            up => up,
+        };
+        let down = match this.down.poll(cx, &mut this.backend, &mut this.client) {
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(this.client_error(e))),
+            down => down,
+        };
         match (up, down) {
-            (Poll::Ready(()), Poll::Ready(())) => Poll::Ready(Ok((this.up.bytes, this.down.bytes))),
+            (Poll::Ready(Ok(())), Poll::Ready(Ok(()))) => {
+                Poll::Ready(Ok((this.up.bytes, this.down.bytes)))
+            }
             _ => Poll::Pending,
         }
+    }
+}
+
+impl Pair {
+    /// Marks the client's record as ended by an error, and passes `e` on.
+    fn client_error(&self, e: io::Error) -> io::Error {
+        self.client.count_error();
+        e
     }
 }
 
