@@ -147,7 +147,9 @@ async fn forward(
     service: Service,
 ) {
     let sid = service.sid();
-    let backend = match connect(&upstream).await {
+    // Boxed: the connect step's state (a timer among it) lives on the heap
+    // only while connecting, not in the task for the pair's whole life.
+    let backend = match Box::pin(connect(&upstream)).await {
         Ok(backend) => backend,
         Err(e) => {
             service.count_backend_error();
