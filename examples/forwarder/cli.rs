@@ -56,6 +56,13 @@ pub(crate) struct Args {
     /// Log one line of stats per service every SECS seconds (0: never).
     #[arg(long, value_name = "SECS", default_value_t = 0)]
     pub(crate) stats_interval: u64,
+
+    /// Threads that accept and forward connections, each with its own
+    /// runtime and its own listening socket per service (SO_REUSEPORT: the
+    /// kernel spreads connections among them). 0 or 1: one thread.
+    /// Default: one per CPU core.
+    #[arg(long, value_name = "N")]
+    pub(crate) threads: Option<usize>,
 }
 
 /// One `-p LISTEN=BACKEND` value.

@@ -4,6 +4,14 @@
 //! `cargo run --example forwarder --features metrics -- --help` for the
 //! flags, the config file keys and examples.
 //!
+//! Connections are accepted and forwarded by one thread per core (or
+//! `--threads N`), each with its own tokio current-thread runtime (a shard)
+//! and its own `SO_REUSEPORT` socket per service: no work stealing and no
+//! wakeups across threads, like nginx's worker processes. All shards share
+//! each service's `monconn::Service` (stats, limits, lists, the admin API).
+//! The main thread's runtime is shard 0 and also runs the admin API, the
+//! signals, reloads and the drain.
+//!
 //! Exit codes: 0 after a clean stop (SIGINT, SIGTERM), 2 for bad arguments,
 //! a bad config or an address that cannot be bound, 1 for a second signal
 //! during the drain.
@@ -19,11 +27,12 @@ mod stats;
 
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use clap::Parser;
 use monconn::Registry;
+use tokio::runtime::{Builder, Handle};
 use tokio::signal::unix::{signal, SignalKind};
 use tracing_subscriber::EnvFilter;
 
@@ -33,14 +42,48 @@ use crate::reload::{load_specs, Forwarder};
 fn main() -> ExitCode {
     let args = Args::parse();
     init_logging(&args);
-    let runtime = match tokio::runtime::Runtime::new() {
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1);
+    let runtime = match Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => return fail(format!("cannot start the runtime: {e}")),
     };
-    let code = runtime.block_on(run(args));
+    let mut shards = vec![runtime.handle().clone()];
+    match start_shards(threads - 1) {
+        Ok(more) => shards.extend(more),
+        Err(e) => return fail(format!("cannot start the runtimes: {e}")),
+    }
+    let code = runtime.block_on(run(args, shards));
     // Do not wait for stray tasks (a DNS lookup, say) on the way out.
     runtime.shutdown_timeout(Duration::from_millis(100));
     code
+}
+
+/// Starts `count` threads, each running a current-thread runtime until the
+/// process exits, and returns their handles.
+fn start_shards(count: usize) -> std::io::Result<Vec<Handle>> {
+    let (sender, handles) = mpsc::channel();
+    for n in 1..=count {
+        let sender = sender.clone();
+        std::thread::Builder::new()
+            .name(format!("shard-{n}"))
+            .spawn(move || {
+                let runtime = Builder::new_current_thread().enable_all().build();
+                let handle = match &runtime {
+                    Ok(rt) => Ok(rt.handle().clone()),
+                    Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
+                };
+                let _ = sender.send(handle);
+                drop(sender);
+                if let Ok(runtime) = runtime {
+                    runtime.block_on(std::future::pending::<()>());
+                }
+            })?;
+    }
+    drop(sender);
+    handles.iter().collect()
 }
 
 fn fail(message: String) -> ExitCode {
@@ -60,7 +103,8 @@ fn init_logging(args: &Args) {
         .init();
 }
 
-async fn run(args: Args) -> ExitCode {
+async fn run(args: Args, shards: Vec<Handle>) -> ExitCode {
+    let threads = shards.len();
     let flags: Vec<_> = args.mappings.iter().map(cli::Mapping::spec).collect();
     let specs = match load_specs(args.config.as_deref(), &flags) {
         Ok(specs) => specs,
@@ -96,11 +140,11 @@ async fn run(args: Args) -> ExitCode {
         Err(e) => return fail(format!("cannot install the metrics recorder: {e}")),
     };
     let registry = Registry::new();
-    let mut forwarder = match Forwarder::start(registry.clone(), specs, flags, args.config.clone())
-    {
-        Ok(f) => f,
-        Err(e) => return fail(e),
-    };
+    let mut forwarder =
+        match Forwarder::start(registry.clone(), shards, specs, flags, args.config.clone()) {
+            Ok(f) => f,
+            Err(e) => return fail(e),
+        };
     // The admin API binds last: once it answers, every service listens.
     if let Some(addr) = args.admin {
         let listener = match admin::bind(addr).await {
@@ -121,7 +165,7 @@ async fn run(args: Args) -> ExitCode {
             Duration::from_secs(args.stats_interval),
         ));
     }
-    tracing::info!(services = forwarder.len(), "ready");
+    tracing::info!(services = forwarder.len(), threads, "ready");
 
     loop {
         tokio::select! {

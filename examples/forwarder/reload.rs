@@ -1,12 +1,14 @@
-//! The set of running services: start, reload (SIGHUP), shut down.
+//! The set of running services: start, reload (SIGHUP), shut down. Each
+//! service listens in every shard (see `main.rs`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
+use std::net::TcpListener;
 use std::path::PathBuf;
 use std::task::{Context, Waker};
 
 use monconn::{CloseReport, Registry};
-use tokio::net::TcpListener;
+use tokio::runtime::Handle;
 
 use crate::config::{self, ServiceSpec};
 use crate::service::{bind, keep_runtime_rules, Running};
@@ -15,6 +17,8 @@ use crate::service::{bind, keep_runtime_rules, Running};
 #[derive(Debug)]
 pub(crate) struct Forwarder {
     registry: Registry,
+    /// The runtimes that accept and forward connections, one per thread.
+    shards: Vec<Handle>,
     running: BTreeMap<String, Running>,
     /// The `-p` services: kept as they are across reloads.
     flags: Vec<ServiceSpec>,
@@ -42,17 +46,20 @@ impl Forwarder {
     /// The first address that cannot be bound; nothing is started then.
     pub(crate) fn start(
         registry: Registry,
+        shards: Vec<Handle>,
         specs: Vec<ServiceSpec>,
         flags: Vec<ServiceSpec>,
         config_path: Option<PathBuf>,
     ) -> Result<Self, String> {
         let mut bound = Vec::with_capacity(specs.len());
         for spec in specs {
-            let tcp = bind(&spec.listen).map_err(|e| format!("service `{}`: {e}", spec.sid))?;
+            let tcp = bind(&spec.listen, shards.len())
+                .map_err(|e| format!("service `{}`: {e}", spec.sid))?;
             bound.push((spec, tcp));
         }
         let mut forwarder = Forwarder {
             registry,
+            shards,
             running: BTreeMap::new(),
             flags,
             config_path,
@@ -63,11 +70,11 @@ impl Forwarder {
         Ok(forwarder)
     }
 
-    fn launch(&mut self, spec: ServiceSpec, tcp: TcpListener) -> Result<(), String> {
+    fn launch(&mut self, spec: ServiceSpec, tcp: Vec<TcpListener>) -> Result<(), String> {
         let service = self.registry.create(&spec.sid, spec.config.clone());
         let sid = spec.sid.clone();
-        let running =
-            Running::start(spec, service, tcp).map_err(|e| format!("service `{sid}`: {e}"))?;
+        let running = Running::start(spec, service, tcp, &self.shards)
+            .map_err(|e| format!("service `{sid}`: {e}"))?;
         self.running.insert(sid, running);
         Ok(())
     }
@@ -101,14 +108,15 @@ impl Forwarder {
                 .get(sid)
                 .is_none_or(|r| r.spec.listen != spec.listen)
         };
-        let mut bound: HashMap<String, TcpListener> = HashMap::new();
+        let mut bound: HashMap<String, Vec<TcpListener>> = HashMap::new();
         for (sid, spec) in &new {
             let ours = self
                 .running
                 .values()
                 .any(|r| r.spec.listen.overlaps(&spec.listen));
             if moves(sid, spec) && !ours {
-                let tcp = bind(&spec.listen).map_err(|e| kept(format!("service `{sid}`: {e}")))?;
+                let tcp = bind(&spec.listen, self.shards.len())
+                    .map_err(|e| kept(format!("service `{sid}`: {e}")))?;
                 bound.insert(sid.clone(), tcp);
             }
         }
@@ -149,7 +157,7 @@ impl Forwarder {
         for (sid, spec) in new {
             let tcp = match bound.remove(&sid) {
                 Some(tcp) => tcp,
-                None => match bind(&spec.listen) {
+                None => match bind(&spec.listen, self.shards.len()) {
                     Ok(tcp) => tcp,
                     Err(e) => {
                         errors.push(format!("service `{sid}`: {e}"));
@@ -168,7 +176,7 @@ impl Forwarder {
                 }
                 None => self.registry.create(&sid, spec.config.clone()),
             };
-            match Running::start(spec, service, tcp) {
+            match Running::start(spec, service, tcp, &self.shards) {
                 Ok(running) => {
                     self.running.insert(sid, running);
                 }

@@ -1,5 +1,5 @@
-//! A running forward: its listener's accept loop and each connection's way
-//! to the backend.
+//! A running forward: its listeners' accept loops (one per shard, each on
+//! its own runtime) and each connection's way to the backend.
 
 use std::io;
 use std::net::{Ipv6Addr, SocketAddr};
@@ -7,10 +7,13 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use ipnet::IpNet;
+use monconn::layers::{FilterLayer, LimitLayer, Pass};
 use monconn::{Listener, MonitoredIo, Service, ServiceConfig};
 use socket2::{Domain, Socket, Type};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
+use tower::Layer;
 
 use crate::addr::{Backend, ListenAddr};
 use crate::config::ServiceSpec;
@@ -24,50 +27,103 @@ pub(crate) struct Upstream {
     pub(crate) connect_timeout: Option<Duration>,
 }
 
-/// A service whose listener is accepting.
+/// A service whose listeners are accepting, one per shard.
 #[derive(Debug)]
 pub(crate) struct Running {
     pub(crate) spec: ServiceSpec,
     pub(crate) service: Service,
     upstream: Arc<RwLock<Arc<Upstream>>>,
-    accept: JoinHandle<()>,
+    accept: Vec<JoinHandle<()>>,
 }
 
-/// Binds a listen address: `:PORT` is every interface, IPv6 and IPv4 on one
-/// dual-stack socket where the system has IPv6, IPv4 only otherwise.
-pub(crate) fn bind(listen: &ListenAddr) -> io::Result<TcpListener> {
+/// Binds a listen address `count` times, one socket per shard: `:PORT` is
+/// every interface, IPv6 and IPv4 on one dual-stack socket where the system
+/// has IPv6, IPv4 only otherwise.
+///
+/// With more than one socket, each is bound with `SO_REUSEPORT` (the kernel
+/// spreads new connections among them). A plain socket is bound first and
+/// closed, so that an address another process listens on (with
+/// `SO_REUSEPORT` or not) is refused as it is with one socket, and so that
+/// port 0 picks one port for all of them.
+pub(crate) fn bind(listen: &ListenAddr, count: usize) -> io::Result<Vec<std::net::TcpListener>> {
     let result = match listen {
-        ListenAddr::Any(port) => bind_socket((Ipv6Addr::UNSPECIFIED, *port).into(), true)
-            .or_else(|_| bind_socket(([0, 0, 0, 0], *port).into(), false)),
-        ListenAddr::Addr(addr) => bind_socket(*addr, false),
+        ListenAddr::Any(port) => bind_all((Ipv6Addr::UNSPECIFIED, *port).into(), true, count)
+            .or_else(|_| bind_all(([0, 0, 0, 0], *port).into(), false, count)),
+        ListenAddr::Addr(addr) => bind_all(*addr, false, count),
     };
     result.map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {listen}: {e}")))
 }
 
-fn bind_socket(addr: SocketAddr, dual_stack: bool) -> io::Result<TcpListener> {
+fn bind_all(
+    addr: SocketAddr,
+    dual_stack: bool,
+    count: usize,
+) -> io::Result<Vec<std::net::TcpListener>> {
+    let first = bind_socket(addr, dual_stack, false)?;
+    if count <= 1 {
+        return Ok(vec![first]);
+    }
+    let addr = first.local_addr()?;
+    drop(first);
+    (0..count)
+        .map(|_| bind_socket(addr, dual_stack, true))
+        .collect()
+}
+
+fn bind_socket(
+    addr: SocketAddr,
+    dual_stack: bool,
+    reuse_port: bool,
+) -> io::Result<std::net::TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     if dual_stack {
         socket.set_only_v6(false)?;
     }
     socket.set_reuse_address(true)?;
+    socket.set_reuse_port(reuse_port)?;
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     socket.listen(1024)?;
-    TcpListener::from_std(socket.into())
+    Ok(socket.into())
 }
 
 // === impl Running ===
 
 impl Running {
-    /// Starts accepting on `tcp` for `service`.
-    pub(crate) fn start(spec: ServiceSpec, service: Service, tcp: TcpListener) -> io::Result<Self> {
-        let listener = Listener::from_tcp(tcp, service.clone())?;
-        let local = listener.local_addr();
+    /// Starts accepting for `service`: on each socket of `tcps` (from
+    /// [`bind`]), in the shard of the same rank. Every shard's connections
+    /// are counted, limited and listed in the one `service`, and they share
+    /// one accept stack (so one per-IP `rate_limit` bucket per client).
+    pub(crate) fn start(
+        spec: ServiceSpec,
+        service: Service,
+        tcps: Vec<std::net::TcpListener>,
+        shards: &[Handle],
+    ) -> io::Result<Self> {
+        // `Listener::from_tcp`'s stack, its layers shared by every shard.
+        let stack = FilterLayer::new(&service).layer(LimitLayer::new(&service).layer(Pass));
+        // Each socket registers with the runtime of the shard that polls it.
+        let listeners = tcps
+            .into_iter()
+            .zip(shards)
+            .map(|(tcp, shard)| {
+                let _runtime = shard.enter();
+                let tcp = TcpListener::from_std(tcp)?;
+                Listener::with_stack(tcp, service.clone(), stack.clone())
+            })
+            .collect::<io::Result<Vec<_>>>()?;
+        let Some(local) = listeners.first().map(Listener::local_addr) else {
+            return Err(io::Error::other("no socket to listen on"));
+        };
         let upstream = Arc::new(RwLock::new(Arc::new(Upstream {
             backend: spec.backend.clone(),
             connect_timeout: spec.connect_timeout,
         })));
-        let accept = tokio::spawn(accept_loop(listener, upstream.clone()));
+        let accept = listeners
+            .into_iter()
+            .zip(shards)
+            .map(|(listener, shard)| shard.spawn(accept_loop(listener, upstream.clone())))
+            .collect();
         tracing::info!(sid = %spec.sid, listen = %local, backend = %spec.backend, "forwarding");
         Ok(Running {
             spec,
@@ -93,11 +149,15 @@ impl Running {
         self.spec = spec;
     }
 
-    /// Stops accepting: the listening socket is closed when this returns.
+    /// Stops accepting: the listening sockets are closed when this returns.
     /// Live connections go on.
     pub(crate) async fn stop_accepting(self) -> (ServiceSpec, Service) {
-        self.accept.abort();
-        let _ = self.accept.await;
+        for accept in &self.accept {
+            accept.abort();
+        }
+        for accept in self.accept {
+            let _ = accept.await;
+        }
         (self.spec, self.service)
     }
 }
