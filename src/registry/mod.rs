@@ -21,6 +21,7 @@
 //! ```
 
 mod admission;
+mod close;
 mod config;
 mod conn;
 mod reason;
@@ -31,12 +32,13 @@ mod sweeper;
 
 pub(crate) use admission::ConnGuard;
 pub use admission::{canonical_ip, Admission};
+pub use close::CloseReport;
 pub use config::{RateLimit, ServiceConfig};
 pub use conn::ConnRecord;
 pub use reason::{CloseCause, Reason, Rejected};
+pub use service::Service;
 #[cfg(feature = "metrics")]
 pub(crate) use service::ServiceInner;
-pub use service::{CloseReport, Service};
 pub use snapshot::{ConnSnapshot, IpConnections, ServiceSnapshot};
 
 use std::collections::BTreeMap;

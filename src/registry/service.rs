@@ -18,8 +18,8 @@ use crate::clock::now_ms;
 use crate::io::MonitoredIo;
 
 const RUNNING: u8 = 0;
-const DRAINING: u8 = 1;
-const STOPPED: u8 = 2;
+pub(super) const DRAINING: u8 = 1;
+pub(super) const STOPPED: u8 = 2;
 
 /// A monitored service: a set of connections under one id (`sid`), with its
 /// settings, live counters and connection table.
@@ -51,27 +51,17 @@ pub struct Service {
     pub(crate) inner: Arc<ServiceInner>,
 }
 
-/// What a graceful [`Service::close`] did.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
-pub struct CloseReport {
-    /// Connections that ended by themselves within `wait_timeout`.
-    pub drained: usize,
-    /// Connections still open at `wait_timeout`, closed with
-    /// [`CloseCause::Shutdown`].
-    pub cut: usize,
-}
-
 pub(crate) struct ServiceInner {
     sid: Arc<str>,
-    config: ArcSwap<ServiceConfig>,
+    pub(super) config: ArcSwap<ServiceConfig>,
     boot_at: SystemTime,
     boot_ms: u64,
-    state: AtomicU8,
+    pub(super) state: AtomicU8,
     next_id: AtomicU64,
-    table: Mutex<Table>,
+    pub(super) table: Mutex<Table>,
     pub(crate) counters: Counters,
     /// Notified whenever a slot is released.
-    released: Notify,
+    pub(super) released: Notify,
     sweeper: AtomicBool,
     /// The blacklist and allowlist, compiled (see `rules.rs`).
     pub(crate) rules: super::rules::Rules,
@@ -300,69 +290,6 @@ impl Service {
     /// How long the service has existed.
     pub fn uptime(&self) -> Duration {
         crate::clock::since(now_ms(), self.inner.boot_ms)
-    }
-
-    /// Closes connection `id` ([`CloseCause::Kicked`]): its next poll fails
-    /// with `ConnectionAborted`. Returns whether it was open.
-    pub fn kick(&self, id: u64) -> bool {
-        let table = lock(&self.inner.table);
-        table
-            .conns
-            .get(&id)
-            .is_some_and(|r| r.close(CloseCause::Kicked))
-    }
-
-    /// Closes every open connection from `ip` (IPv4-mapped addresses match
-    /// their IPv4 address). Returns how many it closed.
-    pub fn kick_ip(&self, ip: IpAddr) -> usize {
-        let ip = canonical_ip(ip);
-        let table = lock(&self.inner.table);
-        table
-            .conns
-            .values()
-            .filter(|r| canonical_ip(r.peer().ip()) == ip)
-            .filter(|r| r.close(CloseCause::Kicked))
-            .count()
-    }
-
-    /// Stops the service gracefully: admits nothing more, lets live
-    /// connections go on for up to `wait_timeout`, then closes the rest with
-    /// [`CloseCause::Shutdown`] (their next poll fails with
-    /// `ConnectionAborted`). Idempotent.
-    pub async fn close(&self) -> CloseReport {
-        let inner = &self.inner;
-        // Under the table lock, as `admit` checks the state: no admission
-        // slips in between the state change and the count.
-        let start = {
-            let table = lock(&inner.table);
-            inner.state.store(DRAINING, Relaxed);
-            table.active
-        };
-        let deadline = tokio::time::Instant::now() + inner.config.load().wait_timeout;
-        loop {
-            let released = inner.released.notified();
-            tokio::pin!(released);
-            released.as_mut().enable();
-            if self.connections() == 0 {
-                break;
-            }
-            if tokio::time::timeout_at(deadline, released).await.is_err() {
-                break;
-            }
-        }
-        let table = lock(&inner.table);
-        let remaining = table.active;
-        let cut = table
-            .conns
-            .values()
-            .filter(|r| r.close(CloseCause::Shutdown))
-            .count();
-        drop(table);
-        inner.state.store(STOPPED, Relaxed);
-        CloseReport {
-            drained: start.saturating_sub(remaining),
-            cut,
-        }
     }
 
     /// Waits until a slot is released (a connection or admission dropped).
