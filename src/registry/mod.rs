@@ -36,6 +36,7 @@ pub use close::CloseReport;
 pub use config::{RateLimit, ServiceConfig};
 pub use conn::ConnRecord;
 pub use reason::{CloseCause, Reason, Rejected};
+pub(crate) use service::lock;
 pub use service::Service;
 #[cfg(feature = "metrics")]
 pub(crate) use service::ServiceInner;
@@ -43,7 +44,7 @@ pub use snapshot::{ConnSnapshot, IpConnections, ServiceSnapshot};
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use serde::Serialize;
 
@@ -72,6 +73,18 @@ fn normalize(sid: &str) -> &str {
 }
 
 impl Registry {
+    // A panic elsewhere cannot leave the map half-written (every write is one
+    // insert or remove), so a poisoned lock is taken as it is.
+    fn read(&self) -> RwLockReadGuard<'_, BTreeMap<Arc<str>, Service>> {
+        self.services.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, BTreeMap<Arc<str>, Service>> {
+        self.services
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// An empty registry.
     pub fn new() -> Self {
         Self::default()
@@ -96,7 +109,7 @@ impl Registry {
     /// config to `config` and returns it.
     pub fn create(&self, sid: &str, config: ServiceConfig) -> Service {
         let sid = normalize(sid);
-        let mut services = self.services.write().unwrap_or_else(|e| e.into_inner());
+        let mut services = self.write();
         if let Some(s) = services.get(sid) {
             s.set_config(config);
             return s.clone();
@@ -108,7 +121,7 @@ impl Registry {
 
     fn create_if_absent(&self, sid: &str, config: ServiceConfig) -> Service {
         let sid = normalize(sid);
-        let mut services = self.services.write().unwrap_or_else(|e| e.into_inner());
+        let mut services = self.write();
         services
             .entry(Arc::from(sid))
             .or_insert_with(|| Service::new(Arc::from(sid), config))
@@ -117,7 +130,7 @@ impl Registry {
 
     /// The service `sid`, if it exists.
     pub fn get(&self, sid: &str) -> Option<Service> {
-        let services = self.services.read().unwrap_or_else(|e| e.into_inner());
+        let services = self.read();
         services.get(normalize(sid)).cloned()
     }
 
@@ -125,7 +138,7 @@ impl Registry {
     /// [`Service::close`]). `None` if there was no such service.
     pub async fn remove(&self, sid: &str) -> Option<CloseReport> {
         let service = {
-            let mut services = self.services.write().unwrap_or_else(|e| e.into_inner());
+            let mut services = self.write();
             services.remove(normalize(sid))?
         };
         Some(service.close().await)
@@ -133,7 +146,7 @@ impl Registry {
 
     /// All services, sorted by sid.
     pub fn list(&self) -> Vec<Service> {
-        let services = self.services.read().unwrap_or_else(|e| e.into_inner());
+        let services = self.read();
         services.values().cloned().collect()
     }
 

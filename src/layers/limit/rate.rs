@@ -3,20 +3,16 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::Mutex;
 
 use tokio::time::Instant;
 
-use crate::registry::RateLimit;
+use crate::registry::{lock, RateLimit};
 
 /// Most client IPs tracked at once. When the table is full, buckets that have
 /// refilled (they hold no information) are dropped; if that frees nothing,
 /// the whole table is (those clients start again with a full bucket).
 const MAX_TRACKED: usize = 65_536;
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
 
 #[derive(Default)]
 pub(crate) struct RateTable {
