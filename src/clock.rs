@@ -3,8 +3,9 @@
 //!
 //! It reads the kernel's coarse monotonic clock (`CLOCK_MONOTONIC_COARSE` on
 //! Linux, a few ms of resolution; a vDSO read with no hardware timer access,
-//! where `Instant::now()` measured 36-47 ns on this project's VM): the hot path stamps every read and write, and
-//! idleness and timeouts are judged at the sweeper's tick, in whole ms at best.
+//! where `Instant::now()` measured 36-47 ns on this project's VM): the hot
+//! path stamps every read and write, and idleness and timeouts are judged at
+//! the sweeper's tick, in whole ms at best.
 //! `now_without_cache_update` keeps it off coarsetime's shared cached instant,
 //! so that no two connections write one cache line.
 
