@@ -663,3 +663,12 @@ fn admin_token_wrong_or_missing_gets_401_on_every_route() {
         .unwrap();
     rig.alive();
 }
+
+/// A YAML error with no place in the text (found by the property test above:
+/// `&0]` reads as more than one document) still says where: the whole file.
+#[test]
+fn a_yaml_error_without_a_location_names_the_whole_file() {
+    let e = config::parse("&0]").unwrap_err();
+    assert!(e.starts_with("the whole file: "), "{e}");
+    assert!(e.contains("more than one document"), "{e}");
+}

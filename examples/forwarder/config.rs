@@ -99,7 +99,9 @@ fn yaml_error(e: &serde_yaml_ng::Error) -> String {
             let msg = msg.strip_suffix(&suffix).unwrap_or(&msg);
             format!("line {}, column {}: {msg}", loc.line(), loc.column())
         }
-        None => msg,
+        // No place in the text (e.g. "more than one document"): the error
+        // is about the file as a whole; say so, so every error names where.
+        None => format!("the whole file: {msg}"),
     }
 }
 
