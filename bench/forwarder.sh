@@ -24,6 +24,7 @@
 #      this is far steadier than the rates;
 #   5. forwarder_ratios.py: ours against the best peer of the same run, per row.
 #
+# NGINX_HC=1 adds nginx with `proxy_half_close on` (bench/nginx_half_close.sh).
 # NICE=-15 runs the measurement at a higher priority (root only), which keeps
 # other work on a shared machine from skewing it; every peer gets the same.
 # Results land in $OUT (default target/bench-forwarder/<date>).
@@ -52,6 +53,12 @@ if [ "$ENGINE" = 1 ]; then
 fi
 specs+=(haproxy haproxy-splice nginx socat rawfwd)
 peers=(haproxy haproxy-splice nginx socat rawfwd)
+# NGINX_HC=1: nginx with `proxy_half_close on` too, a peer that, like ours,
+# passes one side's EOF on and lets the other direction go on.
+if [ "${NGINX_HC:-0}" = 1 ]; then
+    specs+=("nginx-hc=bash $ROOT/bench/nginx_half_close.sh")
+    peers+=(nginx-hc)
+fi
 # socat forks a process per connection: too slow for the CPU phase's loads.
 cpu_specs=()
 for s in "${specs[@]}"; do [ "$s" = socat ] || cpu_specs+=("$s"); done
