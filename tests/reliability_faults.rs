@@ -423,8 +423,8 @@ async fn out_of_descriptors(headroom: u64) {
     // Saturated, with a burst of clients in the backlog: it must not spin.
     // Each failed accept is logged, then its shard sleeps 50 ms: the count
     // of failed accepts is bounded whatever the machine's speed. CPU time is
-    // not (a shared CI machine ran this ten times slower than a desk), so it
-    // is only checked against a spinning thread's: a whole core.
+    // not (it grows on a slower or busier machine), so it is only checked
+    // against a spinning thread's: a whole core.
     const BACKOFF: Duration = Duration::from_millis(50);
     let failed = || {
         fwd.stderr()
@@ -534,6 +534,6 @@ async fn out_of_descriptors_backs_off_without_spinning_and_recovers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn out_of_descriptors_with_one_to_spare_recovers_too() {
+async fn out_of_descriptors_one_descriptor_higher_recovers_too() {
     out_of_descriptors(21).await;
 }
