@@ -8,7 +8,7 @@
 #   measure.sh 'nginx-hc=bash bench/nginx_half_close.sh' ...
 #
 # Run from the directory measure.sh gives it, with $LPORT and $BPORT set;
-# stays in the foreground.
+# stays in the foreground. HALF_CLOSE=off gives measure.sh's plain nginx.
 set -euo pipefail
 dir=$PWD
 cat >"$dir/nginx.conf" <<CONF
@@ -23,7 +23,7 @@ stream {
         listen 127.0.0.1:$LPORT;
         proxy_pass 127.0.0.1:$BPORT;
         proxy_timeout 10m;
-        proxy_half_close on;
+        proxy_half_close ${HALF_CLOSE:-on};
     }
 }
 CONF

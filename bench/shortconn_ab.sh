@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Short connections per second, interleaved A/B: the forwarder with its
+# default shards (one SO_REUSEPORT socket per core), with one shard
+# (--threads 1), nginx stream and nginx with proxy_half_close on, each
+# against `echod once` and driven by `connrate` (../shared/bench/peertools).
+# Reproduces the A/B table of BENCHMARKS.md, "Forwarder", short connections.
+#
+#   bash bench/shortconn_ab.sh                 # REPS=5 SECS=5 WORKERS=64
+#   VARIANTS="ours one nginx" REPS=4 bash bench/shortconn_ab.sh
+#
+# Prints one line per run: variant, repetition, connrate's output; then the
+# median per variant. NICE=-15 (root) runs every variant at that priority.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+PEERS_DIR=${PEERS_DIR:-$ROOT/../shared/bench}
+TOOLS=$PEERS_DIR/peertools/target/release
+REPS=${REPS:-5} SECS=${SECS:-5} WORKERS=${WORKERS:-64} NICE=${NICE:-0}
+VARIANTS=${VARIANTS:-ours one nginx nginx-hc}
+LPORT=${LPORT:-19000} BPORT=${BPORT:-19001}
+
+"$PEERS_DIR/setup.sh" >/dev/null
+cargo build -q --release --features metrics --example forwarder
+FWD=$(mktemp -d -t shortconn-ab.XXXXXX)
+cp "${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/forwarder" "$FWD/"
+"$TOOLS/echod" "127.0.0.1:$BPORT" once >/dev/null 2>&1 &
+ECHOD=$!
+trap 'kill $ECHOD 2>/dev/null; rm -rf "$FWD"' EXIT
+sleep 0.3
+
+start() { # VARIANT -> PID of the forwarder, listening on LPORT
+    local dir=$FWD/$1
+    mkdir -p "$dir"
+    (
+        cd "$dir"
+        case $1 in
+        ours) exec "$FWD/forwarder" -p "127.0.0.1:$LPORT=127.0.0.1:$BPORT" ;;
+        one) exec "$FWD/forwarder" --threads 1 -p "127.0.0.1:$LPORT=127.0.0.1:$BPORT" ;;
+        nginx) LPORT=$LPORT BPORT=$BPORT HALF_CLOSE=off exec bash "$ROOT/bench/nginx_half_close.sh" ;;
+        nginx-hc) LPORT=$LPORT BPORT=$BPORT exec bash "$ROOT/bench/nginx_half_close.sh" ;;
+        *) echo "unknown variant $1" >&2; exit 1 ;;
+        esac
+    ) >"$dir/log" 2>&1 &
+    echo $!
+}
+
+results=()
+for rep in $(seq "$REPS"); do
+    for v in $VARIANTS; do
+        pid=$(start "$v")
+        for _ in $(seq 50); do
+            [ -n "$(ss -Hltn "sport = :$LPORT")" ] && break
+            sleep 0.1
+        done
+        out=$(nice -n "$NICE" "$TOOLS/connrate" "127.0.0.1:$LPORT" "$WORKERS" "$SECS")
+        echo "$v $rep $out"
+        results+=("$v $(sed -n 's/.*rate=//p' <<<"$out")")
+        kill "$pid"
+        wait "$pid" 2>/dev/null || true
+        sleep 0.5
+    done
+done
+echo "medians:"
+for v in $VARIANTS; do
+    printf '%s\n' "${results[@]}" | awk -v v="$v" '$1 == v {print $2}' | sort -n |
+        awk -v v="$v" '{a[NR] = $1} END {m = NR % 2 ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2; print v, m}'
+done
