@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Short connections per second, interleaved A/B: the forwarder with its
-# default shards (one SO_REUSEPORT socket per core), with one shard
+# default shards (one per core, sharing one listening socket), with one
+# SO_REUSEPORT socket per shard (--accept reuseport), with one shard
 # (--threads 1), nginx stream and nginx with proxy_half_close on, each
 # against `echod once` and driven by `connrate` (../shared/bench/peertools).
 # Reproduces the A/B table of BENCHMARKS.md, "Forwarder", short connections.
@@ -8,7 +9,8 @@
 #   bash bench/shortconn_ab.sh                 # REPS=5 SECS=5 WORKERS=64
 #   VARIANTS="ours one nginx" REPS=4 bash bench/shortconn_ab.sh
 #
-# Prints one line per run: variant, repetition, connrate's output; then the
+# Prints one line per run: variant, repetition, connrate's output and the
+# forwarder's CPU time (user + system, all its processes) per connection; then the
 # median per variant. NICE=-15 (root) runs every variant at that priority.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,7 +18,7 @@ ROOT=$PWD
 PEERS_DIR=${PEERS_DIR:-$ROOT/../shared/bench}
 TOOLS=$PEERS_DIR/peertools/target/release
 REPS=${REPS:-5} SECS=${SECS:-5} WORKERS=${WORKERS:-64} NICE=${NICE:-0}
-VARIANTS=${VARIANTS:-ours one nginx nginx-hc}
+VARIANTS=${VARIANTS:-ours reuseport one nginx nginx-hc}
 LPORT=${LPORT:-19000} BPORT=${BPORT:-19001}
 
 "$PEERS_DIR/setup.sh" >/dev/null
@@ -35,6 +37,7 @@ start() { # VARIANT -> PID of the forwarder, listening on LPORT
         cd "$dir"
         case $1 in
         ours) exec "$FWD/forwarder" -p "127.0.0.1:$LPORT=127.0.0.1:$BPORT" ;;
+        reuseport) exec "$FWD/forwarder" --accept reuseport -p "127.0.0.1:$LPORT=127.0.0.1:$BPORT" ;;
         one) exec "$FWD/forwarder" --threads 1 -p "127.0.0.1:$LPORT=127.0.0.1:$BPORT" ;;
         nginx) LPORT=$LPORT BPORT=$BPORT HALF_CLOSE=off exec bash "$ROOT/bench/nginx_half_close.sh" ;;
         nginx-hc) LPORT=$LPORT BPORT=$BPORT exec bash "$ROOT/bench/nginx_half_close.sh" ;;
@@ -42,6 +45,20 @@ start() { # VARIANT -> PID of the forwarder, listening on LPORT
         esac
     ) >"$dir/log" 2>&1 &
     echo $!
+}
+
+TCK=$(getconf CLK_TCK)
+tree() { # PID -> it and its descendants
+    local p
+    echo "$1"
+    for p in $(pgrep -P "$1" || true); do tree "$p"; done
+}
+cpu_ticks() { # PIDS -> user + system clock ticks of them all (threads included)
+    local p t=0
+    for p in "$@"; do
+        [ -r "/proc/$p/stat" ] && t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat")))
+    done
+    echo "$t"
 }
 
 results=()
@@ -52,8 +69,12 @@ for rep in $(seq "$REPS"); do
             [ -n "$(ss -Hltn "sport = :$LPORT")" ] && break
             sleep 0.1
         done
+        pids=$(tree "$pid")
+        c0=$(cpu_ticks $pids)
         out=$(nice -n "$NICE" "$TOOLS/connrate" "127.0.0.1:$LPORT" "$WORKERS" "$SECS")
-        echo "$v $rep $out"
+        c1=$(cpu_ticks $pids)
+        conns=$(sed -n 's/.*conns=\([0-9]*\).*/\1/p' <<<"$out")
+        echo "$v $rep $out cpu_us_per_conn=$(( (c1 - c0) * 1000000 / TCK / (conns > 0 ? conns : 1) ))"
         results+=("$v $(sed -n 's/.*rate=//p' <<<"$out")")
         kill "$pid"
         wait "$pid" 2>/dev/null || true

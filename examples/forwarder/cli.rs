@@ -58,11 +58,28 @@ pub(crate) struct Args {
     pub(crate) stats_interval: u64,
 
     /// Threads that accept and forward connections, each with its own
-    /// runtime and its own listening socket per service (SO_REUSEPORT: the
-    /// kernel spreads connections among them). 0 or 1: one thread.
-    /// Default: one per CPU core.
+    /// runtime. 0 or 1: one thread. Default: one per CPU core.
     #[arg(long, value_name = "N")]
     pub(crate) threads: Option<usize>,
+
+    /// How the threads share each service's new connections.
+    #[arg(long, value_name = "MODE", value_enum, default_value_t = Accept::Shared)]
+    pub(crate) accept: Accept,
+}
+
+/// How the threads share a service's new connections (`--accept`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Accept {
+    /// One listening socket that every thread accepts from: a connection
+    /// goes to a thread free to take it, and a thread with two connections
+    /// more than the least busy one (and an eighth more, past 8) leaves new
+    /// ones to the others. Every thread wakes for each new connection.
+    #[default]
+    Shared,
+    /// One SO_REUSEPORT socket per thread: the kernel hands each thread an
+    /// even share (by address hash), busy or not, and wakes only that one.
+    /// For many threads, where waking them all costs more.
+    Reuseport,
 }
 
 /// One `-p LISTEN=BACKEND` value.

@@ -5,10 +5,13 @@
 //! flags, the config file keys and examples.
 //!
 //! Connections are accepted and forwarded by one thread per core (or
-//! `--threads N`), each with its own tokio current-thread runtime (a shard)
-//! and its own `SO_REUSEPORT` socket per service: no work stealing and no
-//! wakeups across threads, like nginx's worker processes. All shards share
-//! each service's `monconn::Service` (stats, limits, lists, the admin API).
+//! `--threads N`), each with its own tokio current-thread runtime (a shard):
+//! no work stealing and no wakeups across threads, like nginx's worker
+//! processes. By default the shards accept from one shared socket per
+//! service, and a shard ahead of the others leaves new connections to them
+//! (`balance.rs`); `--accept reuseport` gives each its own `SO_REUSEPORT`
+//! socket instead. All shards share each service's `monconn::Service`
+//! (stats, limits, lists, the admin API).
 //! The main thread's runtime is shard 0 and also runs the admin API, the
 //! signals, reloads and the drain.
 //!
@@ -18,6 +21,7 @@
 
 mod addr;
 mod admin;
+mod balance;
 mod cli;
 mod config;
 mod copy;
@@ -160,11 +164,17 @@ async fn run(args: Args, shards: Vec<Handle>) -> ExitCode {
         Err(e) => return fail(format!("cannot install the metrics recorder: {e}")),
     };
     let registry = Registry::new();
-    let mut forwarder =
-        match Forwarder::start(registry.clone(), shards, specs, flags, args.config.clone()) {
-            Ok(f) => f,
-            Err(e) => return fail(e),
-        };
+    let mut forwarder = match Forwarder::start(
+        registry.clone(),
+        shards,
+        args.accept,
+        specs,
+        flags,
+        args.config.clone(),
+    ) {
+        Ok(f) => f,
+        Err(e) => return fail(e),
+    };
     // The admin API binds last: once it answers, every service listens.
     if let Some(addr) = args.admin {
         let listener = match admin::bind(addr).await {

@@ -10,6 +10,7 @@ use std::task::{Context, Waker};
 use monconn::{CloseReport, Registry};
 use tokio::runtime::Handle;
 
+use crate::cli::Accept;
 use crate::config::{self, ServiceSpec};
 use crate::service::{bind, keep_runtime_rules, Running};
 
@@ -19,6 +20,8 @@ pub(crate) struct Forwarder {
     registry: Registry,
     /// The runtimes that accept and forward connections, one per thread.
     shards: Vec<Handle>,
+    /// How they share each service's new connections.
+    accept: Accept,
     running: BTreeMap<String, Running>,
     /// The `-p` services: kept as they are across reloads.
     flags: Vec<ServiceSpec>,
@@ -47,19 +50,21 @@ impl Forwarder {
     pub(crate) fn start(
         registry: Registry,
         shards: Vec<Handle>,
+        accept: Accept,
         specs: Vec<ServiceSpec>,
         flags: Vec<ServiceSpec>,
         config_path: Option<PathBuf>,
     ) -> Result<Self, String> {
         let mut bound = Vec::with_capacity(specs.len());
         for spec in specs {
-            let tcp = bind(&spec.listen, shards.len())
+            let tcp = bind(&spec.listen, shards.len(), accept)
                 .map_err(|e| format!("service `{}`: {e}", spec.sid))?;
             bound.push((spec, tcp));
         }
         let mut forwarder = Forwarder {
             registry,
             shards,
+            accept,
             running: BTreeMap::new(),
             flags,
             config_path,
@@ -73,7 +78,7 @@ impl Forwarder {
     fn launch(&mut self, spec: ServiceSpec, tcp: Vec<TcpListener>) -> Result<(), String> {
         let service = self.registry.create(&spec.sid, spec.config.clone());
         let sid = spec.sid.clone();
-        let running = Running::start(spec, service, tcp, &self.shards)
+        let running = Running::start(spec, service, tcp, &self.shards, self.accept)
             .map_err(|e| format!("service `{sid}`: {e}"))?;
         self.running.insert(sid, running);
         Ok(())
@@ -115,7 +120,7 @@ impl Forwarder {
                 .values()
                 .any(|r| r.spec.listen.overlaps(&spec.listen));
             if moves(sid, spec) && !ours {
-                let tcp = bind(&spec.listen, self.shards.len())
+                let tcp = bind(&spec.listen, self.shards.len(), self.accept)
                     .map_err(|e| kept(format!("service `{sid}`: {e}")))?;
                 bound.insert(sid.clone(), tcp);
             }
@@ -157,7 +162,7 @@ impl Forwarder {
         for (sid, spec) in new {
             let tcp = match bound.remove(&sid) {
                 Some(tcp) => tcp,
-                None => match bind(&spec.listen, self.shards.len()) {
+                None => match bind(&spec.listen, self.shards.len(), self.accept) {
                     Ok(tcp) => tcp,
                     Err(e) => {
                         errors.push(format!("service `{sid}`: {e}"));
@@ -176,7 +181,7 @@ impl Forwarder {
                 }
                 None => self.registry.create(&sid, spec.config.clone()),
             };
-            match Running::start(spec, service, tcp, &self.shards) {
+            match Running::start(spec, service, tcp, &self.shards, self.accept) {
                 Ok(running) => {
                     self.running.insert(sid, running);
                 }

@@ -16,6 +16,8 @@ use tokio::task::JoinHandle;
 use tower::Layer;
 
 use crate::addr::{Backend, ListenAddr};
+use crate::balance::{Balance, Slot};
+use crate::cli::Accept;
 use crate::config::ServiceSpec;
 use crate::copy;
 
@@ -36,20 +38,27 @@ pub(crate) struct Running {
     accept: Vec<JoinHandle<()>>,
 }
 
-/// Binds a listen address `count` times, one socket per shard: `:PORT` is
-/// every interface, IPv6 and IPv4 on one dual-stack socket where the system
-/// has IPv6, IPv4 only otherwise.
+/// Binds a listen address for `count` shards, one socket handle each:
+/// `:PORT` is every interface, IPv6 and IPv4 on one dual-stack socket where
+/// the system has IPv6, IPv4 only otherwise.
 ///
-/// With more than one socket, each is bound with `SO_REUSEPORT` (the kernel
-/// spreads new connections among them). A plain socket is bound first and
-/// closed, so that an address another process listens on (with
-/// `SO_REUSEPORT` or not) is refused as it is with one socket, and so that
-/// port 0 picks one port for all of them.
-pub(crate) fn bind(listen: &ListenAddr, count: usize) -> io::Result<Vec<std::net::TcpListener>> {
+/// [`Accept::Shared`]: one socket, a handle (`dup`) per shard. With
+/// [`Accept::Reuseport`] and more than one shard, a socket per shard, each
+/// bound with `SO_REUSEPORT` (the kernel spreads new connections among
+/// them); a plain socket is bound first and closed, so that an address
+/// another process listens on (with `SO_REUSEPORT` or not) is refused as it
+/// is with one socket, and so that port 0 picks one port for all of them.
+pub(crate) fn bind(
+    listen: &ListenAddr,
+    count: usize,
+    accept: Accept,
+) -> io::Result<Vec<std::net::TcpListener>> {
     let result = match listen {
-        ListenAddr::Any(port) => bind_all((Ipv6Addr::UNSPECIFIED, *port).into(), true, count)
-            .or_else(|_| bind_all(([0, 0, 0, 0], *port).into(), false, count)),
-        ListenAddr::Addr(addr) => bind_all(*addr, false, count),
+        ListenAddr::Any(port) => {
+            bind_all((Ipv6Addr::UNSPECIFIED, *port).into(), true, count, accept)
+                .or_else(|_| bind_all(([0, 0, 0, 0], *port).into(), false, count, accept))
+        }
+        ListenAddr::Addr(addr) => bind_all(*addr, false, count, accept),
     };
     result.map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {listen}: {e}")))
 }
@@ -58,10 +67,18 @@ fn bind_all(
     addr: SocketAddr,
     dual_stack: bool,
     count: usize,
+    accept: Accept,
 ) -> io::Result<Vec<std::net::TcpListener>> {
     let first = bind_socket(addr, dual_stack, false)?;
     if count <= 1 {
         return Ok(vec![first]);
+    }
+    if accept == Accept::Shared {
+        let mut all = (1..count)
+            .map(|_| first.try_clone())
+            .collect::<io::Result<Vec<_>>>()?;
+        all.push(first);
+        return Ok(all);
     }
     let addr = first.local_addr()?;
     drop(first);
@@ -94,11 +111,14 @@ impl Running {
     /// [`bind`]), in the shard of the same rank. Every shard's connections
     /// are counted, limited and listed in the one `service`, and they share
     /// one accept stack (so one per-IP `rate_limit` bucket per client).
+    /// With [`Accept::Shared`], the shards [balance](crate::balance) what
+    /// they take.
     pub(crate) fn start(
         spec: ServiceSpec,
         service: Service,
         tcps: Vec<std::net::TcpListener>,
         shards: &[Handle],
+        accept: Accept,
     ) -> io::Result<Self> {
         // `Listener::from_tcp`'s stack, its layers shared by every shard.
         let stack = FilterLayer::new(&service).layer(LimitLayer::new(&service).layer(Pass));
@@ -119,10 +139,18 @@ impl Running {
             backend: spec.backend.clone(),
             connect_timeout: spec.connect_timeout,
         })));
+        let mut slots = match accept {
+            Accept::Shared if listeners.len() > 1 => Balance::slots(listeners.len()),
+            _ => Vec::new(),
+        }
+        .into_iter();
         let accept = listeners
             .into_iter()
             .zip(shards)
-            .map(|(listener, shard)| shard.spawn(accept_loop(listener, upstream.clone())))
+            .enumerate()
+            .map(|(rank, (listener, shard))| {
+                shard.spawn(accept_loop(listener, upstream.clone(), rank, slots.next()))
+            })
             .collect();
         tracing::info!(sid = %spec.sid, listen = %local, backend = %spec.backend, "forwarding");
         Ok(Running {
@@ -183,13 +211,27 @@ pub(crate) fn keep_runtime_rules(
     new
 }
 
-async fn accept_loop(listener: Listener, upstream: Arc<RwLock<Arc<Upstream>>>) {
+/// Accepts in the shard of rank `shard`, and forwards each connection in
+/// a task of its own. With a `slot`, only when it is this shard's turn.
+async fn accept_loop(
+    listener: Listener,
+    upstream: Arc<RwLock<Arc<Upstream>>>,
+    shard: usize,
+    slot: Option<Slot>,
+) {
     loop {
+        if let Some(slot) = &slot {
+            slot.turn().await;
+        }
         match listener.accept().await {
             Ok((client, peer)) => {
                 let upstream = upstream.read().unwrap_or_else(|e| e.into_inner()).clone();
                 let service = listener.service().clone();
-                tokio::spawn(forward(client, peer, upstream, service));
+                let load = slot.as_ref().map(Slot::load);
+                tokio::spawn(async move {
+                    forward(client, peer, upstream, service, shard).await;
+                    drop(load);
+                });
             }
             Err(e) => {
                 tracing::error!(sid = %listener.service().sid(), error = %e, "accept failed");
@@ -205,6 +247,7 @@ async fn forward(
     peer: SocketAddr,
     upstream: Arc<Upstream>,
     service: Service,
+    shard: usize,
 ) {
     let sid = service.sid();
     // Boxed: the connect step's state (a timer among it) lives on the heap
@@ -221,7 +264,7 @@ async fn forward(
         let _ = backend.set_nodelay(true);
     }
     let id = client.record().id();
-    tracing::debug!(%sid, id, %peer, backend = %upstream.backend, "connected");
+    tracing::debug!(%sid, id, %peer, backend = %upstream.backend, shard, "connected");
     match copy::pipe(client, backend).await {
         Ok((up, down)) => tracing::debug!(%sid, id, %peer, up, down, "closed"),
         Err(e) => tracing::debug!(%sid, id, %peer, error = %e, "closed with error"),

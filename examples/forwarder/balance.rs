@@ -1,0 +1,177 @@
+//! Spreading the connections of a shared accept queue over the shards.
+//!
+//! With `--accept shared`, every shard accepts from the one listening socket
+//! of a service, so a connection goes to whichever shard gets to it first: a
+//! shard whose thread has no core at the moment leaves its share to the
+//! others instead of letting it wait (`SO_REUSEPORT` hands each shard its
+//! share regardless). Left alone, that race can also hand a burst of
+//! long-lived connections (the streams of one transfer, say) to a single
+//! shard, and leave the other cores with nothing to forward.
+//!
+//! So each shard counts the pairs it forwards, and a shard that has
+//! [more than its share](Balance::over) stops accepting until that is no
+//! longer so: the least loaded shard never stops, so some shard always
+//! accepts. A shard waits only while it is over its share, and wakes when
+//! a count changes (only then does a change of count cost a wakeup).
+
+use std::sync::atomic::{AtomicU32, Ordering::SeqCst};
+use std::sync::Arc;
+
+use tokio::sync::Notify;
+
+/// The pairs each shard forwards for one service.
+#[derive(Debug)]
+pub(crate) struct Balance {
+    loads: Box<[Padded]>,
+    /// Shards waiting for their turn: a count change wakes them only then.
+    waiting: AtomicU32,
+    changed: Notify,
+}
+
+/// A counter on its own cache line (two, for the adjacent-line prefetch), so
+/// that one shard's counting does not slow the others'.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Padded(AtomicU32);
+
+/// One shard's place in a [`Balance`].
+#[derive(Clone, Debug)]
+pub(crate) struct Slot {
+    balance: Arc<Balance>,
+    shard: usize,
+}
+
+/// A pair counted on its shard until dropped.
+#[derive(Debug)]
+pub(crate) struct Load(Slot);
+
+impl Balance {
+    /// A balance over `shards` shards, one [`Slot`] each.
+    pub(crate) fn slots(shards: usize) -> Vec<Slot> {
+        let balance = Arc::new(Balance {
+            loads: (0..shards).map(|_| Padded::default()).collect(),
+            waiting: AtomicU32::new(0),
+            changed: Notify::new(),
+        });
+        (0..shards)
+            .map(|shard| Slot {
+                balance: balance.clone(),
+                shard,
+            })
+            .collect()
+    }
+
+    /// Whether `shard` has more than its share: at least two pairs more
+    /// than the least loaded shard, and an eighth more once it has many
+    /// (short connections come and go on every shard; a few more on one is
+    /// no reason to leave a connection waiting).
+    fn over(&self, shard: usize) -> bool {
+        let mine = self.loads[shard].0.load(SeqCst);
+        let least = self.loads.iter().map(|l| l.0.load(SeqCst)).min();
+        least.is_some_and(|least| mine > least + 1 + least / 8)
+    }
+
+    fn add(&self, shard: usize, delta: i32) {
+        let load = &self.loads[shard].0;
+        if delta > 0 {
+            load.fetch_add(1, SeqCst);
+        } else {
+            load.fetch_sub(1, SeqCst);
+        }
+        if self.waiting.load(SeqCst) > 0 {
+            self.changed.notify_waiters();
+        }
+    }
+}
+
+impl Slot {
+    /// Waits until this shard is not over its share.
+    pub(crate) async fn turn(&self) {
+        let balance = &*self.balance;
+        loop {
+            let changed = balance.changed.notified();
+            tokio::pin!(changed);
+            // Registered before the check: a change after it wakes us.
+            changed.as_mut().enable();
+            if !balance.over(self.shard) {
+                return;
+            }
+            balance.waiting.fetch_add(1, SeqCst);
+            // Checked again once announced: a change made before it (which
+            // saw nobody waiting) shows here.
+            let over = balance.over(self.shard);
+            if over {
+                changed.await;
+            }
+            balance.waiting.fetch_sub(1, SeqCst);
+            if !over {
+                return;
+            }
+        }
+    }
+
+    /// Counts a pair on this shard until the returned [`Load`] is dropped.
+    pub(crate) fn load(&self) -> Load {
+        self.balance.add(self.shard, 1);
+        Load(self.clone())
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        self.0.balance.add(self.0.shard, -1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_shard_two_pairs_ahead_of_the_least_loaded_is_over() {
+        let slots = Balance::slots(2);
+        let balance = &slots[0].balance;
+        let a: Vec<_> = (0..2).map(|_| slots[0].load()).collect();
+        assert!(balance.over(0), "2 against 0");
+        assert!(!balance.over(1), "the least loaded is never over");
+        let _b = slots[1].load();
+        assert!(!balance.over(0), "2 against 1");
+        drop(a);
+        let _many: Vec<_> = (0..16).map(|_| slots[1].load()).collect();
+        let _more: Vec<_> = (0..18).map(|_| slots[0].load()).collect();
+        // 18 against 17: within an eighth.
+        assert!(!balance.over(0) && !balance.over(1));
+    }
+
+    #[tokio::test]
+    async fn a_waiting_shard_resumes_when_another_takes_more() {
+        let slots = Balance::slots(2);
+        let ahead: Vec<_> = (0..3).map(|_| slots[0].load()).collect();
+        let first = slots[0].clone();
+        let waiter = tokio::spawn(async move { first.turn().await });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!waiter.is_finished(), "3 against 0: waits");
+        let taken: Vec<_> = (0..2).map(|_| slots[1].load()).collect();
+        tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("woken by the other shard's count")
+            .unwrap();
+        drop((ahead, taken));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_waiting_shard_resumes_when_its_own_pairs_end_on_another_thread() {
+        let slots = Balance::slots(2);
+        let ahead: Vec<_> = (0..2).map(|_| slots[0].load()).collect();
+        let first = slots[0].clone();
+        let waiter = tokio::spawn(async move { first.turn().await });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!waiter.is_finished(), "2 against 0: waits");
+        std::thread::spawn(move || drop(ahead)).join().unwrap();
+        tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("woken by the pairs' end")
+            .unwrap();
+    }
+}
