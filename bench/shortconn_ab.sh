@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Short connections per second, interleaved A/B: the forwarder with its
-# default shards (one per core, sharing one listening socket), with one
-# SO_REUSEPORT socket per shard (--accept reuseport), with one shard
+# default shards (one per core, a SO_REUSEPORT socket each), with the shards
+# sharing one listening socket (--accept shared), with one shard
 # (--threads 1), nginx stream and nginx with proxy_half_close on, each
 # against `echod once` and driven by `connrate` (../shared/bench/peertools).
 # Reproduces the A/B table of BENCHMARKS.md, "Forwarder", short connections.
@@ -11,21 +11,22 @@
 #
 # Prints one line per run: variant, repetition, connrate's output and the
 # forwarder's CPU time (user + system, all its processes) per connection; then the
-# median per variant. NICE=-15 (root) runs every variant at that priority.
+# median per variant. NICE=-15 (root) runs everything (forwarder, backend,
+# client) at that priority, as bench/forwarder.sh does.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 PEERS_DIR=${PEERS_DIR:-$ROOT/../shared/bench}
 TOOLS=$PEERS_DIR/peertools/target/release
 REPS=${REPS:-5} SECS=${SECS:-5} WORKERS=${WORKERS:-64} NICE=${NICE:-0}
-VARIANTS=${VARIANTS:-ours reuseport one nginx nginx-hc}
+VARIANTS=${VARIANTS:-ours shared one nginx nginx-hc}
 LPORT=${LPORT:-19000} BPORT=${BPORT:-19001}
 
 "$PEERS_DIR/setup.sh" >/dev/null
 cargo build -q --release --features metrics --example forwarder
 FWD=$(mktemp -d -t shortconn-ab.XXXXXX)
 cp "${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/forwarder" "$FWD/"
-"$TOOLS/echod" "127.0.0.1:$BPORT" once >/dev/null 2>&1 &
+nice -n "$NICE" "$TOOLS/echod" "127.0.0.1:$BPORT" once >/dev/null 2>&1 &
 ECHOD=$!
 trap 'kill $ECHOD 2>/dev/null; rm -rf "$FWD"' EXIT
 sleep 0.3
@@ -36,11 +37,11 @@ start() { # VARIANT -> PID of the forwarder, listening on LPORT
     (
         cd "$dir"
         case $1 in
-        ours) exec "$FWD/forwarder" -p "127.0.0.1:$LPORT=127.0.0.1:$BPORT" ;;
-        reuseport) exec "$FWD/forwarder" --accept reuseport -p "127.0.0.1:$LPORT=127.0.0.1:$BPORT" ;;
-        one) exec "$FWD/forwarder" --threads 1 -p "127.0.0.1:$LPORT=127.0.0.1:$BPORT" ;;
-        nginx) LPORT=$LPORT BPORT=$BPORT HALF_CLOSE=off exec bash "$ROOT/bench/nginx_half_close.sh" ;;
-        nginx-hc) LPORT=$LPORT BPORT=$BPORT exec bash "$ROOT/bench/nginx_half_close.sh" ;;
+        ours) exec nice -n "$NICE" "$FWD/forwarder" -p "127.0.0.1:$LPORT=127.0.0.1:$BPORT" ;;
+        shared) exec nice -n "$NICE" "$FWD/forwarder" --accept shared -p "127.0.0.1:$LPORT=127.0.0.1:$BPORT" ;;
+        one) exec nice -n "$NICE" "$FWD/forwarder" --threads 1 -p "127.0.0.1:$LPORT=127.0.0.1:$BPORT" ;;
+        nginx) LPORT=$LPORT BPORT=$BPORT HALF_CLOSE=off exec nice -n "$NICE" bash "$ROOT/bench/nginx_half_close.sh" ;;
+        nginx-hc) LPORT=$LPORT BPORT=$BPORT exec nice -n "$NICE" bash "$ROOT/bench/nginx_half_close.sh" ;;
         *) echo "unknown variant $1" >&2; exit 1 ;;
         esac
     ) >"$dir/log" 2>&1 &

@@ -35,15 +35,16 @@ fn shards(log: &str) -> Vec<usize> {
         .collect()
 }
 
-/// Long-lived connections opened one by one, each held open, go to every
-/// shard: a shard two connections ahead of the other leaves the next one
+/// With `--accept shared`, long-lived connections opened one by one, each
+/// held open, go to every shard: a shard two connections ahead of the other leaves the next one
 /// to it. (Left to the race for a shared socket, the shard that wakes
 /// first could take them all.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn held_connections_spread_over_the_shards() {
     let backend = banner_backend().await;
-    let (fwd, [port]) =
-        Forwarder::start_with_ports(|[port]| mapping(port, backend, &["--threads", "2"]));
+    let (fwd, [port]) = Forwarder::start_with_ports(|[port]| {
+        mapping(port, backend, &["--threads", "2", "--accept", "shared"])
+    });
     let mut held = Vec::new();
     for n in 1..=6 {
         let mut stream = open([127, 0, 0, 1], local(port)).await.expect("forwarded");

@@ -63,23 +63,23 @@ pub(crate) struct Args {
     pub(crate) threads: Option<usize>,
 
     /// How the threads share each service's new connections.
-    #[arg(long, value_name = "MODE", value_enum, default_value_t = Accept::Shared)]
+    #[arg(long, value_name = "MODE", value_enum, default_value_t = Accept::Reuseport)]
     pub(crate) accept: Accept,
 }
 
 /// How the threads share a service's new connections (`--accept`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub(crate) enum Accept {
+    /// One SO_REUSEPORT socket per thread: the kernel hands each thread an
+    /// even share (by address hash), busy or not, and wakes only that one.
+    #[default]
+    Reuseport,
     /// One listening socket that every thread accepts from: a connection
     /// goes to a thread free to take it, and a thread with two connections
     /// more than the least busy one (and an eighth more, past 8) leaves new
-    /// ones to the others. Every thread wakes for each new connection.
-    #[default]
+    /// ones to the others. Every thread wakes for each new connection; this
+    /// pays where the threads often lose their core to busier processes.
     Shared,
-    /// One SO_REUSEPORT socket per thread: the kernel hands each thread an
-    /// even share (by address hash), busy or not, and wakes only that one.
-    /// For many threads, where waking them all costs more.
-    Reuseport,
 }
 
 /// One `-p LISTEN=BACKEND` value.
