@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 use tower::Layer;
 
 use crate::addr::{Backend, ListenAddr};
-use crate::balance::{Balance, Slot};
+use crate::balance::{Balance, Load, Slot};
 use crate::cli::Accept;
 use crate::config::ServiceSpec;
 use crate::copy;
@@ -228,10 +228,7 @@ async fn accept_loop(
                 let upstream = upstream.read().unwrap_or_else(|e| e.into_inner()).clone();
                 let service = listener.service().clone();
                 let load = slot.as_ref().map(Slot::load);
-                tokio::spawn(async move {
-                    forward(client, peer, upstream, service, shard).await;
-                    drop(load);
-                });
+                tokio::spawn(forward(client, peer, upstream, service, shard, load));
             }
             Err(e) => {
                 tracing::error!(sid = %listener.service().sid(), error = %e, "accept failed");
@@ -242,12 +239,14 @@ async fn accept_loop(
 }
 
 /// Connects to the backend and copies both ways until both sides end.
+/// `_load` counts the pair on its shard (`--accept shared`) until then.
 async fn forward(
     client: MonitoredIo<TcpStream>,
     peer: SocketAddr,
     upstream: Arc<Upstream>,
     service: Service,
     shard: usize,
+    _load: Option<Load>,
 ) {
     let sid = service.sid();
     // Boxed: the connect step's state (a timer among it) lives on the heap
