@@ -12,13 +12,16 @@
 # Prints one line per run: variant, repetition, connrate's output and the
 # forwarder's CPU time (user + system, all its processes) per connection; then the
 # median per variant. NICE=-15 (root) runs everything (forwarder, backend,
-# client) at that priority, as bench/forwarder.sh does.
+# client) at that priority, as bench/forwarder.sh does; FWD_NICE=0 with it
+# leaves the forwarder and the backend at normal priority (the client wins
+# the cores: the case --accept shared is for).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 PEERS_DIR=${PEERS_DIR:-$ROOT/../shared/bench}
 TOOLS=$PEERS_DIR/peertools/target/release
 REPS=${REPS:-5} SECS=${SECS:-5} WORKERS=${WORKERS:-64} NICE=${NICE:-0}
+FWD_NICE=${FWD_NICE:-$NICE}
 VARIANTS=${VARIANTS:-ours shared one nginx nginx-hc}
 LPORT=${LPORT:-19000} BPORT=${BPORT:-19001}
 
@@ -26,7 +29,7 @@ LPORT=${LPORT:-19000} BPORT=${BPORT:-19001}
 cargo build -q --release --features metrics --example forwarder
 FWD=$(mktemp -d -t shortconn-ab.XXXXXX)
 cp "${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/forwarder" "$FWD/"
-nice -n "$NICE" "$TOOLS/echod" "127.0.0.1:$BPORT" once >/dev/null 2>&1 &
+nice -n "$FWD_NICE" "$TOOLS/echod" "127.0.0.1:$BPORT" once >/dev/null 2>&1 &
 ECHOD=$!
 trap 'kill $ECHOD 2>/dev/null; rm -rf "$FWD"' EXIT
 sleep 0.3
@@ -37,11 +40,11 @@ start() { # VARIANT -> PID of the forwarder, listening on LPORT
     (
         cd "$dir"
         case $1 in
-        ours) exec nice -n "$NICE" "$FWD/forwarder" -p "127.0.0.1:$LPORT=127.0.0.1:$BPORT" ;;
-        shared) exec nice -n "$NICE" "$FWD/forwarder" --accept shared -p "127.0.0.1:$LPORT=127.0.0.1:$BPORT" ;;
-        one) exec nice -n "$NICE" "$FWD/forwarder" --threads 1 -p "127.0.0.1:$LPORT=127.0.0.1:$BPORT" ;;
-        nginx) LPORT=$LPORT BPORT=$BPORT HALF_CLOSE=off exec nice -n "$NICE" bash "$ROOT/bench/nginx_half_close.sh" ;;
-        nginx-hc) LPORT=$LPORT BPORT=$BPORT exec nice -n "$NICE" bash "$ROOT/bench/nginx_half_close.sh" ;;
+        ours) exec nice -n "$FWD_NICE" "$FWD/forwarder" -p "127.0.0.1:$LPORT=127.0.0.1:$BPORT" ;;
+        shared) exec nice -n "$FWD_NICE" "$FWD/forwarder" --accept shared -p "127.0.0.1:$LPORT=127.0.0.1:$BPORT" ;;
+        one) exec nice -n "$FWD_NICE" "$FWD/forwarder" --threads 1 -p "127.0.0.1:$LPORT=127.0.0.1:$BPORT" ;;
+        nginx) LPORT=$LPORT BPORT=$BPORT HALF_CLOSE=off exec nice -n "$FWD_NICE" bash "$ROOT/bench/nginx_half_close.sh" ;;
+        nginx-hc) LPORT=$LPORT BPORT=$BPORT exec nice -n "$FWD_NICE" bash "$ROOT/bench/nginx_half_close.sh" ;;
         *) echo "unknown variant $1" >&2; exit 1 ;;
         esac
     ) >"$dir/log" 2>&1 &
