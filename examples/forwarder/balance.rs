@@ -71,13 +71,8 @@ impl Balance {
         least.is_some_and(|least| mine > least + 1 + least / 8)
     }
 
-    fn add(&self, shard: usize, delta: i32) {
-        let load = &self.loads[shard].0;
-        if delta > 0 {
-            load.fetch_add(1, SeqCst);
-        } else {
-            load.fetch_sub(1, SeqCst);
-        }
+    /// Wakes the shards waiting for their turn, if any, after a count changed.
+    fn changed(&self) {
         if self.waiting.load(SeqCst) > 0 {
             self.changed.notify_waiters();
         }
@@ -88,38 +83,33 @@ impl Slot {
     /// Waits until this shard is not over its share.
     pub(crate) async fn turn(&self) {
         let balance = &*self.balance;
-        loop {
+        // The common case, on every accept: one look at the counts.
+        while balance.over(self.shard) {
+            // Woken by any `notify_waiters` from its creation on.
             let changed = balance.changed.notified();
-            tokio::pin!(changed);
-            // Registered before the check: a change after it wakes us.
-            changed.as_mut().enable();
-            if !balance.over(self.shard) {
-                return;
-            }
             balance.waiting.fetch_add(1, SeqCst);
-            // Checked again once announced: a change made before it (which
-            // saw nobody waiting) shows here.
-            let over = balance.over(self.shard);
-            if over {
+            // Checked again once announced: a change made before (which saw
+            // nobody waiting, so woke nobody) shows here.
+            if balance.over(self.shard) {
                 changed.await;
             }
             balance.waiting.fetch_sub(1, SeqCst);
-            if !over {
-                return;
-            }
         }
     }
 
     /// Counts a pair on this shard until the returned [`Load`] is dropped.
     pub(crate) fn load(&self) -> Load {
-        self.balance.add(self.shard, 1);
+        self.balance.loads[self.shard].0.fetch_add(1, SeqCst);
+        self.balance.changed();
         Load(self.clone())
     }
 }
 
 impl Drop for Load {
     fn drop(&mut self) {
-        self.0.balance.add(self.0.shard, -1);
+        let Slot { balance, shard } = &self.0;
+        balance.loads[*shard].0.fetch_sub(1, SeqCst);
+        balance.changed();
     }
 }
 
