@@ -261,3 +261,51 @@ async fn keepalive_and_nodelay_follow_the_config_at_runtime() {
     let (conn, _) = within("accept", listener.accept()).await.unwrap();
     assert_eq!(opts(&conn), (None, None, false));
 }
+
+/// A refused client sees its connection close only once the refusal is
+/// counted, even behind a layer that takes its time over errors (logging
+/// them, say): the refusal holds the connection until the listener has
+/// counted it, so stats read right after the close include it. Both
+/// built-in refusals: the filter's and the limit's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_is_counted_before_the_client_sees_its_close() {
+    let config = quiet_config()
+        .with_blacklist(["127.0.0.2/32".parse().unwrap()])
+        .with_conn_limit(Some(1));
+    let service = Registry::new().create("slow-refusal", config);
+    let stack = ServiceBuilder::new()
+        .then(|result: Result<Accepted<TcpStream>, BoxError>| async move {
+            if result.is_err() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            result
+        })
+        .layer(FilterLayer::new(&service))
+        .layer(LimitLayer::new(&service))
+        .service(tower::service_fn(|conn: Accepted<TcpStream>| async move {
+            Ok::<_, BoxError>(conn)
+        }));
+    let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = Listener::with_stack(tcp, service.clone(), stack).unwrap();
+    let mut server = accept_common::serve(listener);
+
+    for n in 1..=3 {
+        let (fate, _closed) = attempt(lo(2), server.addr).await;
+        assert_eq!(fate, Fate::Refused);
+        assert_eq!(
+            refused(&service),
+            counts(&[("blacklisted", n)]),
+            "closed before counted"
+        );
+    }
+    let (fate, _held) = attempt(lo(3), server.addr).await;
+    assert_eq!(fate, Fate::Admitted);
+    server.admitted.recv().await.unwrap();
+    let (fate, _closed) = attempt(lo(4), server.addr).await;
+    assert_eq!(fate, Fate::Refused);
+    assert_eq!(
+        refused(&service),
+        counts(&[("blacklisted", 3), ("conn_limit", 1)]),
+        "closed before counted"
+    );
+}

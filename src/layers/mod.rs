@@ -6,7 +6,9 @@
 //! connection, with a [`Rejected`](crate::Rejected) error naming the reason, or
 //! pass it on, possibly over a new transport. A refused connection is closed
 //! at once, with nothing read from it, and counted by reason in its
-//! [`Service`](crate::Service).
+//! [`Service`](crate::Service). The built-in layers close it only once it is
+//! counted (their refusal holds it, [`Rejected::holding`](crate::Rejected::holding)),
+//! so that stats read after a client saw its close include its refusal.
 //!
 //! - [`FilterLayer`]: the service's blacklist and allowlist (IPs and CIDRs).
 //! - [`LimitLayer`]: `conn_limit`, `ip_limit`, `per_ip_limit` (one atomic

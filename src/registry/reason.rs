@@ -148,12 +148,42 @@ impl fmt::Display for CloseCause {
 pub struct Rejected {
     reason: Reason,
     peer: std::net::SocketAddr,
+    /// The refused connection, closed when the last clone of this drops.
+    conn: Option<std::sync::Arc<dyn std::any::Any + Send + Sync>>,
 }
 
 impl Rejected {
     /// A refusal of `peer` for `reason`.
     pub fn new(reason: Reason, peer: std::net::SocketAddr) -> Self {
-        Rejected { reason, peer }
+        Rejected {
+            reason,
+            peer,
+            conn: None,
+        }
+    }
+
+    /// Keeps `conn` (the refused connection) open for as long as this
+    /// refusal lives, so that the client sees its connection closed only
+    /// once whoever handles the refusal is done with it: the
+    /// [`Listener`](crate::Listener) counts it first, so that stats read
+    /// after a client saw its close include the refusal. The built-in
+    /// layers hold the connection they refuse; a layer of your own may too.
+    ///
+    /// ```
+    /// use monconn::{Reason, Rejected};
+    /// let (client, server) = std::os::unix::net::UnixStream::pair().unwrap();
+    /// let refused = Rejected::new(Reason::Blacklisted, "10.0.0.1:4000".parse().unwrap())
+    ///     .holding(server);
+    /// client.set_nonblocking(true).unwrap();
+    /// let mut byte = [0u8; 1];
+    /// // Still open: nothing to read yet, but no EOF either.
+    /// assert!(std::io::Read::read(&mut &client, &mut byte).is_err());
+    /// drop(refused);
+    /// assert_eq!(std::io::Read::read(&mut &client, &mut byte).unwrap(), 0);
+    /// ```
+    pub fn holding(mut self, conn: impl std::any::Any + Send + Sync) -> Self {
+        self.conn = Some(std::sync::Arc::new(conn));
+        self
     }
 
     /// Why the connection was refused.

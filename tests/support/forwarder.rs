@@ -325,20 +325,6 @@ impl Forwarder {
         serde_json::from_str(&body).expect("stats JSON")
     }
 
-    /// `GET /stats/{sid}` once `n` refusals are counted. A refused client
-    /// sees its connection closed a moment before the listener counts it
-    /// (the accept stack drops the socket, then the listener reads the
-    /// reason), so a count read right after may trail by one.
-    pub async fn stats_after_refusals(&self, sid: &str, n: u64) -> serde_json::Value {
-        self.wait_stats(sid, &format!("{n} refusals counted"), |s| {
-            let counted: u64 = s["rejected"]
-                .as_object()
-                .map_or(0, |m| m.values().filter_map(|v| v.as_u64()).sum());
-            counted >= n
-        })
-        .await
-    }
-
     /// Polls `GET /stats/{sid}` until `check` holds; returns that snapshot.
     pub async fn wait_stats(
         &self,

@@ -27,6 +27,7 @@ impl<S> Filter<S> {
 
 impl<S, IO> tower::Service<Accepted<IO>> for Filter<S>
 where
+    IO: Send + Sync + 'static,
     S: tower::Service<Accepted<IO>>,
     S::Error: Into<BoxError>,
 {
@@ -40,7 +41,8 @@ where
 
     fn call(&mut self, conn: Accepted<IO>) -> Self::Future {
         match self.service.ip_verdict(conn.peer.ip()) {
-            Some(reason) => ResponseFuture::refused(Rejected::new(reason, conn.peer)),
+            // Held until the listener has counted the refusal.
+            Some(reason) => ResponseFuture::refused(Rejected::new(reason, conn.peer).holding(conn)),
             None => ResponseFuture::inner(self.inner.call(conn)),
         }
     }

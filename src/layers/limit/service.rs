@@ -40,6 +40,7 @@ impl<S> Limit<S> {
 
 impl<S, IO> tower::Service<Accepted<IO>> for Limit<S>
 where
+    IO: Send + Sync + 'static,
     S: tower::Service<Accepted<IO>>,
     S::Error: Into<BoxError>,
 {
@@ -60,12 +61,13 @@ where
                     .rates
                     .allow(crate::registry::canonical_ip(peer.ip()), rate)
                 {
-                    return ResponseFuture::refused(Rejected::new(Reason::RateLimit, peer));
+                    let rejected = Rejected::new(Reason::RateLimit, peer).holding(conn);
+                    return ResponseFuture::refused(rejected);
                 }
             }
             match self.service.admit(peer) {
                 Ok(admission) => conn.admission = Some(admission),
-                Err(rejected) => return ResponseFuture::refused(rejected),
+                Err(rejected) => return ResponseFuture::refused(rejected.holding(conn)),
             }
         }
         ResponseFuture::inner(self.inner.call(conn))
