@@ -87,13 +87,12 @@ impl Slot {
         while balance.over(self.shard) {
             // Woken by any `notify_waiters` from its creation on.
             let changed = balance.changed.notified();
-            balance.waiting.fetch_add(1, SeqCst);
+            let _waiting = Waiting::announce(balance);
             // Checked again once announced: a change made before (which saw
             // nobody waiting, so woke nobody) shows here.
             if balance.over(self.shard) {
                 changed.await;
             }
-            balance.waiting.fetch_sub(1, SeqCst);
         }
     }
 
@@ -102,6 +101,23 @@ impl Slot {
         self.balance.loads[self.shard].0.fetch_add(1, SeqCst);
         self.balance.changed();
         Load(self.clone())
+    }
+}
+
+/// A shard counted in [`Balance::waiting`] until dropped (also when its
+/// accept loop is aborted while it waits).
+struct Waiting<'a>(&'a Balance);
+
+impl<'a> Waiting<'a> {
+    fn announce(balance: &'a Balance) -> Self {
+        balance.waiting.fetch_add(1, SeqCst);
+        Waiting(balance)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, SeqCst);
     }
 }
 
@@ -148,6 +164,19 @@ mod tests {
             .expect("woken by the other shard's count")
             .unwrap();
         drop((ahead, taken));
+    }
+
+    #[tokio::test]
+    async fn an_aborted_wait_is_no_longer_counted() {
+        let slots = Balance::slots(2);
+        let _ahead: Vec<_> = (0..2).map(|_| slots[0].load()).collect();
+        let first = slots[0].clone();
+        let waiter = tokio::spawn(async move { first.turn().await });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(slots[0].balance.waiting.load(SeqCst), 1);
+        waiter.abort();
+        let _ = waiter.await;
+        assert_eq!(slots[0].balance.waiting.load(SeqCst), 0);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
