@@ -150,19 +150,30 @@ mod tests {
         assert!(!balance.over(0) && !balance.over(1));
     }
 
+    /// `slot`'s turn, in a task of its own, checked to be waiting.
+    async fn waiting(slot: &Slot) -> tokio::task::JoinHandle<()> {
+        let slot = slot.clone();
+        let waiter = tokio::spawn(async move { slot.turn().await });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!waiter.is_finished(), "over its share: waits");
+        waiter
+    }
+
+    /// Waits (up to 5 s) for `waiter` to get its turn.
+    async fn resumed(waiter: tokio::task::JoinHandle<()>, by: &str) {
+        tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .unwrap_or_else(|_| panic!("not woken by {by}"))
+            .unwrap();
+    }
+
     #[tokio::test]
     async fn a_waiting_shard_resumes_when_another_takes_more() {
         let slots = Balance::slots(2);
         let ahead: Vec<_> = (0..3).map(|_| slots[0].load()).collect();
-        let first = slots[0].clone();
-        let waiter = tokio::spawn(async move { first.turn().await });
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        assert!(!waiter.is_finished(), "3 against 0: waits");
+        let waiter = waiting(&slots[0]).await;
         let taken: Vec<_> = (0..2).map(|_| slots[1].load()).collect();
-        tokio::time::timeout(Duration::from_secs(5), waiter)
-            .await
-            .expect("woken by the other shard's count")
-            .unwrap();
+        resumed(waiter, "the other shard's count").await;
         drop((ahead, taken));
     }
 
@@ -170,9 +181,7 @@ mod tests {
     async fn an_aborted_wait_is_no_longer_counted() {
         let slots = Balance::slots(2);
         let _ahead: Vec<_> = (0..2).map(|_| slots[0].load()).collect();
-        let first = slots[0].clone();
-        let waiter = tokio::spawn(async move { first.turn().await });
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        let waiter = waiting(&slots[0]).await;
         assert_eq!(slots[0].balance.waiting.load(SeqCst), 1);
         waiter.abort();
         let _ = waiter.await;
@@ -183,14 +192,8 @@ mod tests {
     async fn a_waiting_shard_resumes_when_its_own_pairs_end_on_another_thread() {
         let slots = Balance::slots(2);
         let ahead: Vec<_> = (0..2).map(|_| slots[0].load()).collect();
-        let first = slots[0].clone();
-        let waiter = tokio::spawn(async move { first.turn().await });
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        assert!(!waiter.is_finished(), "2 against 0: waits");
+        let waiter = waiting(&slots[0]).await;
         std::thread::spawn(move || drop(ahead)).join().unwrap();
-        tokio::time::timeout(Duration::from_secs(5), waiter)
-            .await
-            .expect("woken by the pairs' end")
-            .unwrap();
+        resumed(waiter, "the pairs' end").await;
     }
 }
