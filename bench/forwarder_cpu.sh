@@ -33,13 +33,7 @@ LIVE[$!]=1
 LIVE[$!]=1
 wait_listen $R_PORT && wait_listen $I_PORT && wait_listen $E_PORT
 
-# CPU ticks (1/100 s) of a process tree, children already reaped included.
-ticks() {
-	local p
-	for p in $(tree_pids "$1"); do
-		awk '{print $14 + $15 + $16 + $17}' "/proc/$p/stat" 2>/dev/null
-	done | awk '{s += $1} END {print s + 0}'
-}
+source "$(dirname "$0")/lib.sh"
 record() { printf '%s\t%s\t%s\t%s\n' "$@" | tee -a "$TSV"; }
 
 declare -A PR PI PE

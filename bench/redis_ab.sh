@@ -28,13 +28,9 @@ REDIS=$!
 trap 'kill $REDIS 2>/dev/null; rm -rf "$BIN"' EXIT
 sleep 0.5
 source "$PEERS_DIR/forwarders.sh"
+source "$ROOT/bench/lib.sh"
 TCK=$(getconf CLK_TCK)
 
-cpu() { # PIDS -> user + system ticks
-    local p t=0
-    for p in "$@"; do [ -r "/proc/$p/stat" ] && t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done
-    echo "$t"
-}
 csw() { # PIDS -> voluntary context switches of all their threads
     local p f t=0
     for p in "$@"; do
@@ -64,10 +60,10 @@ for rep in $(seq "$REPS"); do
             tracer=$!
             sleep 0.5
         fi
-        c0=$(cpu $pids) s0=$(csw $pids)
+        c0=$(ticks "$pid") s0=$(csw $pids)
         rate=$(nice -n "$NICE" redis-benchmark -h 127.0.0.1 -p "$LPORT" -t get -n "$N" -c 50 -P "$P" --csv 2>/dev/null |
             tail -1 | cut -d, -f2 | tr -d '"')
-        c1=$(cpu $pids) s1=$(csw $pids)
+        c1=$(ticks "$pid") s1=$(csw $pids)
         awk -v v="$v" -v r="$rep" -v rate="$rate" -v c=$((c1 - c0)) -v s=$((s1 - s0)) -v n="$N" -v tck="$TCK" \
             'BEGIN { printf "%s %s rate=%s cpu_us_per_req=%.2f csw_per_req=%.3f\n", v, r, rate, c * 1e6 / tck / n, s / n }'
         if [ "$STRACE" = 1 ]; then

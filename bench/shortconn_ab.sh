@@ -51,20 +51,9 @@ start() { # VARIANT -> PID of the forwarder, listening on LPORT
     echo $!
 }
 
+source "$PEERS_DIR/forwarders.sh"
+source "$ROOT/bench/lib.sh"
 TCK=$(getconf CLK_TCK)
-tree() { # PID -> it and its descendants
-    local p
-    echo "$1"
-    for p in $(pgrep -P "$1" || true); do tree "$p"; done
-}
-cpu_ticks() { # PIDS -> user + system clock ticks of them all (threads included)
-    local p t=0
-    for p in "$@"; do
-        [ -r "/proc/$p/stat" ] && t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat")))
-    done
-    echo "$t"
-}
-
 results=()
 for rep in $(seq "$REPS"); do
     for v in $VARIANTS; do
@@ -73,10 +62,9 @@ for rep in $(seq "$REPS"); do
             [ -n "$(ss -Hltn "sport = :$LPORT")" ] && break
             sleep 0.1
         done
-        pids=$(tree "$pid")
-        c0=$(cpu_ticks $pids)
+        c0=$(ticks "$pid")
         out=$(nice -n "$NICE" "$TOOLS/connrate" "127.0.0.1:$LPORT" "$WORKERS" "$SECS")
-        c1=$(cpu_ticks $pids)
+        c1=$(ticks "$pid")
         conns=$(sed -n 's/.*conns=\([0-9]*\).*/\1/p' <<<"$out")
         echo "$v $rep $out cpu_us_per_conn=$(( (c1 - c0) * 1000000 / TCK / (conns > 0 ? conns : 1) ))"
         results+=("$v $(sed -n 's/.*rate=//p' <<<"$out")")
