@@ -9,8 +9,9 @@
 //! no work stealing and no wakeups across threads, like nginx's worker
 //! processes. By default each shard has its own `SO_REUSEPORT` socket per
 //! service; with `--accept shared` they all accept from one socket, and a
-//! shard ahead of the others leaves new connections to them (`balance.rs`). All shards share each service's `monconn::Service`
-//! (stats, limits, lists, the admin API).
+//! shard ahead of the others leaves new connections to them (`balance.rs`).
+//! All shards share each service's `monconn::Service` (stats, limits, lists,
+//! the admin API).
 //! The main thread's runtime is shard 0 and also runs the admin API, the
 //! signals, reloads and the drain.
 //!
