@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use monconn::{Registry, Service, ServiceConfig};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
@@ -207,6 +207,95 @@ async fn backend_half_close_still_takes_the_client_bytes() {
     assert_eq!(rig.result().await.unwrap(), (up as u64, 7));
     eventually("connection gone", || rig.service.connections() == 0).await;
     assert_eq!(rig.service.bytes(), (up as u64, 7));
+}
+
+#[tokio::test]
+async fn a_reply_with_its_fin_right_behind_arrives_whole() {
+    // The backend answers and closes at once, as `echod once` or an HTTP/1.0
+    // server does: the FIN is often there before the pipe reads the reply,
+    // and the pipe then ends that direction without reading EOF
+    // (`copy::eof_pending`). Not a byte may be lost to that.
+    let _serial = SERIAL.lock().await;
+    let mut rig = Rig::new(quiet_config()).await;
+    for round in 0..100usize {
+        let (mut client, mut server) = rig.pair().await;
+        client.write_all(b"?").await.unwrap();
+        let mut ask = [0; 1];
+        within("request", server.read_exact(&mut ask))
+            .await
+            .unwrap();
+        let len = 1 + round * 997 % 70_000;
+        server.write_all(&pattern(0, len)).await.unwrap();
+        drop(server);
+        let got = within("reply", receive(&mut client)).await.unwrap();
+        assert_eq!(got, len as u64, "round {round}");
+        drop(client);
+        assert_eq!(
+            rig.result().await.unwrap(),
+            (1, len as u64),
+            "round {round}"
+        );
+    }
+}
+
+/// A connected pair of loopback sockets: (peer, ours).
+async fn socket_pair() -> (TcpStream, TcpStream) {
+    let listener = support::listen().await;
+    let peer = TcpStream::connect(listener.local_addr().unwrap())
+        .await
+        .unwrap();
+    let (ours, _) = listener.accept().await.unwrap();
+    (peer, ours)
+}
+
+/// Waits until the reactor has seen `s`'s peer end its side (FIN or reset).
+async fn peer_end_seen(s: &TcpStream) {
+    within("the peer's end reaches the reactor", async {
+        while !s.ready(Interest::READABLE).await.unwrap().is_read_closed() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn eof_behind_drained_data_is_known_without_a_read() {
+    let (mut peer, mut ours) = socket_pair().await;
+    peer.write_all(b"abc").await.unwrap();
+    peer.shutdown().await.unwrap();
+    peer_end_seen(&ours).await;
+    assert!(!copy::eof_pending(&ours), "three bytes are still unread");
+    // A short read drains the socket; the FIN was known before it.
+    assert_eq!(ours.read(&mut [0; 64]).await.unwrap(), 3);
+    assert!(copy::eof_pending(&ours));
+    assert_eq!(ours.read(&mut [0; 64]).await.unwrap(), 0, "it is EOF");
+}
+
+#[tokio::test]
+async fn a_fin_after_the_last_read_still_takes_a_read() {
+    let (mut peer, mut ours) = socket_pair().await;
+    peer.write_all(b"abc").await.unwrap();
+    assert_eq!(ours.read(&mut [0; 64]).await.unwrap(), 3);
+    assert!(!copy::eof_pending(&ours), "no FIN yet");
+    // The FIN comes after the read that drained the socket: readable
+    // again, and only a read can tell what came (data, or the end).
+    peer.shutdown().await.unwrap();
+    peer_end_seen(&ours).await;
+    assert!(!copy::eof_pending(&ours));
+    assert_eq!(ours.read(&mut [0; 64]).await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn a_reset_behind_data_is_not_taken_for_eof() {
+    let (mut peer, mut ours) = socket_pair().await;
+    peer.write_all(b"abc").await.unwrap();
+    reset(peer);
+    peer_end_seen(&ours).await;
+    assert_eq!(ours.read(&mut [0; 64]).await.unwrap(), 3);
+    // The reset must reach the pipe as an error, so a read it takes.
+    assert!(!copy::eof_pending(&ours));
+    let err = ours.read(&mut [0; 64]).await.unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::ConnectionReset, "{err}");
 }
 
 #[tokio::test]

@@ -22,12 +22,12 @@
 use std::future::Future;
 use std::io;
 use std::net::Shutdown;
-use std::pin::Pin;
-use std::task::{ready, Context, Poll};
+use std::pin::{pin, Pin};
+use std::task::{ready, Context, Poll, Waker};
 
 use monconn::MonitoredIo;
 use socket2::SockRef;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf, Ready};
 use tokio::net::TcpStream;
 
 #[path = "pool.rs"]
@@ -196,6 +196,10 @@ impl Half {
                 State::Done => return Poll::Ready(Ok(())),
                 State::Idle => {
                     ready!(src.poll_read_ready(cx))?;
+                    if src.eof_pending() {
+                        self.finish(dst, last)?;
+                        continue;
+                    }
                     let mut buf = Buf::lend();
                     let n = ready!(src.poll_read(cx, &mut buf))?;
                     if n == 0 {
@@ -293,6 +297,10 @@ trait End {
     fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>>;
     fn poll_write(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>>;
     fn tcp(&self) -> &TcpStream;
+    /// Whether a read would return only EOF: see [`eof_pending`].
+    fn eof_pending(&self) -> bool {
+        eof_pending(self.tcp())
+    }
     /// Splices from this side into `pipe`, counting what it moves.
     #[cfg(target_os = "linux")]
     fn fill(&self, pipe: &mut splice::Pipe) -> io::Result<usize> {
@@ -309,6 +317,26 @@ trait End {
             Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(()),
             other => other,
         }
+    }
+}
+
+/// Whether a read of `tcp` would return nothing but EOF, known without the
+/// read: the reactor saw the peer's FIN (`EPOLLRDHUP`) and a later short
+/// read, which drains the socket, cleared readability. Everything before a
+/// FIN is queued before it, so that read got all of it: this saves the
+/// `recv` that would only return 0 (nginx saves it the same way). A reset
+/// (an error event) still goes through a read, which reports it.
+///
+/// Meant for right after `poll_read_ready` returned `Ready`: the readiness
+/// is then not empty, and this poll completes at once, never parking a
+/// waker. Otherwise it is only slower (a waiter added and removed).
+pub(crate) fn eof_pending(tcp: &TcpStream) -> bool {
+    let ready = pin!(tcp.ready(Interest::READABLE | Interest::ERROR));
+    match ready.poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(Ok(r)) => {
+            r.is_read_closed() && (r & (Ready::READABLE | Ready::ERROR)).is_empty()
+        }
+        _ => false,
     }
 }
 
