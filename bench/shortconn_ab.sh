@@ -8,6 +8,10 @@
 #
 #   bash bench/shortconn_ab.sh                 # REPS=5 SECS=5 WORKERS=64
 #   VARIANTS="ours one nginx" REPS=4 bash bench/shortconn_ab.sh
+#   BASE_BIN=/path/to/forwarder VARIANTS="ours base" bash bench/shortconn_ab.sh
+#
+# base = the forwarder binary BASE_BIN with its defaults (a build of an earlier
+# commit, say: A/B of a change).
 #
 # Prints one line per run: variant, repetition, connrate's output and the
 # forwarder's CPU time (user + system, all its processes) per connection; then the
@@ -29,6 +33,7 @@ LPORT=${LPORT:-19000} BPORT=${BPORT:-19001}
 cargo build -q --release --features metrics --example forwarder
 FWD=$(mktemp -d -t shortconn-ab.XXXXXX)
 cp "${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/forwarder" "$FWD/"
+if [ -n "${BASE_BIN:-}" ]; then cp "$BASE_BIN" "$FWD/base-forwarder"; fi
 nice -n "$FWD_NICE" "$TOOLS/echod" "127.0.0.1:$BPORT" once >/dev/null 2>&1 &
 ECHOD=$!
 trap 'kill $ECHOD 2>/dev/null; rm -rf "$FWD"' EXIT
@@ -42,6 +47,7 @@ start() { # VARIANT -> PID of the forwarder, listening on LPORT
         case $1 in
         ours) exec nice -n "$FWD_NICE" "$FWD/forwarder" -p "127.0.0.1:$LPORT=127.0.0.1:$BPORT" ;;
         shared) exec nice -n "$FWD_NICE" "$FWD/forwarder" --accept shared -p "127.0.0.1:$LPORT=127.0.0.1:$BPORT" ;;
+        base) exec nice -n "$FWD_NICE" "$FWD/base-forwarder" -p "127.0.0.1:$LPORT=127.0.0.1:$BPORT" ;;
         one) exec nice -n "$FWD_NICE" "$FWD/forwarder" --threads 1 -p "127.0.0.1:$LPORT=127.0.0.1:$BPORT" ;;
         nginx) LPORT=$LPORT BPORT=$BPORT HALF_CLOSE=off exec nice -n "$FWD_NICE" bash "$ROOT/bench/nginx_half_close.sh" ;;
         nginx-hc) LPORT=$LPORT BPORT=$BPORT exec nice -n "$FWD_NICE" bash "$ROOT/bench/nginx_half_close.sh" ;;
@@ -55,8 +61,11 @@ source "$PEERS_DIR/forwarders.sh"
 source "$ROOT/bench/lib.sh"
 TCK=$(getconf CLK_TCK)
 results=()
+read -ra order <<<"$VARIANTS"
 for rep in $(seq "$REPS"); do
-    for v in $VARIANTS; do
+    # The order turns every repetition, so that no variant always runs first.
+    for i in "${!order[@]}"; do
+        v=${order[(i + rep - 1) % ${#order[@]}]}
         pid=$(start "$v")
         for _ in $(seq 50); do
             [ -n "$(ss -Hltn "sport = :$LPORT")" ] && break
