@@ -4,7 +4,12 @@ bench/forwarder.sh, median per forwarder, the best peer of the same run and
 ours against it (>= 1.00 means at or above the best peer: for rates ours /
 best, for costs best / ours). Reads OUT/raw.tsv (measure.sh) and, when
 present, OUT/cpu.tsv (forwarder_cpu.sh). +EXTRA columns are shown but are
-not peers (another build of ours, say)."""
+not peers (another build of ours, say).
+
+A second table pairs the repetitions: in each, ours against the best peer
+of the row (by median) in the same repetition, run minutes apart rather
+than across the whole run; it gives the median of those ratios, their
+range, and in how many repetitions ours was at or above that peer."""
 import os
 import statistics
 import sys
@@ -32,9 +37,9 @@ def load(path, vals):
         parts = line.rstrip("\n").split("\t")
         if len(parts) != 4:
             continue
-        peer, metric, _rep, value = parts
+        peer, metric, rep, value = parts
         try:
-            vals.setdefault((metric, peer), []).append(float(value))
+            vals.setdefault((metric, peer), {})[rep] = float(value)
         except ValueError:
             pass  # NA: a failed run
 
@@ -54,7 +59,7 @@ def main():
     vals = {}
     load(os.path.join(out, "raw.tsv"), vals)
     load(os.path.join(out, "cpu.tsv"), vals)
-    med = {k: statistics.median(v) for k, v in vals.items() if v}
+    med = {k: statistics.median(v.values()) for k, v in vals.items() if v}
     cols = ["direct", ours] + extra + peers
     ratio_cols = [ours] + extra
     print("| metric | " + " | ".join(cols) + " | best peer | "
@@ -76,6 +81,29 @@ def main():
                 ratios.append("–")
         best_cell = f"{best[1]} {fmt(best[0])}" if best else "–"
         print(f"| {label} | " + " | ".join(cells) + f" | {best_cell} | " + " | ".join(ratios) + " |")
+    paired(vals, med, ours, peers)
+
+
+def paired(vals, med, ours, peers):
+    """Per repetition, ours / the row's best peer (costs: peer / ours)."""
+    print()
+    print("| metric | best peer | paired ratio, median | min–max | ours at or above |")
+    print("|---|---|---|---|---|")
+    for metric, label, higher in ROWS:
+        known = [(med[(metric, p)], p) for p in peers if (metric, p) in med]
+        mine = vals.get((metric, ours), {})
+        if not known or not mine:
+            continue
+        peer = (max if higher else min)(known)[1]
+        theirs = vals[(metric, peer)]
+        reps = sorted(set(mine) & set(theirs), key=lambda r: (len(r), r))
+        rs = [mine[r] / theirs[r] if higher else theirs[r] / mine[r]
+              for r in reps if mine[r] and theirs[r]]
+        if not rs:
+            continue
+        ahead = sum(r >= 1 for r in rs)
+        print(f"| {label} | {peer} | {statistics.median(rs):.2f} | "
+              f"{min(rs):.2f}–{max(rs):.2f} | {ahead} of {len(rs)} |")
 
 
 if __name__ == "__main__":

@@ -65,6 +65,18 @@ impl Rig {
         (client, server)
     }
 
+    /// A pair through which `request` already went, client to backend.
+    async fn running_pair(&self, request: &[u8]) -> (TcpStream, TcpStream) {
+        let (mut client, mut server) = self.pair().await;
+        client.write_all(request).await.unwrap();
+        let mut got = vec![0; request.len()];
+        within("pipe running", server.read_exact(&mut got))
+            .await
+            .unwrap();
+        assert_eq!(got, request);
+        (client, server)
+    }
+
     async fn result(&mut self) -> io::Result<(u64, u64)> {
         within("pipe result", self.results.recv())
             .await
@@ -218,12 +230,7 @@ async fn a_reply_with_its_fin_right_behind_arrives_whole() {
     let _serial = SERIAL.lock().await;
     let mut rig = Rig::new(quiet_config()).await;
     for round in 0..100usize {
-        let (mut client, mut server) = rig.pair().await;
-        client.write_all(b"?").await.unwrap();
-        let mut ask = [0; 1];
-        within("request", server.read_exact(&mut ask))
-            .await
-            .unwrap();
+        let (mut client, mut server) = rig.running_pair(b"?").await;
         let len = 1 + round * 997 % 70_000;
         server.write_all(&pattern(0, len)).await.unwrap();
         drop(server);
@@ -238,16 +245,6 @@ async fn a_reply_with_its_fin_right_behind_arrives_whole() {
     }
 }
 
-/// A connected pair of loopback sockets: (peer, ours).
-async fn socket_pair() -> (TcpStream, TcpStream) {
-    let listener = support::listen().await;
-    let peer = TcpStream::connect(listener.local_addr().unwrap())
-        .await
-        .unwrap();
-    let (ours, _) = listener.accept().await.unwrap();
-    (peer, ours)
-}
-
 /// Waits until the reactor has seen `s`'s peer end its side (FIN or reset).
 async fn peer_end_seen(s: &TcpStream) {
     within("the peer's end reaches the reactor", async {
@@ -260,7 +257,7 @@ async fn peer_end_seen(s: &TcpStream) {
 
 #[tokio::test]
 async fn eof_behind_drained_data_is_known_without_a_read() {
-    let (mut peer, mut ours) = socket_pair().await;
+    let (mut peer, mut ours) = support::plain_pair().await;
     peer.write_all(b"abc").await.unwrap();
     peer.shutdown().await.unwrap();
     peer_end_seen(&ours).await;
@@ -273,7 +270,7 @@ async fn eof_behind_drained_data_is_known_without_a_read() {
 
 #[tokio::test]
 async fn a_fin_after_the_last_read_still_takes_a_read() {
-    let (mut peer, mut ours) = socket_pair().await;
+    let (mut peer, mut ours) = support::plain_pair().await;
     peer.write_all(b"abc").await.unwrap();
     assert_eq!(ours.read(&mut [0; 64]).await.unwrap(), 3);
     assert!(!copy::eof_pending(&ours), "no FIN yet");
@@ -287,7 +284,7 @@ async fn a_fin_after_the_last_read_still_takes_a_read() {
 
 #[tokio::test]
 async fn a_reset_behind_data_is_not_taken_for_eof() {
-    let (mut peer, mut ours) = socket_pair().await;
+    let (mut peer, mut ours) = support::plain_pair().await;
     peer.write_all(b"abc").await.unwrap();
     reset(peer);
     peer_end_seen(&ours).await;
@@ -302,12 +299,7 @@ async fn a_reset_behind_data_is_not_taken_for_eof() {
 async fn backend_reset_ends_the_pair() {
     let _serial = SERIAL.lock().await;
     let mut rig = Rig::new(quiet_config()).await;
-    let (mut client, mut server) = rig.pair().await;
-    client.write_all(b"hi").await.unwrap();
-    let mut hi = [0; 2];
-    within("pipe running", server.read_exact(&mut hi))
-        .await
-        .unwrap();
+    let (mut client, server) = rig.running_pair(b"hi").await;
     // Close with a reset while the client is idle.
     reset(server);
     let err = rig.result().await.unwrap_err();
@@ -327,12 +319,7 @@ async fn backend_reset_ends_the_pair() {
 async fn client_reset_ends_the_pair() {
     let _serial = SERIAL.lock().await;
     let mut rig = Rig::new(quiet_config()).await;
-    let (mut client, mut server) = rig.pair().await;
-    client.write_all(b"hi").await.unwrap();
-    let mut hi = [0; 2];
-    within("pipe running", server.read_exact(&mut hi))
-        .await
-        .unwrap();
+    let (client, mut server) = rig.running_pair(b"hi").await;
     reset(client);
     assert_eq!(
         rig.result().await.unwrap_err().kind(),

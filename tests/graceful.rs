@@ -131,22 +131,13 @@ async fn close_drains_what_finishes_and_cuts_the_rest_at_wait_timeout() {
     assert_eq!(snap.bytes_written, 500_000 + wrote);
 
     // Admission after close is refused with `Stopped`, and `wrap` counts it.
-    let (stream, _client) = connected_pair().await;
+    let (_client, stream) = support::plain_pair().await;
     let refused = service.wrap(stream, peer, peer).unwrap_err();
     assert_eq!(refused.reason(), &Reason::Stopped);
     assert_eq!(service.snapshot(false).rejected["stopped"], 1);
     assert_eq!(service.connections(), 0);
     // Closing again reports nothing left.
     assert_eq!(service.close().await, CloseReport { drained: 0, cut: 0 });
-}
-
-async fn connected_pair() -> (TcpStream, TcpStream) {
-    let listener = support::listen().await;
-    let client = TcpStream::connect(listener.local_addr().unwrap())
-        .await
-        .unwrap();
-    let (server, _) = listener.accept().await.unwrap();
-    (server, client)
 }
 
 #[tokio::test]

@@ -153,6 +153,10 @@ struct Half {
     bytes: u64,
     /// Whether this direction may use `splice(2)`.
     splice: bool,
+    /// The last read was short (it drained the socket) and this poll has
+    /// not waited since: only then can the source's EOF be known without
+    /// a read ([`eof_pending`]), so only then is it asked.
+    drained: bool,
 }
 
 enum State {
@@ -173,6 +177,7 @@ impl Half {
             state: State::Idle,
             bytes: 0,
             splice,
+            drained: false,
         }
     }
 
@@ -195,8 +200,9 @@ impl Half {
             match &mut self.state {
                 State::Done => return Poll::Ready(Ok(())),
                 State::Idle => {
+                    let drained = std::mem::take(&mut self.drained);
                     ready!(src.poll_read_ready(cx))?;
-                    if src.eof_pending() {
+                    if drained && src.eof_pending() {
                         self.finish(dst, last)?;
                         continue;
                     }
@@ -206,6 +212,7 @@ impl Half {
                         self.finish(dst, last)?;
                         continue;
                     }
+                    self.drained = n < buf.len();
                     self.bytes += n as u64;
                     self.state = State::Write {
                         buf,

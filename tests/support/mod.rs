@@ -36,6 +36,16 @@ pub async fn listen() -> TcpListener {
         .expect("bind 127.0.0.1:0")
 }
 
+/// A connected pair of plain loopback sockets: (client, server).
+pub async fn plain_pair() -> (TcpStream, TcpStream) {
+    let listener = listen().await;
+    let client = TcpStream::connect(listener.local_addr().unwrap())
+        .await
+        .expect("connect to our own listener");
+    let (server, _) = listener.accept().await.expect("accept our own client");
+    (client, server)
+}
+
 /// A monitored listener for `service` on 127.0.0.1, any port, and its
 /// address.
 pub async fn bind_monitored(service: &Service) -> (Listener, SocketAddr) {
