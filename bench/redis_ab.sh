@@ -7,8 +7,10 @@
 #   bash bench/redis_ab.sh               # P=1 N=200000 REPS=3 VARIANTS="ours haproxy nginx"
 #   P=16 N=2000000 VARIANTS="ours shared haproxy haproxy-splice nginx" bash bench/redis_ab.sh
 #   STRACE=1 bash bench/redis_ab.sh      # system calls per request instead (strace -c)
+#   BASE_BIN=/path/to/forwarder VARIANTS="ours base" bash bench/redis_ab.sh
 #
-# ours = the forwarder's defaults, shared = --accept shared, one = --threads 1;
+# ours = the forwarder's defaults, shared = --accept shared, one = --threads 1,
+# base = the forwarder binary BASE_BIN (an earlier build: A/B of a change);
 # other names are ../shared/bench/forwarders.sh builtins. NICE=-15 runs the
 # client at that priority (the forwarders and redis-server stay at 0).
 set -uo pipefail
@@ -23,6 +25,7 @@ LPORT=${LPORT:-19000} BPORT=${BPORT:-16380}
 cargo build -q --release --features metrics --example forwarder
 BIN=$(mktemp -d -t redis-ab.XXXXXX)
 cp "${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/forwarder" "$BIN/"
+if [ -n "${BASE_BIN:-}" ]; then cp "$BASE_BIN" "$BIN/base-forwarder"; fi
 redis-server --bind 127.0.0.1 --port "$BPORT" --save "" --appendonly no >/dev/null 2>&1 &
 REDIS=$!
 trap 'kill $REDIS 2>/dev/null; rm -rf "$BIN"' EXIT
@@ -41,9 +44,13 @@ csw() { # PIDS -> voluntary context switches of all their threads
     echo "$t"
 }
 
+read -ra order <<<"$VARIANTS"
 for rep in $(seq "$REPS"); do
-    for v in $VARIANTS; do
+    # The order turns every repetition, so that no variant always runs first.
+    for i in "${!order[@]}"; do
+        v=${order[(i + rep - 1) % ${#order[@]}]}
         case $v in
+        base) spec="base=$BIN/base-forwarder -p 127.0.0.1:\$LPORT=127.0.0.1:\$BPORT" ;;
         ours) spec="ours=$BIN/forwarder -p 127.0.0.1:\$LPORT=127.0.0.1:\$BPORT" ;;
         shared) spec="shared=$BIN/forwarder --accept shared -p 127.0.0.1:\$LPORT=127.0.0.1:\$BPORT" ;;
         one) spec="one=$BIN/forwarder --threads 1 -p 127.0.0.1:\$LPORT=127.0.0.1:\$BPORT" ;;

@@ -65,6 +65,9 @@ pub(crate) struct ServiceInner {
     sweeper: AtomicBool,
     /// The blacklist and allowlist, compiled (see `rules.rs`).
     pub(crate) rules: super::rules::Rules,
+    /// The key of this service's duration histogram.
+    #[cfg(feature = "metrics")]
+    duration_key: metrics::Key,
 }
 
 #[derive(Default)]
@@ -103,6 +106,8 @@ impl Service {
         let config = Arc::new(config);
         Service {
             inner: Arc::new(ServiceInner {
+                #[cfg(feature = "metrics")]
+                duration_key: crate::metrics::duration_key(&sid),
                 sid,
                 rules: super::rules::Rules::new(config.clone()),
                 config: ArcSwap::new(config),
@@ -394,8 +399,6 @@ impl ServiceInner {
                 CloseCause::Normal
             });
             c.closed[cause.slot()].fetch_add(1, Relaxed);
-            #[cfg(feature = "metrics")]
-            crate::metrics::record_duration(self.sid(), record.age());
         }
         table.active = table.active.saturating_sub(1);
         if let Some(n) = table.ips.get_mut(&ip) {
@@ -405,6 +408,11 @@ impl ServiceInner {
             }
         }
         drop(table);
+        // Outside the table's lock: a recorder may take locks of its own.
+        #[cfg(feature = "metrics")]
+        if let Some(record) = record {
+            crate::metrics::record_duration(&self.duration_key, record.age());
+        }
         self.released.notify_waiters();
     }
 
