@@ -22,16 +22,14 @@ VARIANTS=${VARIANTS:-ours haproxy nginx}
 LPORT=${LPORT:-19000} BPORT=${BPORT:-16380}
 
 "$PEERS_DIR/setup.sh" >/dev/null
-cargo build -q --release --features metrics --example forwarder
 BIN=$(mktemp -d -t redis-ab.XXXXXX)
-cp "${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/forwarder" "$BIN/"
-if [ -n "${BASE_BIN:-}" ]; then cp "$BASE_BIN" "$BIN/base-forwarder"; fi
+source "$PEERS_DIR/forwarders.sh"
+source "$ROOT/bench/lib.sh"
+stage_forwarder "$BIN"
 redis-server --bind 127.0.0.1 --port "$BPORT" --save "" --appendonly no >/dev/null 2>&1 &
 REDIS=$!
 trap 'kill $REDIS 2>/dev/null; rm -rf "$BIN"' EXIT
 sleep 0.5
-source "$PEERS_DIR/forwarders.sh"
-source "$ROOT/bench/lib.sh"
 TCK=$(getconf CLK_TCK)
 
 csw() { # PIDS -> voluntary context switches of all their threads
@@ -44,11 +42,8 @@ csw() { # PIDS -> voluntary context switches of all their threads
     echo "$t"
 }
 
-read -ra order <<<"$VARIANTS"
 for rep in $(seq "$REPS"); do
-    # The order turns every repetition, so that no variant always runs first.
-    for i in "${!order[@]}"; do
-        v=${order[(i + rep - 1) % ${#order[@]}]}
+    for v in $(rotated "$rep" $VARIANTS); do
         case $v in
         base) spec="base=$BIN/base-forwarder -p 127.0.0.1:\$LPORT=127.0.0.1:\$BPORT" ;;
         ours) spec="ours=$BIN/forwarder -p 127.0.0.1:\$LPORT=127.0.0.1:\$BPORT" ;;

@@ -30,10 +30,10 @@ VARIANTS=${VARIANTS:-ours shared one nginx nginx-hc}
 LPORT=${LPORT:-19000} BPORT=${BPORT:-19001}
 
 "$PEERS_DIR/setup.sh" >/dev/null
-cargo build -q --release --features metrics --example forwarder
 FWD=$(mktemp -d -t shortconn-ab.XXXXXX)
-cp "${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/forwarder" "$FWD/"
-if [ -n "${BASE_BIN:-}" ]; then cp "$BASE_BIN" "$FWD/base-forwarder"; fi
+source "$PEERS_DIR/forwarders.sh"
+source "$ROOT/bench/lib.sh"
+stage_forwarder "$FWD"
 nice -n "$FWD_NICE" "$TOOLS/echod" "127.0.0.1:$BPORT" once >/dev/null 2>&1 &
 ECHOD=$!
 trap 'kill $ECHOD 2>/dev/null; rm -rf "$FWD"' EXIT
@@ -57,15 +57,10 @@ start() { # VARIANT -> PID of the forwarder, listening on LPORT
     echo $!
 }
 
-source "$PEERS_DIR/forwarders.sh"
-source "$ROOT/bench/lib.sh"
 TCK=$(getconf CLK_TCK)
 results=()
-read -ra order <<<"$VARIANTS"
 for rep in $(seq "$REPS"); do
-    # The order turns every repetition, so that no variant always runs first.
-    for i in "${!order[@]}"; do
-        v=${order[(i + rep - 1) % ${#order[@]}]}
+    for v in $(rotated "$rep" $VARIANTS); do
         pid=$(start "$v")
         for _ in $(seq 50); do
             [ -n "$(ss -Hltn "sport = :$LPORT")" ] && break
