@@ -153,15 +153,14 @@ struct Half {
     bytes: u64,
     /// Whether this direction may use `splice(2)`.
     splice: bool,
-    /// The last read was short (it drained the socket) and this poll has
-    /// not waited since: only then can the source's EOF be known without
-    /// a read ([`eof_pending`]), so only then is it asked.
-    drained: bool,
 }
 
 enum State {
-    /// Waiting for the source to be readable; holds nothing.
-    Idle,
+    /// Waiting for the source to be readable; holds nothing. `drained`:
+    /// the last read was short (it drained the socket) and the direction
+    /// has not waited for the source since: only then can its EOF be known
+    /// without a read ([`eof_pending`]), so only then is that asked.
+    Idle { drained: bool },
     /// Writing `buf[pos..end]` to the destination.
     Write { buf: Buf, pos: u32, end: u32 },
     /// Bulk transfer: moving bytes through a pipe, `None` while it waits.
@@ -174,10 +173,9 @@ enum State {
 impl Half {
     fn new(splice: bool) -> Half {
         Half {
-            state: State::Idle,
+            state: State::Idle { drained: false },
             bytes: 0,
             splice,
-            drained: false,
         }
     }
 
@@ -199,8 +197,8 @@ impl Half {
         loop {
             match &mut self.state {
                 State::Done => return Poll::Ready(Ok(())),
-                State::Idle => {
-                    let drained = std::mem::take(&mut self.drained);
+                State::Idle { drained } => {
+                    let drained = std::mem::take(drained);
                     ready!(src.poll_read_ready(cx))?;
                     if drained && src.eof_pending() {
                         self.finish(dst, last)?;
@@ -212,7 +210,6 @@ impl Half {
                         self.finish(dst, last)?;
                         continue;
                     }
-                    self.drained = n < buf.len();
                     self.bytes += n as u64;
                     self.state = State::Write {
                         buf,
@@ -230,7 +227,7 @@ impl Half {
                     }
                     // A full buffer is a bulk transfer: go on without copies.
                     let bulk = *end as usize == BUF_SIZE;
-                    self.state = State::Idle;
+                    self.state = State::Idle { drained: !bulk };
                     #[cfg(target_os = "linux")]
                     if bulk && self.splice {
                         self.state = State::Splice(None);
@@ -245,7 +242,7 @@ impl Half {
                             // No pipe to be had (out of file descriptors, say):
                             // this direction goes on with copies.
                             self.splice = false;
-                            self.state = State::Idle;
+                            self.state = State::Idle { drained: false };
                             continue;
                         };
                         match src.fill(&mut pipe) {
@@ -275,7 +272,7 @@ impl Half {
                     // cheaper copied (splice cannot tell a drained socket from a
                     // short read, and costs a call more): back to the buffer.
                     self.state = if moved < SPLICE_MIN {
-                        State::Idle
+                        State::Idle { drained: false }
                     } else {
                         State::Splice(None)
                     };
