@@ -13,7 +13,9 @@
 //!   burst), until a burst is small again; `FORWARDER_SPLICE=off` in the
 //!   environment turns this off;
 //! - one side's EOF becomes a write shutdown of the other, and the other
-//!   direction goes on until it ends too;
+//!   direction goes on until it ends too; an EOF the reactor reported before
+//!   the short read that drained the socket is taken without reading it
+//!   ([`eof_pending`]);
 //! - an error in either direction, or a close of the client from outside
 //!   (idle, timeouts, kick, shutdown), ends the pair: both sockets close;
 //! - the client side is counted (and hex-dumped) by its [`MonitoredIo`],
