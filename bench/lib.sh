@@ -10,13 +10,20 @@ ticks() {
 	done | awk '{s += $1} END {print s + 0}'
 }
 
-# Builds the forwarder (release, feature metrics) and copies it into DIR, so
-# that a rebuild during the run cannot change it; BASE_BIN, when set, beside
-# it as DIR/base-forwarder (an earlier build, for A/B of a change).
+# Prepares an A/B run: the peers (../shared/bench/setup.sh), then the
+# forwarder built (release, feature metrics) and copied into a new temporary
+# directory named after NAME, so that a rebuild during the run cannot change
+# it; BASE_BIN, when set, beside it as base-forwarder (an earlier build, for
+# A/B of a change). Prints the directory:
+#   BIN=$(stage_forwarder redis-ab) || exit 1
 stage_forwarder() {
-	cargo build -q --release --features metrics --example forwarder
-	cp "${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/forwarder" "$1/"
-	if [ -n "${BASE_BIN:-}" ]; then cp "$BASE_BIN" "$1/base-forwarder"; fi
+	local dir
+	"$PEERS_DIR/setup.sh" >/dev/null || return 1
+	cargo build -q --release --features metrics --example forwarder || return 1
+	dir=$(mktemp -d -t "$1.XXXXXX") || return 1
+	cp "${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/forwarder" "$dir/" || return 1
+	if [ -n "${BASE_BIN:-}" ]; then cp "$BASE_BIN" "$dir/base-forwarder" || return 1; fi
+	echo "$dir"
 }
 
 # The variants of repetition REP (from 1), one per line, in an order that

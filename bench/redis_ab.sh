@@ -21,11 +21,9 @@ P=${P:-1} N=${N:-200000} REPS=${REPS:-3} NICE=${NICE:-0} STRACE=${STRACE:-0}
 VARIANTS=${VARIANTS:-ours haproxy nginx}
 LPORT=${LPORT:-19000} BPORT=${BPORT:-16380}
 
-"$PEERS_DIR/setup.sh" >/dev/null
-BIN=$(mktemp -d -t redis-ab.XXXXXX)
 source "$PEERS_DIR/forwarders.sh"
 source "$ROOT/bench/lib.sh"
-stage_forwarder "$BIN"
+BIN=$(stage_forwarder redis-ab) || exit 1
 redis-server --bind 127.0.0.1 --port "$BPORT" --save "" --appendonly no >/dev/null 2>&1 &
 REDIS=$!
 trap 'kill $REDIS 2>/dev/null; rm -rf "$BIN"' EXIT

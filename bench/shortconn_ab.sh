@@ -29,11 +29,9 @@ FWD_NICE=${FWD_NICE:-$NICE}
 VARIANTS=${VARIANTS:-ours shared one nginx nginx-hc}
 LPORT=${LPORT:-19000} BPORT=${BPORT:-19001}
 
-"$PEERS_DIR/setup.sh" >/dev/null
-FWD=$(mktemp -d -t shortconn-ab.XXXXXX)
 source "$PEERS_DIR/forwarders.sh"
 source "$ROOT/bench/lib.sh"
-stage_forwarder "$FWD"
+FWD=$(stage_forwarder shortconn-ab) || exit 1
 nice -n "$FWD_NICE" "$TOOLS/echod" "127.0.0.1:$BPORT" once >/dev/null 2>&1 &
 ECHOD=$!
 trap 'kill $ECHOD 2>/dev/null; rm -rf "$FWD"' EXIT
