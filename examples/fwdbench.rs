@@ -8,7 +8,9 @@
 //! - `FWD_SHARDS=N`: N threads, each with its own current-thread runtime and
 //!   its own listening socket on the same address (`SO_REUSEPORT`, the
 //!   kernel spreads the connections), all in one service: no work stealing,
-//!   no wakeups across threads, like nginx's worker processes.
+//!   no wakeups across threads, like nginx's worker processes;
+//! - `FWD_SPLICE=1`: bulk transfers by `splice(2)`, as the forwarder's
+//!   `--splice`.
 
 #[path = "forwarder/copy.rs"]
 mod copy;
@@ -20,6 +22,12 @@ use std::time::Duration;
 use monconn::{Listener, Registry, ServiceConfig};
 use socket2::{Domain, Socket, Type};
 use tokio::net::TcpStream;
+
+/// `FWD_SPLICE=1` in the environment, read once.
+fn splice() -> bool {
+    static SPLICE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SPLICE.get_or_init(|| std::env::var("FWD_SPLICE").as_deref() == Ok("1"))
+}
 
 fn main() -> io::Result<()> {
     let arg = std::env::args().nth(1).unwrap_or_default();
@@ -99,7 +107,7 @@ async fn serve(listener: Listener, backend: SocketAddr) -> io::Result<()> {
                 return;
             };
             let _ = backend.set_nodelay(true);
-            let _ = copy::pipe(client, backend).await;
+            let _ = copy::pipe(client, backend, splice()).await;
         });
     }
 }

@@ -31,7 +31,14 @@ struct Rig {
 }
 
 impl Rig {
+    /// Pairs that copy through buffers only (the forwarder's default).
     async fn new(config: ServiceConfig) -> Rig {
+        Rig::with_splice(config, false).await
+    }
+
+    /// Pairs that move bulk transfers with `splice(2)` when `splice` is set
+    /// (the forwarder's `--splice`).
+    async fn with_splice(config: ServiceConfig, splice: bool) -> Rig {
         let service = Registry::new().create("copy", config);
         let front = support::listen().await;
         let backend = support::listen().await;
@@ -44,7 +51,7 @@ impl Rig {
                 let tx = tx.clone();
                 tokio::spawn(async move {
                     let backend = TcpStream::connect(to).await.expect("connect backend");
-                    let _ = tx.send(copy::pipe(client, backend).await);
+                    let _ = tx.send(copy::pipe(client, backend, splice).await);
                 });
             }
         });
@@ -125,11 +132,12 @@ async fn receive(mut r: impl AsyncReadExt + Unpin) -> io::Result<u64> {
 
 /// Both ways at once, `up` bytes client -> backend and `down` back, every
 /// byte checked, counts exact in the pipe's result and the service totals.
-/// Returns the bytes that went through `splice(2)` meanwhile.
-async fn both_ways(config: ServiceConfig, up: usize, down: usize) -> u64 {
+/// `splice`: as the forwarder's `--splice`. Returns the bytes that went
+/// through `splice(2)` meanwhile.
+async fn both_ways(config: ServiceConfig, up: usize, down: usize, splice: bool) -> u64 {
     let _serial = SERIAL.lock().await;
     let spliced = copy::spliced();
-    let mut rig = Rig::new(config).await;
+    let mut rig = Rig::with_splice(config, splice).await;
     let (client, server) = rig.pair().await;
     let (cr, cw) = client.into_split();
     let (sr, sw) = server.into_split();
@@ -148,27 +156,46 @@ async fn both_ways(config: ServiceConfig, up: usize, down: usize) -> u64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn big_transfer_both_ways_buffered_path() {
+    // The default: every byte copied through the pool's buffers.
+    let spliced = both_ways(quiet_config(), 48 << 20, 40 << 20, false).await;
+    assert_eq!(spliced, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn big_transfer_both_ways_splice_path() {
-    // Full buffers switch the pair to splice(2) on Linux; counts stay exact.
-    let spliced = both_ways(quiet_config(), 48 << 20, 40 << 20).await;
+    // With --splice, full buffers switch the pair to splice(2) on Linux;
+    // counts stay exact.
+    let spliced = both_ways(quiet_config(), 48 << 20, 40 << 20, true).await;
     if cfg!(target_os = "linux") {
         // Most of it, not all: each burst starts with one buffered read.
         assert!(spliced > (88 << 20) / 2, "only {spliced} bytes spliced");
+    } else {
+        assert_eq!(spliced, 0);
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn big_transfer_both_ways_with_print_bytes() {
-    // print_bytes keeps every byte on the counted, dumping path.
-    let spliced = both_ways(quiet_config().with_print_bytes(true), 12 << 20, 9 << 20).await;
+    // print_bytes keeps every byte on the counted, dumping path, even when
+    // splice is allowed.
+    let spliced = both_ways(
+        quiet_config().with_print_bytes(true),
+        12 << 20,
+        9 << 20,
+        true,
+    )
+    .await;
     assert_eq!(spliced, 0);
 }
 
 #[tokio::test]
 async fn small_and_empty_transfers() {
-    assert_eq!(both_ways(quiet_config(), 1, 0).await, 0);
-    assert_eq!(both_ways(quiet_config(), 0, 0).await, 0);
-    both_ways(quiet_config(), 70_000, 3).await;
+    for splice in [false, true] {
+        assert_eq!(both_ways(quiet_config(), 1, 0, splice).await, 0);
+        assert_eq!(both_ways(quiet_config(), 0, 0, splice).await, 0);
+        both_ways(quiet_config(), 70_000, 3, splice).await;
+    }
 }
 
 #[tokio::test]
@@ -370,8 +397,19 @@ async fn kick_ends_a_pair_that_waits_on_its_backend_only() {
 
 #[tokio::test]
 async fn idle_pairs_hold_no_buffer() {
+    idle_pairs_hold_nothing(false).await;
+}
+
+#[tokio::test]
+async fn idle_pairs_hold_no_pipe() {
+    idle_pairs_hold_nothing(true).await;
+}
+
+/// 50 pairs, each after a burst both ways, then idle: every buffer (and,
+/// with `splice`, every pipe) is back in the pool.
+async fn idle_pairs_hold_nothing(splice: bool) {
     let _serial = SERIAL.lock().await;
-    let rig = Rig::new(quiet_config()).await;
+    let rig = Rig::with_splice(quiet_config(), splice).await;
     let mut pairs = Vec::new();
     for i in 0..50u8 {
         let (mut client, mut server) = rig.pair().await;
@@ -509,7 +547,7 @@ async fn an_idle_pair_is_small() {
     let backend = TcpStream::connect(backend_listener.local_addr().unwrap())
         .await
         .unwrap();
-    let pair = copy::pipe(client, backend);
+    let pair = copy::pipe(client, backend, true);
     let size = std::mem::size_of_val(&pair);
     assert!(size <= 192, "pipe future is {size} bytes");
 }

@@ -65,6 +65,12 @@ pub(crate) struct Args {
     /// How the threads share each service's new connections.
     #[arg(long, value_name = "MODE", value_enum, default_value_t = Accept::Reuseport)]
     pub(crate) accept: Accept,
+
+    /// Move bulk transfers with splice(2) (Linux), socket to pipe to socket,
+    /// instead of copying them through a 63 KiB buffer; never for services
+    /// with print_bytes. Off by default: over loopback, copies moved more.
+    #[arg(long, env = "FORWARDER_SPLICE", value_parser = clap::builder::BoolishValueParser::new())]
+    pub(crate) splice: bool,
 }
 
 /// How the threads share a service's new connections (`--accept`).

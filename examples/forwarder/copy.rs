@@ -4,14 +4,15 @@
 //! holds, while idle, only the two sockets and a few words of state:
 //!
 //! - it waits for a side to be readable with no buffer, then borrows a
-//!   64 KiB buffer from the thread's [`pool`](self::pool), moves the burst,
+//!   63 KiB buffer from the thread's [`pool`](self::pool), moves the burst,
 //!   and gives it back (a buffer stays lent only while its bytes wait for a
 //!   slow destination);
-//! - on Linux, for a service without `print_bytes`, a direction whose read
-//!   filled a whole buffer goes on with [`splice`](self::splice) (socket ->
-//!   pipe -> socket, no copy through user space, a pooled pipe lent per
-//!   burst), until a burst is small again; `FORWARDER_SPLICE=off` in the
-//!   environment turns this off;
+//! - with `splice` (the forwarder's `--splice`), on Linux, for a service
+//!   without `print_bytes`, a direction whose read filled a whole buffer goes
+//!   on with [`splice`](self::splice) (socket -> pipe -> socket, no copy
+//!   through user space, a pooled pipe lent per burst), until a burst is
+//!   small again. Off by default: over loopback, copies through a 63 KiB
+//!   buffer move more (BENCHMARKS.md);
 //! - one side's EOF becomes a write shutdown of the other, and the other
 //!   direction goes on until it ends too; an EOF the reactor reported before
 //!   the short read that drained the socket is taken without reading it
@@ -47,6 +48,8 @@ const SPLICE_MIN: usize = 16 * 1024;
 /// Copies both directions between `client` and `backend` until both have
 /// ended, passing each side's EOF on as a write shutdown of the other.
 /// Returns the bytes copied client -> backend and backend -> client.
+/// `splice`: move bulk transfers with `splice(2)` (Linux only, and never
+/// for a service with `print_bytes`, whose bytes must pass through here).
 ///
 /// # Errors
 /// The first error of either direction, including the client's being closed
@@ -54,24 +57,18 @@ const SPLICE_MIN: usize = 16 * 1024;
 pub(crate) fn pipe(
     client: MonitoredIo<TcpStream>,
     backend: TcpStream,
+    splice: bool,
 ) -> impl Future<Output = io::Result<(u64, u64)>> + Send {
     // A plain struct rather than an `async fn`: the future is all the state a
     // pair keeps while idle, so it is kept small (the two sockets, two small
     // states; tests/forwarder_copy.rs checks its size).
-    let splice = cfg!(target_os = "linux") && !client.record().print_bytes() && splice_allowed();
+    let splice = splice && cfg!(target_os = "linux") && !client.record().print_bytes();
     Pair {
         client,
         backend,
         up: Half::new(splice),
         down: Half::new(splice),
     }
-}
-
-/// Whether `splice(2)` may be used at all: `FORWARDER_SPLICE=off` in the
-/// environment turns it off (to compare, or to rule it out), read once.
-fn splice_allowed() -> bool {
-    static ALLOWED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ALLOWED.get_or_init(|| std::env::var("FORWARDER_SPLICE").as_deref() != Ok("off"))
 }
 
 /// Buffers and pipes lent right now to transfers in flight, over all pairs.

@@ -163,6 +163,7 @@ async fn run(args: Args, shards: Vec<Handle>) -> ExitCode {
         Ok(handle) => handle,
         Err(e) => return fail(format!("cannot install the metrics recorder: {e}")),
     };
+    service::set_splice(args.splice);
     let registry = Registry::new();
     let mut forwarder = match Forwarder::start(
         registry.clone(),

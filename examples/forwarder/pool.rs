@@ -12,8 +12,12 @@ use std::sync::atomic::{AtomicIsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
 /// The size of a copy buffer: large enough that a bulk transfer moves in
-/// few system calls.
-pub(crate) const BUF_SIZE: usize = 64 * 1024;
+/// few system calls, and under 64 KiB so that one write fits one TCP
+/// segment of the largest size the stack builds (64 KiB with its headers,
+/// for GSO and TSO alike). A 64 KiB write is one such segment plus a runt of
+/// some 50 bytes, which `TCP_NODELAY` sends on its own: over loopback that
+/// halved a stream's throughput at times (BENCHMARKS.md, "copy buffers").
+pub(crate) const BUF_SIZE: usize = 63 * 1024;
 
 /// Buffers a thread keeps for reuse; more are freed when given back.
 const KEEP: usize = 16;

@@ -3,6 +3,7 @@
 
 use std::io;
 use std::net::{Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -238,6 +239,14 @@ async fn accept_loop(
     }
 }
 
+/// Whether pairs move bulk transfers with `splice(2)` (`--splice`).
+static SPLICE: AtomicBool = AtomicBool::new(false);
+
+/// Sets `--splice` for the pairs forwarded from now on.
+pub(crate) fn set_splice(on: bool) {
+    SPLICE.store(on, Relaxed);
+}
+
 /// Connects to the backend and copies both ways until both sides end.
 /// `_load` counts the pair on its shard (`--accept shared`) until then.
 async fn forward(
@@ -264,7 +273,7 @@ async fn forward(
     }
     let id = client.record().id();
     tracing::debug!(%sid, id, %peer, backend = %upstream.backend, shard, "connected");
-    match copy::pipe(client, backend).await {
+    match copy::pipe(client, backend, SPLICE.load(Relaxed)).await {
         Ok((up, down)) => tracing::debug!(%sid, id, %peer, up, down, "closed"),
         Err(e) => tracing::debug!(%sid, id, %peer, error = %e, "closed with error"),
     }
