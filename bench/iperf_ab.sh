@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# iperf3 through the forwarder and peers, interleaved A/B: throughput and each
+# forwarder's CPU time (user + system, whole process tree) per run, the order
+# of the variants turning every repetition. Reproduces the "copy buffers"
+# figures of BENCHMARKS.md.
+#
+#   bash bench/iperf_ab.sh                      # P=1 SECS=4 REPS=4 VARIANTS="ours splice haproxy nginx"
+#   P=4 bash bench/iperf_ab.sh
+#   BASE_BIN=/path/to/forwarder VARIANTS="ours base base-copy haproxy" bash bench/iperf_ab.sh
+#
+# ours = the forwarder's defaults (copies through 63 KiB buffers), splice =
+# --splice, base = the forwarder binary BASE_BIN (an earlier build: A/B of a
+# change), base-copy = BASE_BIN with FORWARDER_SPLICE=off (builds before
+# 254b122 spliced by default, and took "off" to copy through 64 KiB buffers);
+# other names are ../shared/bench/forwarders.sh builtins (haproxy,
+# haproxy-splice, nginx, socat, rawfwd). NICE=-15 (root) runs everything (iperf3 both ends,
+# the forwarders) at that priority. Prints one line per run, then the median per variant.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+PEERS_DIR=${PEERS_DIR:-$ROOT/../shared/bench}
+P=${P:-1} SECS=${SECS:-4} REPS=${REPS:-4} NICE=${NICE:-0}
+VARIANTS=${VARIANTS:-ours splice haproxy nginx}
+IPORT=${IPORT:-15299} LPORT0=${LPORT0:-21100}
+
+source "$PEERS_DIR/forwarders.sh"
+source "$ROOT/bench/lib.sh"
+BIN=$(stage_forwarder iperf-ab) || exit 1
+nice -n "$NICE" iperf3 -s -B 127.0.0.1 -p "$IPORT" >/dev/null 2>&1 &
+IPERF=$!
+declare -A PORTS PIDS
+cleanup() {
+    local p
+    for p in "${PIDS[@]}"; do fwd_stop "$p"; done
+    kill "$IPERF" 2>/dev/null
+    rm -rf "$BIN"
+}
+trap cleanup EXIT
+wait_listen "$IPORT" || exit 1
+
+i=0
+for v in $VARIANTS; do
+    map="-p 127.0.0.1:\$LPORT=127.0.0.1:\$BPORT"
+    case $v in
+    ours) spec="ours=$BIN/forwarder $map" ;;
+    splice) spec="splice=$BIN/forwarder --splice $map" ;;
+    base) spec="base=$BIN/base-forwarder $map" ;;
+    base-copy) spec="base-copy=env FORWARDER_SPLICE=off $BIN/base-forwarder $map" ;;
+    *) spec=$v ;;
+    esac
+    i=$((i + 1))
+    fwd_start "$spec" $((LPORT0 + i)) "$IPORT" 2>/dev/null || exit 1
+    PORTS[$v]=$((LPORT0 + i)) PIDS[$v]=$FWD_PID
+    renice -n "$NICE" -p $(tree_pids "$FWD_PID") >/dev/null
+done
+
+TCK=$(getconf CLK_TCK)
+results=()
+for rep in $(seq "$REPS"); do
+    for v in $(rotated "$rep" $VARIANTS); do
+        c0=$(ticks "${PIDS[$v]}")
+        gbps=$(nice -n "$NICE" iperf3 -c 127.0.0.1 -p "${PORTS[$v]}" -t "$SECS" -P "$P" -J |
+            python3 -c 'import json, sys; print("%.2f" % (json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"] / 1e9))')
+        c1=$(ticks "${PIDS[$v]}")
+        line=$(awk -v v="$v" -v r="$rep" -v g="$gbps" -v c=$((c1 - c0)) -v t="$TCK" -v s="$SECS" \
+            'BEGIN { printf "%s %s gbps=%s cpu_ms_per_gb=%.0f", v, r, g, c / t * 1000 / (g * s / 8) }')
+        echo "$line"
+        results+=("$line")
+    done
+done
+echo "medians (Gbit/s, P=$P):"
+printf '%s\n' "${results[@]}" | python3 -c '
+import statistics, sys
+rates = {}
+for line in sys.stdin:
+    name, _, gbps, _ = line.split()
+    rates.setdefault(name, []).append(float(gbps.split("=")[1]))
+for name, r in rates.items():
+    print(f"{name} {statistics.median(r):.2f}")'
