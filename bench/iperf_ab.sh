@@ -23,10 +23,13 @@ P=${P:-1} SECS=${SECS:-4} REPS=${REPS:-4} NICE=${NICE:-0}
 VARIANTS=${VARIANTS:-ours splice haproxy nginx}
 IPORT=${IPORT:-15299} LPORT0=${LPORT0:-21100}
 
+# Everything started from here on (iperf3, the forwarders and all their
+# threads) inherits this shell's priority.
+renice -n "$NICE" -p $$ >/dev/null
 source "$PEERS_DIR/forwarders.sh"
 source "$ROOT/bench/lib.sh"
 BIN=$(stage_forwarder iperf-ab) || exit 1
-nice -n "$NICE" iperf3 -s -B 127.0.0.1 -p "$IPORT" >/dev/null 2>&1 &
+iperf3 -s -B 127.0.0.1 -p "$IPORT" >/dev/null 2>&1 &
 IPERF=$!
 declare -A PORTS PIDS
 cleanup() {
@@ -51,7 +54,6 @@ for v in $VARIANTS; do
     i=$((i + 1))
     fwd_start "$spec" $((LPORT0 + i)) "$IPORT" 2>/dev/null || exit 1
     PORTS[$v]=$((LPORT0 + i)) PIDS[$v]=$FWD_PID
-    renice -n "$NICE" -p $(tree_pids "$FWD_PID") >/dev/null
 done
 
 TCK=$(getconf CLK_TCK)
@@ -59,7 +61,7 @@ results=()
 for rep in $(seq "$REPS"); do
     for v in $(rotated "$rep" $VARIANTS); do
         c0=$(ticks "${PIDS[$v]}")
-        gbps=$(nice -n "$NICE" iperf3 -c 127.0.0.1 -p "${PORTS[$v]}" -t "$SECS" -P "$P" -J |
+        gbps=$(iperf3 -c 127.0.0.1 -p "${PORTS[$v]}" -t "$SECS" -P "$P" -J |
             python3 -c 'import json, sys; print("%.2f" % (json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"] / 1e9))')
         c1=$(ticks "${PIDS[$v]}")
         line=$(awk -v v="$v" -v r="$rep" -v g="$gbps" -v c=$((c1 - c0)) -v t="$TCK" -v s="$SECS" \
