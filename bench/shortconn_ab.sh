@@ -2,7 +2,8 @@
 # Short connections per second, interleaved A/B: the forwarder with its
 # default shards (one per core, a SO_REUSEPORT socket each), with the shards
 # sharing one listening socket (--accept shared), with one shard
-# (--threads 1), nginx stream and nginx with proxy_half_close on, each
+# (--threads 1), with `half_close: false` (nohc), nginx stream and nginx
+# with proxy_half_close on, each
 # against `echod once` and driven by `connrate` (../shared/bench/peertools).
 # Reproduces the A/B table of BENCHMARKS.md, "Forwarder", short connections.
 #
@@ -47,6 +48,10 @@ start() { # VARIANT -> PID of the forwarder, listening on LPORT
         shared) exec nice -n "$FWD_NICE" "$FWD/forwarder" --accept shared -p "127.0.0.1:$LPORT=127.0.0.1:$BPORT" ;;
         base) exec nice -n "$FWD_NICE" "$FWD/base-forwarder" -p "127.0.0.1:$LPORT=127.0.0.1:$BPORT" ;;
         one) exec nice -n "$FWD_NICE" "$FWD/forwarder" --threads 1 -p "127.0.0.1:$LPORT=127.0.0.1:$BPORT" ;;
+        nohc)
+            printf 'svc:\n  listen_ip: 127.0.0.1\n  listen_port: %s\n  backend_port: %s\n  half_close: false\n' \
+                "$LPORT" "$BPORT" >config.yaml
+            exec nice -n "$FWD_NICE" "$FWD/forwarder" -c config.yaml ;;
         nginx) LPORT=$LPORT BPORT=$BPORT HALF_CLOSE=off exec nice -n "$FWD_NICE" bash "$ROOT/bench/nginx_half_close.sh" ;;
         nginx-hc) LPORT=$LPORT BPORT=$BPORT exec nice -n "$FWD_NICE" bash "$ROOT/bench/nginx_half_close.sh" ;;
         *) echo "unknown variant $1" >&2; exit 1 ;;

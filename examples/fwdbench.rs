@@ -107,7 +107,11 @@ async fn serve(listener: Listener, backend: SocketAddr) -> io::Result<()> {
                 return;
             };
             let _ = backend.set_nodelay(true);
-            let _ = copy::pipe(client, backend, splice()).await;
+            let mode = copy::Mode {
+                splice: splice(),
+                half_close: true,
+            };
+            let _ = copy::pipe(client, backend, mode).await;
         });
     }
 }

@@ -137,6 +137,12 @@ fn bad_values_in_the_config_are_named() {
             "invalid number of seconds",
         ),
         ("keepalive: true", "keepalive: maybe", "keepalive", "maybe"),
+        (
+            "keepalive: true",
+            "keepalive: true\n  half_close: sometimes",
+            "half_close",
+            "sometimes",
+        ),
     ];
     for (from, to, where_, what) in cases {
         expect_start_error(Some(&GO_CONFIG.replace(from, to)), &[], &[where_, what]);

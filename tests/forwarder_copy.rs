@@ -31,7 +31,8 @@ struct Rig {
 }
 
 impl Rig {
-    /// Pairs that copy through buffers only (the forwarder's default).
+    /// Pairs as the forwarder runs them by default: copies through
+    /// buffers, half-close passed on.
     async fn new(config: ServiceConfig) -> Rig {
         Rig::with_splice(config, false).await
     }
@@ -39,6 +40,14 @@ impl Rig {
     /// Pairs that move bulk transfers with `splice(2)` when `splice` is set
     /// (the forwarder's `--splice`).
     async fn with_splice(config: ServiceConfig, splice: bool) -> Rig {
+        let mode = copy::Mode {
+            splice,
+            half_close: true,
+        };
+        Rig::with_mode(config, mode).await
+    }
+
+    async fn with_mode(config: ServiceConfig, mode: copy::Mode) -> Rig {
         let service = Registry::new().create("copy", config);
         let front = support::listen().await;
         let backend = support::listen().await;
@@ -51,7 +60,7 @@ impl Rig {
                 let tx = tx.clone();
                 tokio::spawn(async move {
                     let backend = TcpStream::connect(to).await.expect("connect backend");
-                    let _ = tx.send(copy::pipe(client, backend, splice).await);
+                    let _ = tx.send(copy::pipe(client, backend, mode).await);
                 });
             }
         });
@@ -246,6 +255,51 @@ async fn backend_half_close_still_takes_the_client_bytes() {
     assert_eq!(rig.result().await.unwrap(), (up as u64, 7));
     eventually("connection gone", || rig.service.connections() == 0).await;
     assert_eq!(rig.service.bytes(), (up as u64, 7));
+}
+
+#[tokio::test]
+async fn without_half_close_the_first_eof_closes_both_sides() {
+    // half_close: false (nginx stream's default): the backend's EOF ends the
+    // pair at once, with the reply delivered; the client's side is closed
+    // without waiting for its EOF, and the backend sees the close too.
+    let _serial = SERIAL.lock().await;
+    let mode = copy::Mode {
+        splice: false,
+        half_close: false,
+    };
+    let mut rig = Rig::with_mode(quiet_config(), mode).await;
+    let (mut client, mut server) = rig.running_pair(b"request").await;
+    server.write_all(b"reply").await.unwrap();
+    server.shutdown().await.unwrap();
+    // The pair ends while the client still has its write side open.
+    assert_eq!(rig.result().await.unwrap(), (7, 5));
+    let mut reply = Vec::new();
+    within("client read to EOF", client.read_to_end(&mut reply))
+        .await
+        .unwrap();
+    assert_eq!(reply, b"reply");
+    let mut rest = Vec::new();
+    within("backend read to EOF", server.read_to_end(&mut rest))
+        .await
+        .unwrap();
+    assert!(rest.is_empty());
+    eventually("connection gone", || rig.service.connections() == 0).await;
+    assert_eq!(rig.service.bytes(), (7, 5));
+
+    // The same when the client ends first: the backend's side closes too,
+    // and what the backend had not sent yet is not waited for.
+    let (mut client, mut server) = rig.running_pair(b"ask").await;
+    client.shutdown().await.unwrap();
+    assert_eq!(rig.result().await.unwrap(), (3, 0));
+    let mut rest = Vec::new();
+    within("backend read to EOF", server.read_to_end(&mut rest))
+        .await
+        .unwrap();
+    assert!(rest.is_empty());
+    within("client read to EOF", client.read_to_end(&mut rest))
+        .await
+        .unwrap();
+    assert!(rest.is_empty());
 }
 
 #[tokio::test]
@@ -547,7 +601,11 @@ async fn an_idle_pair_is_small() {
     let backend = TcpStream::connect(backend_listener.local_addr().unwrap())
         .await
         .unwrap();
-    let pair = copy::pipe(client, backend, true);
+    let mode = copy::Mode {
+        splice: true,
+        half_close: true,
+    };
+    let pair = copy::pipe(client, backend, mode);
     let size = std::mem::size_of_val(&pair);
     assert!(size <= 192, "pipe future is {size} bytes");
 }

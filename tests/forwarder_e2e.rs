@@ -6,6 +6,7 @@
 mod support;
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
@@ -306,10 +307,55 @@ async fn idle_connection_is_closed_and_counted() {
     let mut client = open([127, 0, 0, 1], local(port)).await.expect("admitted");
     let rest = read_until_closed(&mut client).await;
     assert!(rest.is_empty());
-    assert!(started.elapsed() >= std::time::Duration::from_millis(900));
+    assert!(started.elapsed() >= Duration::from_millis(900));
     let stats = fwd
         .wait_stats("idle", "the idle close counted", |s| s["connections"] == 0)
         .await;
     assert_eq!(stats["closed"]["idle"], 1);
     assert_eq!(stats["bytes_written"], 6);
+}
+
+/// The backend sends a banner and shuts down its write side, then reports
+/// whether its read side ended (the forwarder closed it) within `WAIT`,
+/// while the client holds its side open and silent.
+async fn backend_eof_seen_by_backend(extra: &str) -> bool {
+    let (seen_tx, seen_rx) = tokio::sync::oneshot::channel();
+    let seen_tx = std::sync::Mutex::new(Some(seen_tx));
+    let backend_addr = backend(move |mut stream| {
+        let seen_tx = seen_tx.lock().unwrap().take();
+        async move {
+            stream.write_all(b"banner\n").await.unwrap();
+            stream.shutdown().await.unwrap();
+            let mut rest = Vec::new();
+            let ended = tokio::time::timeout(Duration::from_secs(1), stream.read_to_end(&mut rest))
+                .await
+                .is_ok();
+            if let Some(tx) = seen_tx {
+                let _ = tx.send(ended);
+            }
+        }
+    })
+    .await;
+    let (_fwd, [port]) = Forwarder::start_with_ports(|[port]| {
+        Setup::config(service_yaml("svc", port, backend_addr.port(), extra))
+    });
+    let mut client = TcpStream::connect(local(port)).await.unwrap();
+    let mut banner = Vec::new();
+    tokio::time::timeout(WAIT, client.read_to_end(&mut banner))
+        .await
+        .expect("banner and EOF timed out")
+        .unwrap();
+    assert_eq!(banner, b"banner\n");
+    let ended = tokio::time::timeout(WAIT, seen_rx).await.unwrap().unwrap();
+    drop(client);
+    ended
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_close_setting_from_the_config_decides_when_the_pair_ends() {
+    // Default: the backend's EOF is passed on, its read side stays open for
+    // the client, which has not ended.
+    assert!(!backend_eof_seen_by_backend("").await);
+    // half_close: false: the first EOF closes both sides.
+    assert!(backend_eof_seen_by_backend("  half_close: false\n").await);
 }

@@ -115,6 +115,7 @@ impl Mapping {
             listen: self.listen,
             backend: self.backend.clone(),
             connect_timeout: Some(CONNECT_TIMEOUT),
+            half_close: true,
             config: config::default_config(),
             from_file: false,
         }
@@ -158,6 +159,8 @@ seconds, fractions allowed; 0 means no limit for limits, timeouts and max_idle):
     print_bytes: false      # hex-dump traffic (logged at trace level)
     pause_at_limit: false   # at conn_limit, wait instead of refusing
     connect_timeout: 10     # backend connect timeout
+    half_close: true        # pass one side's EOF on, the other way goes on;
+                            # false: close both as soon as either side ends
     ip_blacklist: [1.1.1.1, 10.0.0.0/8]
     ip_allowlist: []        # when not empty, only these may connect
 

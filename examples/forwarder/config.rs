@@ -22,6 +22,10 @@ pub(crate) struct ServiceSpec {
     pub(crate) backend: Backend,
     /// `None`: wait as long as the system does.
     pub(crate) connect_timeout: Option<Duration>,
+    /// Pass one side's EOF on as a write shutdown and let the other
+    /// direction go on (`true`, the default), or close both sides as soon
+    /// as either ends (`false`, nginx stream's default).
+    pub(crate) half_close: bool,
     pub(crate) config: ServiceConfig,
     /// Whether it came from the config file (a reload may change it).
     pub(crate) from_file: bool,
@@ -65,6 +69,7 @@ struct FileService {
     connect_timeout: Option<Secs>,
     nodelay: Option<bool>,
     pause_at_limit: Option<bool>,
+    half_close: Option<bool>,
 }
 
 /// Reads and checks the config file: its services, sorted by name.
@@ -151,6 +156,7 @@ impl FileService {
             connect_timeout: self
                 .connect_timeout
                 .map_or(Some(CONNECT_TIMEOUT), |s| s.nonzero()),
+            half_close: self.half_close.unwrap_or(true),
             config,
             from_file: true,
         })

@@ -14,7 +14,8 @@
 //!   small again. Off by default: over loopback, copies through a 63 KiB
 //!   buffer move more (BENCHMARKS.md);
 //! - one side's EOF becomes a write shutdown of the other, and the other
-//!   direction goes on until it ends too; an EOF the reactor reported before
+//!   direction goes on until it ends too (with `half_close` off, the first
+//!   EOF closes both sides instead); an EOF the reactor reported before
 //!   the short read that drained the socket is taken without reading it
 //!   ([`eof_pending`]);
 //! - an error in either direction, or a close of the client from outside
@@ -45,11 +46,22 @@ use pool::{Buf, BUF_SIZE};
 #[cfg(target_os = "linux")]
 const SPLICE_MIN: usize = 16 * 1024;
 
+/// How a pair moves its bytes and ends.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Mode {
+    /// Move bulk transfers with `splice(2)` (Linux only, and never for a
+    /// service with `print_bytes`, whose bytes must pass through here).
+    pub(crate) splice: bool,
+    /// Pass each side's EOF on as a write shutdown of the other and go on
+    /// until both have ended (`true`), or end the pair, closing both sides,
+    /// at the first EOF (`false`).
+    pub(crate) half_close: bool,
+}
+
 /// Copies both directions between `client` and `backend` until both have
-/// ended, passing each side's EOF on as a write shutdown of the other.
-/// Returns the bytes copied client -> backend and backend -> client.
-/// `splice`: move bulk transfers with `splice(2)` (Linux only, and never
-/// for a service with `print_bytes`, whose bytes must pass through here).
+/// ended, passing each side's EOF on as a write shutdown of the other (or,
+/// without `mode.half_close`, until either ends). Returns the bytes copied
+/// client -> backend and backend -> client.
 ///
 /// # Errors
 /// The first error of either direction, including the client's being closed
@@ -57,17 +69,17 @@ const SPLICE_MIN: usize = 16 * 1024;
 pub(crate) fn pipe(
     client: MonitoredIo<TcpStream>,
     backend: TcpStream,
-    splice: bool,
+    mode: Mode,
 ) -> impl Future<Output = io::Result<(u64, u64)>> + Send {
     // A plain struct rather than an `async fn`: the future is all the state a
     // pair keeps while idle, so it is kept small (the two sockets, two small
     // states; tests/forwarder_copy.rs checks its size).
-    let splice = splice && cfg!(target_os = "linux") && !client.record().print_bytes();
+    let splice = mode.splice && cfg!(target_os = "linux") && !client.record().print_bytes();
     Pair {
         client,
         backend,
-        up: Half::new(splice),
-        down: Half::new(splice),
+        up: Half::new(splice, mode.half_close),
+        down: Half::new(splice, mode.half_close),
     }
 }
 
@@ -114,22 +126,32 @@ impl Future for Pair {
         }
         // An error on either side (a backend reset, say) ends the pair, and
         // the connection counts as closed by an error.
-        let up = match this
-            .up
-            .poll(cx, &mut this.client, &mut this.backend, this.down.done())
-        {
+        // Without half-close, a direction's end is the pair's: no shutdown,
+        // both sockets close when the pair returns.
+        let alone = !this.up.half_close;
+        let up = match this.up.poll(
+            cx,
+            &mut this.client,
+            &mut this.backend,
+            this.down.done() || alone,
+        ) {
             Poll::Ready(Err(e)) => return Poll::Ready(Err(this.client_error(e))),
             up => up,
         };
-        let down = match this
-            .down
-            .poll(cx, &mut this.backend, &mut this.client, this.up.done())
-        {
+        let down = match this.down.poll(
+            cx,
+            &mut this.backend,
+            &mut this.client,
+            this.up.done() || alone,
+        ) {
             Poll::Ready(Err(e)) => return Poll::Ready(Err(this.client_error(e))),
             down => down,
         };
         match (up, down) {
             (Poll::Ready(Ok(())), Poll::Ready(Ok(()))) => {
+                Poll::Ready(Ok((this.up.bytes, this.down.bytes)))
+            }
+            (Poll::Ready(Ok(())), _) | (_, Poll::Ready(Ok(()))) if alone => {
                 Poll::Ready(Ok((this.up.bytes, this.down.bytes)))
             }
             _ => Poll::Pending,
@@ -152,6 +174,9 @@ struct Half {
     bytes: u64,
     /// Whether this direction may use `splice(2)`.
     splice: bool,
+    /// [`Mode::half_close`], the same in both halves (kept here, in what
+    /// would be padding, so that the pair future stays as small).
+    half_close: bool,
 }
 
 enum State {
@@ -170,11 +195,12 @@ enum State {
 }
 
 impl Half {
-    fn new(splice: bool) -> Half {
+    fn new(splice: bool, half_close: bool) -> Half {
         Half {
             state: State::Idle { drained: false },
             bytes: 0,
             splice,
+            half_close,
         }
     }
 

@@ -28,6 +28,18 @@ use crate::copy;
 pub(crate) struct Upstream {
     pub(crate) backend: Backend,
     pub(crate) connect_timeout: Option<Duration>,
+    /// See [`ServiceSpec::half_close`].
+    pub(crate) half_close: bool,
+}
+
+impl Upstream {
+    fn new(spec: &ServiceSpec) -> Upstream {
+        Upstream {
+            backend: spec.backend.clone(),
+            connect_timeout: spec.connect_timeout,
+            half_close: spec.half_close,
+        }
+    }
 }
 
 /// A service whose listeners are accepting, one per shard.
@@ -136,10 +148,7 @@ impl Running {
         let Some(local) = listeners.first().map(Listener::local_addr) else {
             return Err(io::Error::other("no socket to listen on"));
         };
-        let upstream = Arc::new(RwLock::new(Arc::new(Upstream {
-            backend: spec.backend.clone(),
-            connect_timeout: spec.connect_timeout,
-        })));
+        let upstream = Arc::new(RwLock::new(Arc::new(Upstream::new(&spec))));
         let mut slots = match accept {
             Accept::Shared if listeners.len() > 1 => Balance::slots(listeners.len()),
             _ => Vec::new(),
@@ -164,11 +173,11 @@ impl Running {
 
     /// Points new connections at `spec`'s backend and applies its settings.
     pub(crate) fn update(&mut self, spec: ServiceSpec) {
-        if spec.backend != self.spec.backend || spec.connect_timeout != self.spec.connect_timeout {
-            let upstream = Arc::new(Upstream {
-                backend: spec.backend.clone(),
-                connect_timeout: spec.connect_timeout,
-            });
+        if spec.backend != self.spec.backend
+            || spec.connect_timeout != self.spec.connect_timeout
+            || spec.half_close != self.spec.half_close
+        {
+            let upstream = Arc::new(Upstream::new(&spec));
             *self.upstream.write().unwrap_or_else(|e| e.into_inner()) = upstream;
         }
         if spec.config != self.spec.config {
@@ -273,7 +282,11 @@ async fn forward(
     }
     let id = client.record().id();
     tracing::debug!(%sid, id, %peer, backend = %upstream.backend, shard, "connected");
-    match copy::pipe(client, backend, SPLICE.load(Relaxed)).await {
+    let mode = copy::Mode {
+        splice: SPLICE.load(Relaxed),
+        half_close: upstream.half_close,
+    };
+    match copy::pipe(client, backend, mode).await {
         Ok((up, down)) => tracing::debug!(%sid, id, %peer, up, down, "closed"),
         Err(e) => tracing::debug!(%sid, id, %peer, error = %e, "closed with error"),
     }
