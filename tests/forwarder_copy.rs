@@ -257,6 +257,13 @@ async fn backend_half_close_still_takes_the_client_bytes() {
     assert_eq!(rig.service.bytes(), (up as u64, 7));
 }
 
+/// Everything `stream` reads until its peer's EOF (or `within`'s limit).
+async fn to_eof(what: &str, stream: &mut TcpStream) -> Vec<u8> {
+    let mut got = Vec::new();
+    within(what, stream.read_to_end(&mut got)).await.unwrap();
+    got
+}
+
 #[tokio::test]
 async fn without_half_close_the_first_eof_closes_both_sides() {
     // half_close: false (nginx stream's default): the backend's EOF ends the
@@ -273,16 +280,8 @@ async fn without_half_close_the_first_eof_closes_both_sides() {
     server.shutdown().await.unwrap();
     // The pair ends while the client still has its write side open.
     assert_eq!(rig.result().await.unwrap(), (7, 5));
-    let mut reply = Vec::new();
-    within("client read to EOF", client.read_to_end(&mut reply))
-        .await
-        .unwrap();
-    assert_eq!(reply, b"reply");
-    let mut rest = Vec::new();
-    within("backend read to EOF", server.read_to_end(&mut rest))
-        .await
-        .unwrap();
-    assert!(rest.is_empty());
+    assert_eq!(to_eof("client read to EOF", &mut client).await, b"reply");
+    assert!(to_eof("backend read to EOF", &mut server).await.is_empty());
     eventually("connection gone", || rig.service.connections() == 0).await;
     assert_eq!(rig.service.bytes(), (7, 5));
 
@@ -291,15 +290,8 @@ async fn without_half_close_the_first_eof_closes_both_sides() {
     let (mut client, mut server) = rig.running_pair(b"ask").await;
     client.shutdown().await.unwrap();
     assert_eq!(rig.result().await.unwrap(), (3, 0));
-    let mut rest = Vec::new();
-    within("backend read to EOF", server.read_to_end(&mut rest))
-        .await
-        .unwrap();
-    assert!(rest.is_empty());
-    within("client read to EOF", client.read_to_end(&mut rest))
-        .await
-        .unwrap();
-    assert!(rest.is_empty());
+    assert!(to_eof("backend read to EOF", &mut server).await.is_empty());
+    assert!(to_eof("client read to EOF", &mut client).await.is_empty());
 }
 
 #[tokio::test]
