@@ -23,12 +23,6 @@ use monconn::{Listener, Registry, ServiceConfig};
 use socket2::{Domain, Socket, Type};
 use tokio::net::TcpStream;
 
-/// `FWD_SPLICE=1` in the environment, read once.
-fn splice() -> bool {
-    static SPLICE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *SPLICE.get_or_init(|| std::env::var("FWD_SPLICE").as_deref() == Ok("1"))
-}
-
 fn main() -> io::Result<()> {
     let arg = std::env::args().nth(1).unwrap_or_default();
     let Some((listen, backend)) = arg.split_once('=') else {
@@ -42,6 +36,10 @@ fn main() -> io::Result<()> {
         std::env::var(name)
             .ok()
             .and_then(|v| v.parse::<usize>().ok())
+    };
+    let mode = copy::Mode {
+        splice: env("FWD_SPLICE") == Some(1),
+        half_close: true,
     };
     let service = Registry::new().create(
         &listen.to_string(),
@@ -57,7 +55,7 @@ fn main() -> io::Result<()> {
                         .build()?;
                     rt.block_on(async {
                         let tcp = tokio::net::TcpListener::from_std(bind(listen, true)?.into())?;
-                        serve(Listener::from_tcp(tcp, service)?, backend).await
+                        serve(Listener::from_tcp(tcp, service)?, backend, mode).await
                     })
                 })
             })
@@ -81,7 +79,7 @@ fn main() -> io::Result<()> {
     };
     runtime.block_on(async {
         let tcp = tokio::net::TcpListener::from_std(bind(listen, false)?.into())?;
-        serve(Listener::from_tcp(tcp, service)?, backend).await
+        serve(Listener::from_tcp(tcp, service)?, backend, mode).await
     })
 }
 
@@ -95,7 +93,7 @@ fn bind(addr: SocketAddr, reuse_port: bool) -> io::Result<Socket> {
     Ok(socket)
 }
 
-async fn serve(listener: Listener, backend: SocketAddr) -> io::Result<()> {
+async fn serve(listener: Listener, backend: SocketAddr, mode: copy::Mode) -> io::Result<()> {
     loop {
         let (client, _peer) = listener.accept().await?;
         tokio::spawn(async move {
@@ -107,10 +105,6 @@ async fn serve(listener: Listener, backend: SocketAddr) -> io::Result<()> {
                 return;
             };
             let _ = backend.set_nodelay(true);
-            let mode = copy::Mode {
-                splice: splice(),
-                half_close: true,
-            };
             let _ = copy::pipe(client, backend, mode).await;
         });
     }

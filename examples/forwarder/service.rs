@@ -28,8 +28,8 @@ use crate::copy;
 pub(crate) struct Upstream {
     pub(crate) backend: Backend,
     pub(crate) connect_timeout: Option<Duration>,
-    /// See [`ServiceSpec::half_close`].
-    pub(crate) half_close: bool,
+    /// How its pairs copy: `--splice`, and the spec's `half_close`.
+    pub(crate) mode: copy::Mode,
 }
 
 impl Upstream {
@@ -37,7 +37,10 @@ impl Upstream {
         Upstream {
             backend: spec.backend.clone(),
             connect_timeout: spec.connect_timeout,
-            half_close: spec.half_close,
+            mode: copy::Mode {
+                splice: SPLICE.load(Relaxed),
+                half_close: spec.half_close,
+            },
         }
     }
 }
@@ -248,10 +251,11 @@ async fn accept_loop(
     }
 }
 
-/// Whether pairs move bulk transfers with `splice(2)` (`--splice`).
+/// Whether pairs move bulk transfers with `splice(2)` (`--splice`), read
+/// when a service starts or its upstream changes.
 static SPLICE: AtomicBool = AtomicBool::new(false);
 
-/// Sets `--splice` for the pairs forwarded from now on.
+/// Sets `--splice` for the services started from now on.
 pub(crate) fn set_splice(on: bool) {
     SPLICE.store(on, Relaxed);
 }
@@ -282,11 +286,7 @@ async fn forward(
     }
     let id = client.record().id();
     tracing::debug!(%sid, id, %peer, backend = %upstream.backend, shard, "connected");
-    let mode = copy::Mode {
-        splice: SPLICE.load(Relaxed),
-        half_close: upstream.half_close,
-    };
-    match copy::pipe(client, backend, mode).await {
+    match copy::pipe(client, backend, upstream.mode).await {
         Ok((up, down)) => tracing::debug!(%sid, id, %peer, up, down, "closed"),
         Err(e) => tracing::debug!(%sid, id, %peer, error = %e, "closed with error"),
     }
