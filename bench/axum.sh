@@ -23,6 +23,7 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
+source bench/lib.sh # median
 DURATION=${DURATION:-3s}
 CONNS=${CONNS:-32}
 THREADS=${THREADS:-1}
@@ -99,7 +100,6 @@ run() { # name, extra wrk args...
         'BEGIN {printf "%.0f %.2f\n", r, t / hz * 1e6 / n}'
 }
 
-median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 
 # Median of the per-round ratios base[i] / x[i] (or x[i] / base[i] with "up"):
 # rounds are adjacent in time, so a pair shares the machine's load of the moment.

@@ -8,12 +8,13 @@
 #   P=4 bash bench/iperf_ab.sh
 #   BASE_BIN=/path/to/forwarder VARIANTS="ours base base-copy haproxy" bash bench/iperf_ab.sh
 #
-# ours = the forwarder's defaults (copies through 63 KiB buffers), splice =
-# --splice, base = the forwarder binary BASE_BIN (an earlier build: A/B of a
-# change), base-copy = BASE_BIN with FORWARDER_SPLICE=off (builds before
-# 254b122 spliced by default, and took "off" to copy through 64 KiB buffers);
-# other names are ../shared/bench/forwarders.sh builtins (haproxy,
-# haproxy-splice, nginx, socat, rawfwd). NICE=-15 (root) runs everything (iperf3 both ends,
+# Variants as bench/lib.sh's fwd_spec names them: ours = the forwarder's
+# defaults (copies through 63 KiB buffers), splice = --splice, base = the
+# forwarder binary BASE_BIN (an earlier build: A/B of a change), base-copy =
+# BASE_BIN with FORWARDER_SPLICE=off (builds before 254b122 spliced by
+# default, and took "off" to copy through 64 KiB buffers); other names are
+# ../shared/bench/forwarders.sh builtins (haproxy, haproxy-splice, nginx,
+# socat, rawfwd). NICE=-15 (root) runs everything (iperf3 both ends,
 # the forwarders) at that priority. Prints one line per run, then the median per variant.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -43,16 +44,8 @@ wait_listen "$IPORT" || exit 1
 
 i=0
 for v in $VARIANTS; do
-    map="-p 127.0.0.1:\$LPORT=127.0.0.1:\$BPORT"
-    case $v in
-    ours) spec="ours=$BIN/forwarder $map" ;;
-    splice) spec="splice=$BIN/forwarder --splice $map" ;;
-    base) spec="base=$BIN/base-forwarder $map" ;;
-    base-copy) spec="base-copy=env FORWARDER_SPLICE=off $BIN/base-forwarder $map" ;;
-    *) spec=$v ;;
-    esac
     i=$((i + 1))
-    fwd_start "$spec" $((LPORT0 + i)) "$IPORT" 2>/dev/null || exit 1
+    fwd_start "$(fwd_spec "$v" "$BIN")" $((LPORT0 + i)) "$IPORT" 2>/dev/null || exit 1
     PORTS[$v]=$((LPORT0 + i)) PIDS[$v]=$FWD_PID
 done
 
@@ -71,11 +64,6 @@ for rep in $(seq "$REPS"); do
     done
 done
 echo "medians (Gbit/s, P=$P):"
-printf '%s\n' "${results[@]}" | python3 -c '
-import statistics, sys
-rates = {}
-for line in sys.stdin:
-    name, _, gbps, _ = line.split()
-    rates.setdefault(name, []).append(float(gbps.split("=")[1]))
-for name, r in rates.items():
-    print(f"{name} {statistics.median(r):.2f}")'
+for v in $VARIANTS; do
+    echo "$v $(printf '%s\n' "${results[@]}" | awk -v v="$v" '$1 == v {sub("gbps=", "", $3); print $3}' | median)"
+done

@@ -1,5 +1,5 @@
 # lib.sh: helpers shared by the bench scripts. Source it after
-# ../shared/bench/forwarders.sh (for tree_pids).
+# ../shared/bench/forwarders.sh (ticks needs its tree_pids).
 
 # CPU ticks (1/100 s) of a process tree, user + system, children already
 # reaped included.
@@ -36,4 +36,29 @@ rotated() {
 		k=$(((i + rep - 1) % $# + 1))
 		echo "${!k}"
 	done
+}
+
+# The median of the numbers on standard input, one per line:
+#   printf '%s\n' 3 1 2 | median   # 2
+median() {
+	sort -n | awk '{a[NR] = $1} END {print (NR % 2 ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2)}'
+}
+
+# The forwarders.sh SPEC of VARIANT, for a forwarder staged in BIN (see
+# stage_forwarder): ours = the defaults, shared = --accept shared, one =
+# --threads 1, splice = --splice, base = BIN/base-forwarder (BASE_BIN),
+# base-copy = the same with FORWARDER_SPLICE=off (builds before 254b122
+# spliced by default); any other name is passed on as it is (a builtin).
+#   fwd_start "$(fwd_spec "$v" "$BIN")" "$LPORT" "$BPORT"
+fwd_spec() {
+	local map="-p 127.0.0.1:\$LPORT=127.0.0.1:\$BPORT"
+	case $1 in
+	ours) echo "ours=$2/forwarder $map" ;;
+	shared) echo "shared=$2/forwarder --accept shared $map" ;;
+	one) echo "one=$2/forwarder --threads 1 $map" ;;
+	splice) echo "splice=$2/forwarder --splice $map" ;;
+	base) echo "base=$2/base-forwarder $map" ;;
+	base-copy) echo "base-copy=env FORWARDER_SPLICE=off $2/base-forwarder $map" ;;
+	*) echo "$1" ;;
+	esac
 }

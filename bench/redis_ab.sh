@@ -42,14 +42,7 @@ csw() { # PIDS -> voluntary context switches of all their threads
 
 for rep in $(seq "$REPS"); do
     for v in $(rotated "$rep" $VARIANTS); do
-        case $v in
-        base) spec="base=$BIN/base-forwarder -p 127.0.0.1:\$LPORT=127.0.0.1:\$BPORT" ;;
-        ours) spec="ours=$BIN/forwarder -p 127.0.0.1:\$LPORT=127.0.0.1:\$BPORT" ;;
-        shared) spec="shared=$BIN/forwarder --accept shared -p 127.0.0.1:\$LPORT=127.0.0.1:\$BPORT" ;;
-        one) spec="one=$BIN/forwarder --threads 1 -p 127.0.0.1:\$LPORT=127.0.0.1:\$BPORT" ;;
-        *) spec=$v ;;
-        esac
-        fwd_start "$spec" "$LPORT" "$BPORT" 2>/dev/null || exit 1
+        fwd_start "$(fwd_spec "$v" "$BIN")" "$LPORT" "$BPORT" 2>/dev/null || exit 1
         pid=$FWD_PID
         sleep 0.3
         pids=$(tree_pids "$pid")

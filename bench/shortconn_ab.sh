@@ -82,6 +82,5 @@ for rep in $(seq "$REPS"); do
 done
 echo "medians:"
 for v in $VARIANTS; do
-    printf '%s\n' "${results[@]}" | awk -v v="$v" '$1 == v {print $2}' | sort -n |
-        awk -v v="$v" '{a[NR] = $1} END {m = NR % 2 ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2; print v, m}'
+    echo "$v $(printf '%s\n' "${results[@]}" | awk -v v="$v" '$1 == v {print $2}' | median)"
 done
