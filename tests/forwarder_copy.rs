@@ -455,6 +455,7 @@ async fn idle_pairs_hold_no_pipe() {
 /// with `splice`, every pipe) is back in the pool.
 async fn idle_pairs_hold_nothing(splice: bool) {
     let _serial = SERIAL.lock().await;
+    let spliced = copy::spliced();
     let rig = Rig::with_splice(quiet_config(), splice).await;
     let mut pairs = Vec::new();
     for i in 0..50u8 {
@@ -478,6 +479,9 @@ async fn idle_pairs_hold_nothing(splice: bool) {
         copy::lent() == (0, 0)
     })
     .await;
+    // Pipes were lent (and given back) only where splice was asked for.
+    let used_pipes = copy::spliced() > spliced;
+    assert_eq!(used_pipes, splice && cfg!(target_os = "linux"));
 }
 
 #[tokio::test]
