@@ -38,37 +38,12 @@ ECHOD=$!
 trap 'kill $ECHOD 2>/dev/null; rm -rf "$FWD"' EXIT
 sleep 0.3
 
-start() { # VARIANT -> PID of the forwarder, listening on LPORT
-    local dir=$FWD/$1
-    mkdir -p "$dir"
-    (
-        cd "$dir"
-        case $1 in
-        ours) exec nice -n "$FWD_NICE" "$FWD/forwarder" -p "127.0.0.1:$LPORT=127.0.0.1:$BPORT" ;;
-        shared) exec nice -n "$FWD_NICE" "$FWD/forwarder" --accept shared -p "127.0.0.1:$LPORT=127.0.0.1:$BPORT" ;;
-        base) exec nice -n "$FWD_NICE" "$FWD/base-forwarder" -p "127.0.0.1:$LPORT=127.0.0.1:$BPORT" ;;
-        one) exec nice -n "$FWD_NICE" "$FWD/forwarder" --threads 1 -p "127.0.0.1:$LPORT=127.0.0.1:$BPORT" ;;
-        nohc)
-            printf 'svc:\n  listen_ip: 127.0.0.1\n  listen_port: %s\n  backend_port: %s\n  half_close: false\n' \
-                "$LPORT" "$BPORT" >config.yaml
-            exec nice -n "$FWD_NICE" "$FWD/forwarder" -c config.yaml ;;
-        nginx) LPORT=$LPORT BPORT=$BPORT HALF_CLOSE=off exec nice -n "$FWD_NICE" bash "$ROOT/bench/nginx_half_close.sh" ;;
-        nginx-hc) LPORT=$LPORT BPORT=$BPORT exec nice -n "$FWD_NICE" bash "$ROOT/bench/nginx_half_close.sh" ;;
-        *) echo "unknown variant $1" >&2; exit 1 ;;
-        esac
-    ) >"$dir/log" 2>&1 &
-    echo $!
-}
-
 TCK=$(getconf CLK_TCK)
 results=()
 for rep in $(seq "$REPS"); do
     for v in $(rotated "$rep" $VARIANTS); do
-        pid=$(start "$v")
-        for _ in $(seq 50); do
-            [ -n "$(ss -Hltn "sport = :$LPORT")" ] && break
-            sleep 0.1
-        done
+        pid=$(start_variant "$v" "$FWD" "$FWD_NICE")
+        await_listen || echo "$v: not listening on $LPORT" >&2
         c0=$(ticks "$pid")
         out=$(nice -n "$NICE" "$TOOLS/connrate" "127.0.0.1:$LPORT" "$WORKERS" "$SECS")
         c1=$(ticks "$pid")
