@@ -294,3 +294,55 @@ fn a_close_under_the_prometheus_exporter_copies_no_key() {
         .unwrap_or_else(|| panic!("no duration count in:\n{text}"));
     assert!(count.ends_with(&format!(" {}", N + 1)), "{count}");
 }
+
+/// Allocations on the accepting thread per connection accepted through the
+/// default stack and closed: the accepted socket's registration with tokio's
+/// reactor and the list entry tokio keeps to release it, and monconn's
+/// connection record. The stack's future lives in a slot the listener
+/// reuses: nothing per connection (a `FuturesUnordered` task each, before).
+#[test]
+fn an_accept_through_the_default_stack_allocates_the_record_and_tokios_registration() {
+    const N: usize = 1_000;
+    runtime().block_on(async {
+        let service = Registry::new().create("accept", quiet());
+        let listener = monconn::Listener::bind("127.0.0.1:0", service.clone())
+            .await
+            .unwrap();
+        let to = listener.local_addr();
+        // The clients, blocking, on a thread of their own (not counted), in
+        // step with the accepts so that the accept queue never overflows.
+        let (go, ready) = std::sync::mpsc::channel::<()>();
+        let clients = std::thread::spawn(move || {
+            for _ in 0..N + 10 {
+                if ready.recv().is_err() {
+                    return;
+                }
+                let c = std::net::TcpStream::connect(to).unwrap();
+                // SO_LINGER 0: no TIME_WAIT left behind.
+                socket2::SockRef::from(&c)
+                    .set_linger(Some(std::time::Duration::ZERO))
+                    .unwrap();
+            }
+        });
+        let one = async || {
+            go.send(()).unwrap();
+            let (io, _) = listener.accept().await.unwrap();
+            drop(io);
+        };
+        // Warm-up: tables and tokio's slabs reach their size.
+        for _ in 0..10 {
+            one().await;
+        }
+        start();
+        for _ in 0..N {
+            one().await;
+        }
+        let counts = stop();
+        drop(go);
+        clients.join().unwrap();
+        let per_accept = counts.allocs as f64 / N as f64;
+        println!("{per_accept:.2} allocations per accepted and closed connection");
+        assert_eq!(service.connections(), 0);
+        assert!(per_accept < 3.5, "{per_accept:.2} allocations per accept");
+    });
+}

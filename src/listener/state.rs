@@ -33,7 +33,11 @@ pub(super) struct Ctx<'a> {
 pub(super) struct State<S, F> {
     pub(super) stack: S,
     /// Stack futures in flight (handshakes), polled alongside the accept.
-    pending: FuturesUnordered<InFlight<F>>,
+    pending: FuturesUnordered<Pin<Box<Slot<F>>>>,
+    /// An empty slot for the next connection's stack future. Most stacks
+    /// (filters, limits, monitoring) answer at the first poll: their slot
+    /// comes back empty at once, so a connection costs no allocation here.
+    spare: Option<Pin<Box<Slot<F>>>>,
     /// Set after a resource error: no accept until it fires.
     backoff: Option<Pin<Box<tokio::time::Sleep>>>,
     /// Set while paused at `conn_limit`: fires when a slot is released.
@@ -42,21 +46,32 @@ pub(super) struct State<S, F> {
 }
 
 pin_project! {
-    /// A stack future with the peer it is for.
-    struct InFlight<F> {
-        peer: SocketAddr,
-        #[pin]
-        future: F,
+    /// A place on the heap for one stack future and the peer it is for. The
+    /// slot outlives its future: once a future is done, the next connection's
+    /// is written in the same place.
+    #[project = SlotProj]
+    enum Slot<F> {
+        Empty,
+        Busy {
+            peer: SocketAddr,
+            #[pin]
+            future: F,
+        },
     }
 }
 
-impl<F: Future> Future for InFlight<F> {
+impl<F: Future> Future for Slot<F> {
     type Output = (SocketAddr, F::Output);
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let out = ready!(this.future.poll(cx));
-        Poll::Ready((*this.peer, out))
+        match self.project() {
+            SlotProj::Busy { peer, future } => {
+                let out = ready!(future.poll(cx));
+                Poll::Ready((*peer, out))
+            }
+            // Only busy slots are polled: `pending` never holds an empty one.
+            SlotProj::Empty => Poll::Pending,
+        }
     }
 }
 
@@ -65,6 +80,7 @@ impl<S, F> State<S, F> {
         State {
             stack,
             pending: FuturesUnordered::new(),
+            spare: None,
             backoff: None,
             released: None,
             sockopts: SockOpts::default(),
@@ -89,14 +105,9 @@ where
         loop {
             // Connections through the stack first: they are ready to serve.
             while let Poll::Ready(Some((peer, result))) = self.pending.poll_next_unpin(cx) {
-                let refused: BoxError = match result {
-                    Ok(conn) => match conn.into_monitored(ctx.service) {
-                        Ok(io) => return Poll::Ready(Ok((io, peer))),
-                        Err(rejected) => rejected.into(),
-                    },
-                    Err(e) => e.into(),
-                };
-                refuse(ctx.service, peer, refused);
+                if let Some(io) = admit(ctx.service, peer, result) {
+                    return Poll::Ready(Ok((io, peer)));
+                }
             }
             if let Some(sleep) = &mut self.backoff {
                 ready!(sleep.as_mut().poll(cx));
@@ -116,7 +127,19 @@ where
                     self.sockopts
                         .on_accept(ctx.tcp, &stream, &ctx.service.inner.config());
                     let future = self.stack.call(Accepted::new(stream, peer, ctx.local));
-                    self.pending.push(InFlight { peer, future });
+                    let mut slot = self.spare.take().unwrap_or_else(|| Box::pin(Slot::Empty));
+                    slot.as_mut().set(Slot::Busy { peer, future });
+                    match slot.as_mut().poll(cx) {
+                        Poll::Ready((peer, result)) => {
+                            slot.as_mut().set(Slot::Empty);
+                            self.spare = Some(slot);
+                            if let Some(io) = admit(ctx.service, peer, result) {
+                                return Poll::Ready(Ok((io, peer)));
+                            }
+                        }
+                        // A handshake, say: polled on with the others.
+                        Poll::Pending => self.pending.push(slot),
+                    }
                 }
                 Err(e) if is_per_connection(&e) => {}
                 Err(e) if is_resource_error(&e) => {
@@ -163,6 +186,24 @@ fn at_limit(service: &Service) -> bool {
         && config
             .conn_limit
             .is_some_and(|l| service.connections() >= l)
+}
+
+/// What the stack made of the connection from `peer`: monitored, or refused
+/// (counted, traced and closed).
+fn admit<IO, E: Into<BoxError>>(
+    service: &Service,
+    peer: SocketAddr,
+    result: Result<Accepted<IO>, E>,
+) -> Option<MonitoredIo<IO>> {
+    let refused: BoxError = match result {
+        Ok(conn) => match conn.into_monitored(service) {
+            Ok(io) => return Some(io),
+            Err(rejected) => rejected.into(),
+        },
+        Err(e) => e.into(),
+    };
+    refuse(service, peer, refused);
+    None
 }
 
 /// Counts and traces a refused connection (dropping it closes it).
