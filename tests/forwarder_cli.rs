@@ -214,13 +214,13 @@ fn help_documents_flags_keys_and_examples() {
 async fn admin_token_is_required_on_every_request() {
     let backend = banner_backend().await;
     let fwd = Forwarder::start(|| Setup {
-        config: None,
         args: vec![
             "-p".into(),
             format!("127.0.0.1:{}={backend}", free_port()),
             "--admin-token".into(),
             "s3cret".into(),
         ],
+        ..Setup::default()
     });
     for path in ["/stats", "/metrics", "/nowhere"] {
         let (status, body) = http(fwd.admin, "GET", path, &[]).await;

@@ -56,6 +56,25 @@ pub(crate) fn check_bind(addr: SocketAddr, token: Option<&str>) -> Result<(), St
     Ok(())
 }
 
+/// How often [`upkeep`] drains the exporter's histograms: each second, so
+/// that the samples waiting stay under some 16 bytes times a second's
+/// connections (`PrometheusBuilder::install` would wait 5 s).
+const UPKEEP: Duration = Duration::from_secs(1);
+
+/// Drains the exporter's histogram samples (a connection's duration, at each
+/// close) into their summaries every [`UPKEEP`]. A recorder installed with
+/// `install_recorder` has no task of its own for it: its samples would pile
+/// up between scrapes, some 16 bytes per closed connection, for ever if
+/// nobody scrapes.
+pub(crate) async fn upkeep(metrics: PrometheusHandle) {
+    let mut every = tokio::time::interval(UPKEEP);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        metrics.run_upkeep();
+    }
+}
+
 /// Serves the API on `listener` until the task is dropped.
 pub(crate) async fn serve(listener: TcpListener, admin: Admin) {
     loop {

@@ -159,9 +159,14 @@ async fn run(args: Args, shards: Vec<Handle>) -> ExitCode {
         (Ok(h), Ok(i), Ok(t), Ok(q)) => (h, i, t, q),
         _ => return fail("cannot install signal handlers".into()),
     };
-    let metrics = match metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder() {
-        Ok(handle) => handle,
-        Err(e) => return fail(format!("cannot install the metrics recorder: {e}")),
+    // Metrics are read only through the admin API: without it, no recorder,
+    // and a closing connection records nothing.
+    let metrics = match args.admin {
+        None => None,
+        Some(_) => match metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder() {
+            Ok(handle) => Some(handle),
+            Err(e) => return fail(format!("cannot install the metrics recorder: {e}")),
+        },
     };
     service::set_splice(args.splice);
     let registry = Registry::new();
@@ -177,7 +182,7 @@ async fn run(args: Args, shards: Vec<Handle>) -> ExitCode {
         Err(e) => return fail(e),
     };
     // The admin API binds last: once it answers, every service listens.
-    if let Some(addr) = args.admin {
+    if let (Some(addr), Some(metrics)) = (args.admin, metrics) {
         let listener = match admin::bind(addr).await {
             Ok(listener) => listener,
             Err(e) => return fail(e.to_string()),
@@ -188,6 +193,7 @@ async fn run(args: Args, shards: Vec<Handle>) -> ExitCode {
             metrics,
             token: args.admin_token.as_deref().map(Arc::from),
         };
+        tokio::spawn(admin::upkeep(admin.metrics.clone()));
         tokio::spawn(admin::serve(listener, admin));
     }
     if args.stats_interval > 0 {

@@ -82,6 +82,11 @@ pub fn local(port: u16) -> SocketAddr {
 pub struct Setup {
     pub config: Option<String>,
     pub args: Vec<String>,
+    /// No `--admin`: the process is ready once it logs `ready`.
+    pub no_admin: bool,
+    /// `RUST_LOG` for the process; by default debug for the forwarder and
+    /// monconn (a line per connection).
+    pub log: Option<&'static str>,
 }
 
 impl Setup {
@@ -89,15 +94,15 @@ impl Setup {
     pub fn config(text: String) -> Setup {
         Setup {
             config: Some(text),
-            args: vec![],
+            ..Setup::default()
         }
     }
 
     /// One `-p MAPPING` (`127.0.0.1:PORT=BACKEND`, say) and no config file.
     pub fn mapping(mapping: String) -> Setup {
         Setup {
-            config: None,
             args: vec!["-p".into(), mapping],
+            ..Setup::default()
         }
     }
 }
@@ -183,22 +188,23 @@ impl Forwarder {
             }
             let stdout = std::fs::File::create(dir.join("stdout")).expect("stdout file");
             let stderr = std::fs::File::create(dir.join("stderr")).expect("stderr file");
+            cmd.args(&setup.args);
+            if !setup.no_admin {
+                cmd.arg("--admin").arg(admin.to_string());
+            }
+            let log = setup
+                .log
+                .unwrap_or("info,monconn=debug,monconn::hexdump=trace,forwarder=debug");
             let child = cmd
-                .args(&setup.args)
-                .arg("--admin")
-                .arg(admin.to_string())
                 .env_remove("MONCONN_ADMIN_TOKEN")
-                .env(
-                    "RUST_LOG",
-                    "info,monconn=debug,monconn::hexdump=trace,forwarder=debug",
-                )
+                .env("RUST_LOG", log)
                 .stdin(Stdio::null())
                 .stdout(stdout)
                 .stderr(stderr)
                 .spawn()
                 .expect("spawn forwarder");
             let mut fwd = Forwarder { child, dir, admin };
-            match fwd.wait_ready() {
+            match fwd.wait_ready(setup.no_admin) {
                 Ok(()) => return fwd,
                 Err(e) => last = e,
             }
@@ -223,13 +229,20 @@ impl Forwarder {
         (fwd, ports.get())
     }
 
-    fn wait_ready(&mut self) -> Result<(), String> {
+    /// Waits until the admin API accepts connections or, with `no_admin`,
+    /// until the process logs `ready` (its services listen by then).
+    fn wait_ready(&mut self, no_admin: bool) -> Result<(), String> {
         let deadline = Instant::now() + WAIT;
         loop {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
                 return Err(format!("exited with {status}: {}", self.stderr()));
             }
-            if std::net::TcpStream::connect(self.admin).is_ok() {
+            let ready = if no_admin {
+                self.stderr().contains(" ready")
+            } else {
+                std::net::TcpStream::connect(self.admin).is_ok()
+            };
+            if ready {
                 return Ok(());
             }
             if Instant::now() > deadline {

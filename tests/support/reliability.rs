@@ -132,10 +132,7 @@ pub fn start(services: &[Svc]) -> (Forwarder, Vec<SocketAddr>) {
             }
         }
         *ports.borrow_mut() = chosen;
-        Setup {
-            config: Some(text),
-            args: vec![],
-        }
+        Setup::config(text)
     });
     let addrs = ports.into_inner();
     (fwd, addrs)
