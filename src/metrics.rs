@@ -19,6 +19,12 @@
 //! | `monconn_accept_errors_total` | counter | `service` |
 //! | `monconn_connection_duration_seconds` | histogram (seconds) | `service` |
 //!
+//! The histogram takes one sample per closed connection. An exporter may keep
+//! samples until it is drained: `metrics-exporter-prometheus` installed with
+//! `install_recorder` or `build_recorder` (rather than `install`) does, and
+//! needs `PrometheusHandle::run_upkeep` called every few seconds, or its
+//! memory grows with every connection until the next scrape.
+//!
 //! Counters carry units `count` or `bytes`, gauges `count`, the histogram
 //! `seconds`; every metric has a description ([`describe`]). Every rejection
 //! reason and close cause is published, zeros included, so that rates can be
