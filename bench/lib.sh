@@ -48,7 +48,9 @@ median() {
 # stage_forwarder): ours = the defaults, shared = --accept shared, one =
 # --threads 1, splice = --splice, base = BIN/base-forwarder (BASE_BIN),
 # base-copy = the same with FORWARDER_SPLICE=off (builds before 254b122
-# spliced by default); any other name is passed on as it is (a builtin).
+# spliced by default), nginx-hc = nginx stream with proxy_half_close on
+# (bench/nginx_half_close.sh); any other name is passed on as it is (a
+# builtin).
 #   fwd_start "$(fwd_spec "$v" "$BIN")" "$LPORT" "$BPORT"
 fwd_spec() {
 	local map="-p 127.0.0.1:\$LPORT=127.0.0.1:\$BPORT"
@@ -59,6 +61,7 @@ fwd_spec() {
 	splice) echo "splice=$2/forwarder --splice $map" ;;
 	base) echo "base=$2/base-forwarder $map" ;;
 	base-copy) echo "base-copy=env FORWARDER_SPLICE=off $2/base-forwarder $map" ;;
+	nginx-hc) echo "nginx-hc=bash $ROOT/bench/nginx_half_close.sh" ;;
 	*) echo "$1" ;;
 	esac
 }
