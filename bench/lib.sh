@@ -46,7 +46,8 @@ median() {
 
 # The forwarders.sh SPEC of VARIANT, for a forwarder staged in BIN (see
 # stage_forwarder): ours = the defaults, shared = --accept shared, one =
-# --threads 1, splice = --splice, base = BIN/base-forwarder (BASE_BIN),
+# --threads 1, splice = --splice, nohc = a config with `half_close: false`,
+# base = BIN/base-forwarder (BASE_BIN),
 # base-copy = the same with FORWARDER_SPLICE=off (builds before 254b122
 # spliced by default), nginx-hc = nginx stream with proxy_half_close on
 # (bench/nginx_half_close.sh); any other name is passed on as it is (a
@@ -61,48 +62,8 @@ fwd_spec() {
 	splice) echo "splice=$2/forwarder --splice $map" ;;
 	base) echo "base=$2/base-forwarder $map" ;;
 	base-copy) echo "base-copy=env FORWARDER_SPLICE=off $2/base-forwarder $map" ;;
+	nohc) echo "nohc=sh -c 'echo \"{svc: {listen_ip: 127.0.0.1, listen_port: \$LPORT, backend_port: \$BPORT, half_close: false}}\" >nohc.yaml && exec $2/forwarder -c nohc.yaml'" ;;
 	nginx-hc) echo "nginx-hc=bash $ROOT/bench/nginx_half_close.sh" ;;
 	*) echo "$1" ;;
 	esac
-}
-
-# Starts VARIANT of the forwarder staged in BIN (see stage_forwarder), or an
-# nginx peer, at niceness NICE (default 0), listening on 127.0.0.1:$LPORT
-# and forwarding to 127.0.0.1:$BPORT, in the foreground of its own directory
-# BIN/VARIANT; prints its PID. Variants: ours (the defaults), shared
-# (--accept shared), one (--threads 1), nohc (a config with
-# `half_close: false`), base (BIN/base-forwarder), nginx (nginx stream, its
-# default proxy_half_close off) and nginx-hc (proxy_half_close on).
-#   pid=$(start_variant nohc "$BIN" -15)
-start_variant() {
-	local v=$1 bin=$2 nice=${3:-0} dir=$2/$1
-	local map="127.0.0.1:$LPORT=127.0.0.1:$BPORT"
-	mkdir -p "$dir"
-	(
-		cd "$dir"
-		case $v in
-		ours) exec nice -n "$nice" "$bin/forwarder" -p "$map" ;;
-		shared) exec nice -n "$nice" "$bin/forwarder" --accept shared -p "$map" ;;
-		one) exec nice -n "$nice" "$bin/forwarder" --threads 1 -p "$map" ;;
-		base) exec nice -n "$nice" "$bin/base-forwarder" -p "$map" ;;
-		nohc)
-			printf 'svc:\n  listen_ip: 127.0.0.1\n  listen_port: %s\n  backend_port: %s\n  half_close: false\n' \
-				"$LPORT" "$BPORT" >config.yaml
-			exec nice -n "$nice" "$bin/forwarder" -c config.yaml ;;
-		nginx) LPORT=$LPORT BPORT=$BPORT HALF_CLOSE=off exec nice -n "$nice" bash "$ROOT/bench/nginx_half_close.sh" ;;
-		nginx-hc) LPORT=$LPORT BPORT=$BPORT exec nice -n "$nice" bash "$ROOT/bench/nginx_half_close.sh" ;;
-		*) echo "unknown variant $v" >&2; exit 1 ;;
-		esac
-	) >"$dir/log" 2>&1 &
-	echo $!
-}
-
-# Waits up to 5 s for a socket listening on 127.0.0.1:$LPORT.
-await_listen() {
-	local _
-	for _ in $(seq 50); do
-		[ -n "$(ss -Hltn "sport = :$LPORT")" ] && return 0
-		sleep 0.1
-	done
-	return 1
 }

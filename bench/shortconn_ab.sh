@@ -11,8 +11,9 @@
 #   VARIANTS="ours one nginx" REPS=4 bash bench/shortconn_ab.sh
 #   BASE_BIN=/path/to/forwarder VARIANTS="ours base" bash bench/shortconn_ab.sh
 #
-# base = the forwarder binary BASE_BIN with its defaults (a build of an earlier
-# commit, say: A/B of a change).
+# Variants as bench/lib.sh's fwd_spec names them; base = the forwarder binary
+# BASE_BIN with its defaults (a build of an earlier commit, say: A/B of a
+# change).
 #
 # Prints one line per run: variant, repetition, connrate's output and the
 # forwarder's CPU time (user + system, all its processes) per connection; then the
@@ -33,7 +34,10 @@ LPORT=${LPORT:-19000} BPORT=${BPORT:-19001}
 source "$PEERS_DIR/forwarders.sh"
 source "$ROOT/bench/lib.sh"
 FWD=$(stage_forwarder shortconn-ab) || exit 1
-nice -n "$FWD_NICE" "$TOOLS/echod" "127.0.0.1:$BPORT" once >/dev/null 2>&1 &
+# The backend and the forwarders inherit this shell's priority, FWD_NICE;
+# the client runs at NICE.
+renice -n "$FWD_NICE" -p $$ >/dev/null
+"$TOOLS/echod" "127.0.0.1:$BPORT" once >/dev/null 2>&1 &
 ECHOD=$!
 trap 'kill $ECHOD 2>/dev/null; rm -rf "$FWD"' EXIT
 sleep 0.3
@@ -42,16 +46,15 @@ TCK=$(getconf CLK_TCK)
 results=()
 for rep in $(seq "$REPS"); do
     for v in $(rotated "$rep" $VARIANTS); do
-        pid=$(start_variant "$v" "$FWD" "$FWD_NICE")
-        await_listen || echo "$v: not listening on $LPORT" >&2
+        fwd_start "$(fwd_spec "$v" "$FWD")" "$LPORT" "$BPORT" 2>/dev/null || exit 1
+        pid=$FWD_PID
         c0=$(ticks "$pid")
-        out=$(nice -n "$NICE" "$TOOLS/connrate" "127.0.0.1:$LPORT" "$WORKERS" "$SECS")
+        out=$(nice -n $((NICE - FWD_NICE)) "$TOOLS/connrate" "127.0.0.1:$LPORT" "$WORKERS" "$SECS")
         c1=$(ticks "$pid")
         conns=$(sed -n 's/.*conns=\([0-9]*\).*/\1/p' <<<"$out")
         echo "$v $rep $out cpu_us_per_conn=$(( (c1 - c0) * 1000000 / TCK / (conns > 0 ? conns : 1) ))"
         results+=("$v $(sed -n 's/.*rate=//p' <<<"$out")")
-        kill "$pid"
-        wait "$pid" 2>/dev/null || true
+        fwd_stop "$pid" >/dev/null 2>&1
         sleep 0.5
     done
 done

@@ -12,8 +12,8 @@
 #   bash bench/syscall_cpu.sh              # REPS=3 SECS=4 WORKERS=64
 #   VARIANTS="ours nginx" REPS=5 bash bench/syscall_cpu.sh
 #
-# Variants as in bench/shortconn_ab.sh: ours, nohc (`half_close: false`),
-# nginx (its default, no half-close), nginx-hc (proxy_half_close on).
+# Variants as bench/lib.sh's fwd_spec names them: ours, nohc (`half_close:
+# false`), nginx (its default, no half-close), nginx-hc (proxy_half_close on).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -36,8 +36,8 @@ sleep 0.3
 measure() { # VARIANT REP
 	local v=$1 dir=$FWD/$1.$2 pid pids out conns task
 	mkdir -p "$dir"
-	pid=$(start_variant "$v" "$FWD")
-	await_listen || { echo "$v: not listening on $LPORT" >&2; return 1; }
+	fwd_start "$(fwd_spec "$v" "$FWD")" "$LPORT" "$BPORT" 2>/dev/null || return 1
+	pid=$FWD_PID
 	pids=$(tree_pids "$pid" | paste -sd,)
 	perf stat -x, -e task-clock -p "$pids" -o "$dir/stat" -- sleep "$SECS" &
 	local stat=$!
@@ -46,10 +46,9 @@ measure() { # VARIANT REP
 	sleep 0.1
 	out=$("$TOOLS/connrate" "127.0.0.1:$LPORT" "$WORKERS" "$((SECS - 1))")
 	wait "$stat" "$record" || true
-	kill "$pid"
-	wait "$pid" 2>/dev/null || true
-	# Connections in the whole perf window: connrate's rate times its length
-	# is what ran inside it (the window is 1 s longer, idle at its ends).
+	fwd_stop "$pid" >/dev/null 2>&1
+	# The perf window (SECS) holds all of connrate's run (SECS - 1) and idle
+	# time around it: the CPU it counts is that of connrate's connections.
 	conns=$(sed -n 's/.*conns=\([0-9]*\).*/\1/p' <<<"$out")
 	task=$(awk -F, '$3 == "task-clock" {print $1}' "$dir/stat") # ms
 	perf report -i "$dir/perf.data" --children --sort sym -g none --stdio 2>/dev/null >"$dir/children"

@@ -14,25 +14,18 @@ TOOLS=$PEERS_DIR/peertools/target/release
 SECS=${SECS:-3} WORKERS=${WORKERS:-8}
 LPORT=${LPORT:-19000} BPORT=${BPORT:-19001}
 
-"$PEERS_DIR/setup.sh" >/dev/null
-cargo build -q --release --features metrics --example forwarder
-DIR=$(mktemp -d -t syscalls.XXXXXX)
+source "$PEERS_DIR/forwarders.sh"
+source "$ROOT/bench/lib.sh"
+DIR=$(stage_forwarder syscalls) || exit 1
 "$TOOLS/echod" "127.0.0.1:$BPORT" once >/dev/null 2>&1 &
 ECHOD=$!
 trap 'kill $ECHOD 2>/dev/null; rm -rf "$DIR"' EXIT
 sleep 0.3
 
 for v in ours nginx; do
+    fwd_start "$(fwd_spec "$v" "$DIR")" "$LPORT" "$BPORT" 2>/dev/null || exit 1
+    pid=$FWD_PID
     mkdir -p "$DIR/$v"
-    (
-        cd "$DIR/$v"
-        case $v in
-        ours) exec "${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/forwarder" \
-            -p "127.0.0.1:$LPORT=127.0.0.1:$BPORT" ;;
-        nginx) LPORT=$LPORT BPORT=$BPORT HALF_CLOSE=off exec bash "$ROOT/bench/nginx_half_close.sh" ;;
-        esac
-    ) >"$DIR/$v/log" 2>&1 &
-    pid=$!
     sleep 1
     attach=()
     for p in $pid $(pgrep -P "$pid" || true); do attach+=(-p "$p"); done
@@ -43,8 +36,7 @@ for v in ours nginx; do
     sleep 0.3
     kill -INT "$tracer"
     wait "$tracer" 2>/dev/null || true
-    kill "$pid"
-    wait "$pid" 2>/dev/null || true
+    fwd_stop "$pid" >/dev/null 2>&1
     conns=$(sed -n 's/.*conns=\([0-9]*\).*/\1/p' <<<"$out")
     echo "$v: $conns connections; system calls per connection:"
     awk -v n="$conns" '$NF ~ /^[a-z_0-9]+$/ && $4 ~ /^[0-9]+$/ && $NF != "total" {
