@@ -7,7 +7,8 @@
 //!
 //! Until 2026-12-02 the forwarder installed the exporter without draining
 //! it: each closed connection left a duration sample of some 16 bytes, for
-//! ever unless `/metrics` was scraped (3.7 MB after 224,000 connections).
+//! ever unless `/metrics` was scraped; this test, run on that build, saw
+//! +1,340 KiB after the 80,000 connections without the admin API.
 
 #[path = "support/forwarder.rs"]
 mod support;
@@ -16,7 +17,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use support::{backend, local, Forwarder, Setup};
+use support::{backend, local, read_until_closed, Forwarder, Setup};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
@@ -52,9 +53,7 @@ async fn short_connections(to: SocketAddr, n: usize) {
             let _slot = slot;
             let mut c = TcpStream::connect(to).await.expect("connect");
             c.write_all(b"x").await.expect("write");
-            let mut got = Vec::new();
-            c.read_to_end(&mut got).await.expect("read");
-            assert_eq!(got, b"x");
+            assert_eq!(read_until_closed(&mut c).await, b"x");
         }));
     }
     for t in tasks {
