@@ -64,7 +64,10 @@ impl<IO> Accepted<IO> {
     /// # Errors
     /// [`Rejected`](crate::Rejected) when `service` refuses it now (not
     /// counted: the caller counts refusals).
-    pub fn into_monitored(self, service: &Service) -> Result<MonitoredIo<IO>, crate::Rejected> {
+    pub fn into_monitored(self, service: &Service) -> Result<MonitoredIo<IO>, crate::Rejected>
+    where
+        IO: 'static,
+    {
         let admission = match self.admission {
             Some(admission) => admission,
             None => service.admit(self.peer)?,

@@ -172,6 +172,7 @@ impl<S, IO> Listener<S>
 where
     S: tower::Service<Accepted<TcpStream>, Response = Accepted<IO>>,
     S::Error: Into<BoxError>,
+    IO: 'static,
 {
     /// The next admitted connection and its peer address.
     ///

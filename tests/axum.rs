@@ -305,8 +305,13 @@ async fn the_sweeper_closes_an_idle_keep_alive_connection() {
     let mut client = Client::connect(addr).await;
     assert_eq!(client.get("/").await, "hello");
     // The server drops the connection once the sweeper closes it; the client
-    // sees the end of its connection.
-    within("idle close", client.conn).await.unwrap().unwrap();
+    // sees its connection reset (a cut is never a clean end).
+    let end = within("idle close", client.conn).await.unwrap();
+    let err = end.expect_err("the idle close is a reset");
+    let io = std::error::Error::source(&err)
+        .and_then(|e| e.downcast_ref::<std::io::Error>())
+        .map(std::io::Error::kind);
+    assert_eq!(io, Some(std::io::ErrorKind::ConnectionReset), "{err:?}");
     eventually("closed", || service.connections() == 0).await;
     let snap = service.snapshot(false);
     assert_eq!((snap.closed["idle"], snap.accepted), (1, 1));

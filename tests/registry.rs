@@ -160,12 +160,15 @@ fn sweep_by_hand_without_a_runtime() {
 }
 
 #[test]
-fn default_config_is_the_go_tools() {
+fn default_config_has_no_timeouts() {
+    // Off until asked for, like tower-http's: a server streaming events must
+    // not lose them because it added monitoring. The forwarder sets the Go
+    // tool's 600/600/900 s itself.
     let c = ServiceConfig::default();
-    assert_eq!(c.read_timeout, Some(Duration::from_secs(600)));
-    assert_eq!(c.write_timeout, Some(Duration::from_secs(600)));
+    assert_eq!(c.read_timeout, None);
+    assert_eq!(c.write_timeout, None);
     assert_eq!(c.wait_timeout, Duration::from_secs(60));
-    assert_eq!(c.max_idle, Some(Duration::from_secs(900)));
+    assert_eq!(c.max_idle, None);
     assert_eq!(c.idle_interval, Duration::from_secs(15));
     assert_eq!(
         (c.conn_limit, c.ip_limit, c.per_ip_limit),

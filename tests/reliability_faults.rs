@@ -165,11 +165,11 @@ async fn backend_dying_mid_transfer_ends_the_client_with_what_was_sent() {
 }
 
 /// The backend stops reading: the forwarder's writes to it stall, so it
-/// stops reading the client, and the client's connection goes quiet. The
-/// service's timeouts watch the client side (the monitored one): max_idle
-/// closes it.
+/// stops reading the client, and the client's connection goes quiet.
+/// `write_timeout` watches the backend side too: it cuts the pair before
+/// `max_idle` would.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn backend_that_stops_reading_is_closed_by_max_idle() {
+async fn backend_that_stops_reading_is_closed_by_write_timeout() {
     let deaf = backend(|s: TcpStream| async move {
         // Holds the connection, reads nothing, until the forwarder closes it.
         let _ = s.readable().await;
@@ -199,10 +199,10 @@ async fn backend_that_stops_reading_is_closed_by_max_idle() {
     let took = started.elapsed();
     still_serves(ok).await;
     let stats = nothing_left(&fwd, at_start).await;
-    assert_eq!(count(&stats, "closed", "idle"), 1, "{stats}");
+    assert_eq!(count(&stats, "closed", "write_timeout"), 1, "{stats}");
     let read = stats["bytes_read"].as_u64().unwrap();
     assert!(read <= sent, "bytes_read {read} <= sent {sent}");
-    println!("deaf backend: client sent {sent} bytes, forwarder read {read}, closed (idle) after {took:?}");
+    println!("deaf backend: client sent {sent} bytes, forwarder read {read}, closed (write_timeout) after {took:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -34,9 +34,15 @@ pub(crate) struct ServiceSpec {
 /// The default backend connect timeout.
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The forwarder's default settings: the library's, with `TCP_NODELAY` on.
+/// The forwarder's default settings: the library's, with `TCP_NODELAY` on
+/// and the Go tool's timeouts (read and write 600 s, max idle 900 s; the
+/// library's are off).
 pub(crate) fn default_config() -> ServiceConfig {
-    ServiceConfig::default().with_nodelay(true)
+    ServiceConfig::default()
+        .with_nodelay(true)
+        .with_read_timeout(Some(Duration::from_secs(600)))
+        .with_write_timeout(Some(Duration::from_secs(600)))
+        .with_max_idle(Some(Duration::from_secs(900)))
 }
 
 /// One service in the file. Keys of the Go tool first, then new ones.

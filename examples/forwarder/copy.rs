@@ -119,6 +119,7 @@ impl Future for Pair {
         // Parks the waker on the client's record, so that a close from
         // outside ends the pair even while it waits on the backend alone.
         if let Poll::Ready(cause) = this.client.record().poll_closed(cx) {
+            this.reset_both();
             return Poll::Ready(Err(io::Error::new(
                 cause.error_kind(),
                 format!("connection closed by monconn: {cause}"),
@@ -138,6 +139,12 @@ impl Future for Pair {
             Poll::Ready(Err(e)) => return Poll::Ready(Err(this.client_error(e))),
             up => up,
         };
+        // A backend that stopped taking the client's bytes is watched by
+        // the client's `write_timeout` (the sweeper cuts the pair, which
+        // is woken through `poll_closed` above).
+        this.client
+            .record()
+            .set_upstream_blocked(up.is_pending() && this.up.writing());
         let down = match this.down.poll(
             cx,
             &mut this.backend,
@@ -161,9 +168,22 @@ impl Future for Pair {
 
 impl Pair {
     /// Marks the client's record as ended by an error, and passes `e` on.
+    /// Both sockets will close with a reset: an error is not a clean end
+    /// for either peer.
     fn client_error(&self, e: io::Error) -> io::Error {
         self.client.count_error();
+        self.reset_both();
         e
+    }
+
+    /// Makes the closes of both sockets resets (`SO_LINGER` 0): a pair cut
+    /// by an error, a timeout, a kick or a shutdown must not look like a
+    /// clean end to the client or to the backend.
+    fn reset_both(&self) {
+        for tcp in [self.client.get_ref(), &self.backend] {
+            // Nothing else to do if it fails: the socket closes all the same.
+            let _ = SockRef::from(tcp).set_linger(Some(std::time::Duration::ZERO));
+        }
     }
 }
 
@@ -207,6 +227,17 @@ impl Half {
     /// Whether the source ended (and the destination was told).
     fn done(&self) -> bool {
         matches!(self.state, State::Done)
+    }
+
+    /// Whether bytes read wait to be written (on `Pending`: the destination
+    /// is not taking them).
+    fn writing(&self) -> bool {
+        match self.state {
+            State::Write { .. } => true,
+            #[cfg(target_os = "linux")]
+            State::Splice(Some(_)) => true,
+            _ => false,
+        }
     }
 
     /// Moves bytes from `src` to `dst` until one of them would block

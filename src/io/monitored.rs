@@ -1,13 +1,17 @@
 //! `MonitoredIo<T>`: an `AsyncRead + AsyncWrite` that counts into its record.
 
+use std::any::{Any, TypeId};
 use std::fmt;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
+use std::time::Duration;
 
 use pin_project_lite::pin_project;
+use socket2::SockRef;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
 
 use super::hexdump::{self, Direction};
 use crate::registry::{ConnGuard, ConnRecord};
@@ -23,11 +27,19 @@ pin_project! {
     /// are forwarded.
     ///
     /// When the connection is closed from outside (the sweeper, a kick, a
-    /// service stop), a task parked on it is woken and its next read, write
-    /// or flush fails: [`io::ErrorKind::TimedOut`] for idle and timeouts,
-    /// [`io::ErrorKind::ConnectionAborted`] for kicks and shutdown.
-    /// `poll_shutdown` still reaches the transport, so a cut connection can
-    /// be shut down cleanly.
+    /// service stop), a task parked on it is woken and its next read, write,
+    /// flush or shutdown fails: [`io::ErrorKind::TimedOut`] for idle and
+    /// timeouts, [`io::ErrorKind::ConnectionAborted`] for kicks and shutdown.
+    ///
+    /// A cut is not a clean end: a cut `MonitoredIo<tokio::net::TcpStream>`
+    /// closes with a reset (`SO_LINGER` 0 when dropped, and no FIN from
+    /// `poll_shutdown` before it), so the peer's next read fails with
+    /// `ECONNRESET` and a truncated download is an error, not a short file.
+    /// Bytes still in the send buffer are dropped. Other transports are
+    /// closed as their `Drop` closes them.
+    ///
+    /// A completed `poll_flush` or `poll_shutdown` ends the write wait that
+    /// `write_timeout` watches, as a completed write does.
     ///
     /// Dropping it removes the connection from its service's table, folds its
     /// bytes into the service totals and releases its admission.
@@ -37,14 +49,48 @@ pin_project! {
         #[pin]
         inner: T,
         guard: ConnGuard,
+        // Makes the transport's close a reset, run on drop after a cut;
+        // `Some` for a `tokio::net::TcpStream`.
+        reset: Option<fn(&T)>,
+    }
+
+    impl<T> PinnedDrop for MonitoredIo<T> {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if let Some(reset) = this.reset {
+                if this.guard.record().closed().is_some() {
+                    reset(this.inner.as_ref().get_ref());
+                }
+            }
+        }
+    }
+}
+
+/// The reset of a cut connection's transport: `SO_LINGER` 0 for a
+/// `tokio::net::TcpStream`, nothing known for other transports.
+fn reset_of<T: 'static>() -> Option<fn(&T)> {
+    (TypeId::of::<T>() == TypeId::of::<TcpStream>()).then_some(reset_tcp::<T> as fn(&T))
+}
+
+fn reset_tcp<T: 'static>(io: &T) {
+    if let Some(tcp) = (io as &dyn Any).downcast_ref::<TcpStream>() {
+        // The close that follows sends a RST; nothing else to do on failure.
+        let _ = SockRef::from(tcp).set_linger(Some(Duration::ZERO));
     }
 }
 
 // === impl MonitoredIo ===
 
 impl<T> MonitoredIo<T> {
-    pub(crate) fn new(inner: T, guard: ConnGuard) -> Self {
-        MonitoredIo { inner, guard }
+    pub(crate) fn new(inner: T, guard: ConnGuard) -> Self
+    where
+        T: 'static,
+    {
+        MonitoredIo {
+            inner,
+            guard,
+            reset: reset_of::<T>(),
+        }
     }
 
     /// The connection's live record: id, addresses, byte counts, idle time.
@@ -176,11 +222,18 @@ impl<T: AsyncWrite> AsyncWrite for MonitoredIo<T> {
         let record = this.guard.record();
         record.check_open()?;
         ready!(ready_or_park(this.inner.poll_flush(cx), record, cx))?;
+        record.write_done();
         Poll::Ready(Ok(()))
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.project().inner.poll_shutdown(cx)
+        let this = self.project();
+        let record = this.guard.record();
+        // A cut sends no FIN: the close that follows is a reset.
+        record.check_open()?;
+        ready!(ready_or_park(this.inner.poll_shutdown(cx), record, cx))?;
+        record.write_done();
+        Poll::Ready(Ok(()))
     }
 }
 

@@ -96,6 +96,7 @@ impl<S, IO> State<S, S::Future>
 where
     S: tower::Service<Accepted<TcpStream>, Response = Accepted<IO>>,
     S::Error: Into<BoxError>,
+    IO: 'static,
 {
     pub(super) fn poll_accept(
         &mut self,
@@ -190,7 +191,7 @@ fn at_limit(service: &Service) -> bool {
 
 /// What the stack made of the connection from `peer`: monitored, or refused
 /// (counted, traced and closed).
-fn admit<IO, E: Into<BoxError>>(
+fn admit<IO: 'static, E: Into<BoxError>>(
     service: &Service,
     peer: SocketAddr,
     result: Result<Accepted<IO>, E>,

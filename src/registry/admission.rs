@@ -37,7 +37,7 @@ impl Admission {
 
     /// Wraps `io` in a [`MonitoredIo`] registered in the live table of the
     /// service, with `local` as the local address.
-    pub fn attach<T>(mut self, io: T, local: SocketAddr) -> MonitoredIo<T> {
+    pub fn attach<T: 'static>(mut self, io: T, local: SocketAddr) -> MonitoredIo<T> {
         let service = self.service.take().expect("an admission is attached once");
         let record = service.register(self.peer, local);
         MonitoredIo::new(io, ConnGuard { service, record })

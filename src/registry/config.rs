@@ -6,9 +6,28 @@ use ipnet::IpNet;
 
 /// The settings of one [`Service`](crate::Service).
 ///
-/// Defaults are the Go monconn's: read and write timeouts 600 s, wait timeout
-/// 60 s, max idle 900 s, idle check every 15 s, no connection or IP limit,
-/// TCP keepalive with a 30 s period, no hex dump, empty blacklist.
+/// Defaults: no read or write timeout and no idle limit (like tower-http's
+/// timeouts, off until asked for: a server streaming events or downloads
+/// must not lose them because it added monitoring), wait timeout 60 s, idle
+/// check every 15 s, no connection or IP limit, TCP keepalive with a 30 s
+/// period, no hex dump, empty lists. The Go monconn's 600 s read and write
+/// timeouts and 900 s max idle are one call away; the forwarder uses them.
+///
+/// # Timeouts
+/// None of them cuts a connection whose bytes are moving in either
+/// direction:
+///
+/// | setting | cuts a connection when | HAProxy's nearest |
+/// |---|---|---|
+/// | `max_idle` | no byte moved either way for this long | `timeout tunnel` |
+/// | `read_timeout` | a read is pending on the peer, and no byte moved either way, for this long | `timeout client` ("the client is expected to send") |
+/// | `write_timeout` | a write to the peer is pending (it stopped taking bytes), and no byte moved either way, for this long | `timeout client` ("expected to acknowledge"); a proxy's stalled backend, `timeout server` ([`ConnRecord::set_upstream_blocked`](crate::ConnRecord::set_upstream_blocked)) |
+///
+/// A timeout is noticed at the sweeper's next tick (`idle_interval`); a
+/// pending read is checked once more one tick later, so that a read its
+/// caller dropped (a `tokio::time::timeout` around it) is forgotten rather
+/// than cut. A cut closes the connection with a reset (see
+/// [`MonitoredIo`](crate::MonitoredIo)).
 ///
 /// A `None` time or limit means "none". Settings changed at runtime with
 /// [`Service::set_config`](crate::Service::set_config) apply to connections
@@ -28,16 +47,17 @@ use ipnet::IpNet;
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub struct ServiceConfig {
-    /// Close a connection whose read has been pending this long. Default 600 s.
+    /// Close a connection whose read has been pending this long while no
+    /// byte moved either way. Default none.
     pub read_timeout: Option<Duration>,
     /// Close a connection whose write has been pending this long (a peer that
-    /// stopped reading). Default 600 s.
+    /// stopped reading) while no byte moved either way. Default none.
     pub write_timeout: Option<Duration>,
     /// On a graceful stop, how long live connections may go on before they are
     /// cut. Default 60 s.
     pub wait_timeout: Duration,
     /// Close a connection that has neither read nor written a byte for this
-    /// long. Default 900 s.
+    /// long. Default none.
     pub max_idle: Option<Duration>,
     /// How often the sweeper checks idleness and timeouts. Default 15 s.
     pub idle_interval: Duration,
@@ -77,10 +97,10 @@ pub struct RateLimit {
 impl Default for ServiceConfig {
     fn default() -> Self {
         ServiceConfig {
-            read_timeout: Some(Duration::from_secs(600)),
-            write_timeout: Some(Duration::from_secs(600)),
+            read_timeout: None,
+            write_timeout: None,
             wait_timeout: Duration::from_secs(60),
-            max_idle: Some(Duration::from_secs(900)),
+            max_idle: None,
             idle_interval: Duration::from_secs(15),
             conn_limit: None,
             ip_limit: None,

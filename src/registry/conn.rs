@@ -15,6 +15,24 @@ use crate::clock::{now_ms, since};
 
 const OPEN: u8 = u8::MAX;
 
+/// No probe of the pending read is under way.
+const PROBE_NONE: u8 = 0;
+/// The sweeper woke the reader to see whether its read is still pending.
+const PROBE_ASKED: u8 = 1;
+/// The reader polled its read again after the probe: it is really pending.
+const PROBE_SEEN: u8 = 2;
+
+/// What the sweeper makes of a read pending past `read_timeout`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ReadProbe {
+    /// The read was polled again after the probe: it is really pending.
+    Pending,
+    /// The probe is asked: the reader is woken, and the next sweep knows.
+    Asked,
+    /// Nobody polled the read since the probe: its caller dropped it.
+    Abandoned,
+}
+
 /// The live record of one monitored connection.
 ///
 /// Shared (`Arc`) between the connection's [`MonitoredIo`](crate::MonitoredIo),
@@ -34,6 +52,12 @@ pub struct ConnRecord {
     read_wait: AtomicU64,
     /// When the pending write started (ms), 0 when no write is pending.
     write_wait: AtomicU64,
+    /// When a proxy's write of this connection's bytes to its upstream
+    /// started to wait (ms), 0 when it does not wait.
+    upstream_wait: AtomicU64,
+    /// Whether the sweeper asked a pending read to show it is still there:
+    /// [`PROBE_NONE`], [`PROBE_ASKED`] or [`PROBE_SEEN`].
+    read_probe: AtomicU8,
     state: AtomicU8,
     errored: AtomicBool,
     print_bytes: bool,
@@ -56,6 +80,8 @@ impl ConnRecord {
             last_write: AtomicU64::new(0),
             read_wait: AtomicU64::new(0),
             write_wait: AtomicU64::new(0),
+            upstream_wait: AtomicU64::new(0),
+            read_probe: AtomicU8::new(PROBE_NONE),
             state: AtomicU8::new(OPEN),
             errored: AtomicBool::new(false),
             print_bytes,
@@ -149,8 +175,61 @@ impl ConnRecord {
         self.read_wait.load(Relaxed)
     }
 
+    /// Since when a write is pending, to the client or (for a proxy) to its
+    /// upstream, whichever started first; 0 when none is.
     pub(crate) fn write_waiting_since(&self) -> u64 {
-        self.write_wait.load(Relaxed)
+        match (
+            self.write_wait.load(Relaxed),
+            self.upstream_wait.load(Relaxed),
+        ) {
+            (0, up) => up,
+            (w, 0) => w,
+            (w, up) => w.min(up),
+        }
+    }
+
+    /// For a read pending past `read_timeout`: is it still there? The
+    /// first call wakes the reader (a task still waiting on the read polls
+    /// it again, which [`Self::read_pending`] notes); the next one tells
+    /// whether that happened. A read whose caller dropped it (a
+    /// `tokio::time::timeout` around it, say) is forgotten then.
+    pub(crate) fn probe_read(&self) -> ReadProbe {
+        match self
+            .read_probe
+            .compare_exchange(PROBE_NONE, PROBE_ASKED, Relaxed, Relaxed)
+        {
+            Ok(_) => {
+                self.read_waker.wake();
+                ReadProbe::Asked
+            }
+            Err(PROBE_SEEN) => ReadProbe::Pending,
+            Err(_) => {
+                if self
+                    .read_probe
+                    .compare_exchange(PROBE_ASKED, PROBE_NONE, Relaxed, Relaxed)
+                    .is_ok()
+                {
+                    self.read_wait.store(0, Relaxed);
+                }
+                ReadProbe::Abandoned
+            }
+        }
+    }
+
+    /// For a proxy: whether this connection's bytes are stuck in a write to
+    /// its upstream (the backend stopped reading). While they are,
+    /// `write_timeout` counts as for a write to the client that is pending,
+    /// so a backend that stops taking bytes is cut after `write_timeout`,
+    /// counted as a write timeout. Call it with `false` once the write moves
+    /// again. The task that waits must have parked its waker with
+    /// [`Self::poll_closed`] (or a pending read) to hear of the cut.
+    pub fn set_upstream_blocked(&self, blocked: bool) {
+        let since = self.upstream_wait.load(Relaxed);
+        if blocked && since == 0 {
+            self.upstream_wait.store(now_ms(), Relaxed);
+        } else if !blocked && since != 0 {
+            self.upstream_wait.store(0, Relaxed);
+        }
     }
 
     pub(crate) fn errored(&self) -> bool {
@@ -186,6 +265,7 @@ impl ConnRecord {
     pub(crate) fn on_read(&self, n: usize) -> u64 {
         if self.read_wait.load(Relaxed) != 0 {
             self.read_wait.store(0, Relaxed);
+            self.read_probe.store(PROBE_NONE, Relaxed);
         }
         if n == 0 {
             return self.read.load(Relaxed);
@@ -206,6 +286,14 @@ impl ConnRecord {
         self.written.fetch_add(n as u64, Relaxed)
     }
 
+    /// A flush or shutdown completed: no write is pending any more.
+    #[inline]
+    pub(crate) fn write_done(&self) {
+        if self.write_wait.load(Relaxed) != 0 {
+            self.write_wait.store(0, Relaxed);
+        }
+    }
+
     #[inline]
     pub(crate) fn on_error(&self) {
         self.errored.store(true, Relaxed);
@@ -217,6 +305,8 @@ impl ConnRecord {
     pub(crate) fn read_pending(&self, cx: &Context<'_>) -> io::Result<()> {
         if self.read_wait.load(Relaxed) == 0 {
             self.read_wait.store(now_ms(), Relaxed);
+        } else if self.read_probe.load(Relaxed) == PROBE_ASKED {
+            self.read_probe.store(PROBE_SEEN, Relaxed);
         }
         self.read_waker.register(cx.waker());
         self.check_open()

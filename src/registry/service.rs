@@ -175,7 +175,7 @@ impl Service {
     /// # Errors
     /// [`Rejected`] when the peer is filtered out ([`Service::ip_verdict`]) or
     /// [`Service::admit`] refuses the connection; drop `io` to close it.
-    pub fn wrap<T>(
+    pub fn wrap<T: 'static>(
         &self,
         io: T,
         peer: SocketAddr,

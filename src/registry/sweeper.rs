@@ -2,6 +2,7 @@
 
 use std::sync::{Arc, Weak};
 
+use super::conn::ReadProbe;
 use super::reason::CloseCause;
 use super::service::ServiceInner;
 use crate::clock::{now_ms, since};
@@ -42,6 +43,13 @@ pub(crate) async fn run(service: Weak<ServiceInner>) {
 impl ServiceInner {
     /// Closes the connections idle past `max_idle`, with a read pending past
     /// `read_timeout` or a write pending past `write_timeout`.
+    ///
+    /// A timeout counts from the later of the wait's start and the last byte
+    /// moved either way: a connection moving bytes in either direction is
+    /// never cut by `read_timeout` or `write_timeout`. A read pending past
+    /// `read_timeout` is probed first (`ConnRecord::probe_read`): it is
+    /// cut at the next sweep if its task polled it again, and forgotten if
+    /// not (its caller dropped it).
     pub(crate) fn sweep(self: &Arc<Self>) -> usize {
         let config = self.config();
         let now = now_ms();
@@ -54,12 +62,16 @@ impl ServiceInner {
             if record.closed().is_some() {
                 continue;
             }
-            let cause = if expired(record.last_active(), config.max_idle) {
+            let active = record.last_active();
+            let waited = |wait: u64| if wait == 0 { 0 } else { wait.max(active) };
+            let cause = if expired(active, config.max_idle) {
                 CloseCause::Idle
-            } else if expired(record.read_waiting_since(), config.read_timeout) {
-                CloseCause::ReadTimeout
-            } else if expired(record.write_waiting_since(), config.write_timeout) {
+            } else if expired(waited(record.write_waiting_since()), config.write_timeout) {
                 CloseCause::WriteTimeout
+            } else if expired(waited(record.read_waiting_since()), config.read_timeout)
+                && record.probe_read() == ReadProbe::Pending
+            {
+                CloseCause::ReadTimeout
             } else {
                 continue;
             };
