@@ -12,13 +12,11 @@
 //! - `FWD_SPLICE=1`: bulk transfers by `splice(2)`, as the forwarder's
 //!   `--splice`.
 
-#[path = "forwarder/copy.rs"]
-mod copy;
-
 use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use monconn::forward::{copy_bidirectional, Mode};
 use monconn::{Listener, Registry, ServiceConfig};
 use socket2::{Domain, Socket, Type};
 use tokio::net::TcpStream;
@@ -37,10 +35,7 @@ fn main() -> io::Result<()> {
             .ok()
             .and_then(|v| v.parse::<usize>().ok())
     };
-    let mode = copy::Mode {
-        splice: env("FWD_SPLICE") == Some(1),
-        half_close: true,
-    };
+    let mode = Mode::default().with_splice(env("FWD_SPLICE") == Some(1));
     let service = Registry::new().create(
         &listen.to_string(),
         ServiceConfig::default().with_nodelay(true),
@@ -93,7 +88,7 @@ fn bind(addr: SocketAddr, reuse_port: bool) -> io::Result<Socket> {
     Ok(socket)
 }
 
-async fn serve(listener: Listener, backend: SocketAddr, mode: copy::Mode) -> io::Result<()> {
+async fn serve(listener: Listener, backend: SocketAddr, mode: Mode) -> io::Result<()> {
     loop {
         let (client, _peer) = listener.accept().await?;
         tokio::spawn(async move {
@@ -105,7 +100,7 @@ async fn serve(listener: Listener, backend: SocketAddr, mode: copy::Mode) -> io:
                 return;
             };
             let _ = backend.set_nodelay(true);
-            let _ = copy::pipe(client, backend, mode).await;
+            let _ = copy_bidirectional(client, backend, mode).await;
         });
     }
 }

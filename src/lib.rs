@@ -47,6 +47,9 @@
 
 mod accepted;
 mod clock;
+#[cfg(feature = "forward")]
+#[cfg_attr(docsrs, doc(cfg(feature = "forward")))]
+pub mod forward;
 pub mod integrations;
 pub mod io;
 pub mod layers;

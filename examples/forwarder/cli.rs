@@ -144,8 +144,8 @@ seconds, fractions allowed; 0 means no limit for limits, timeouts and max_idle):
     listen_port: 80
     backend_ip: 127.0.0.1   # or a host name; default 127.0.0.1
     backend_port: 8080
-    read_timeout: 600       # a read pending this long closes the connection
-    write_timeout: 600      # a write pending this long closes the connection
+    read_timeout: 600       # the client sent nothing and nothing moved this long: cut
+    write_timeout: 600      # client or backend stopped taking bytes this long: cut
     wait_timeout: 60        # on stop, how long live connections may finish
     max_idle: 900           # no byte either way for this long closes it
     idle_interval: 15       # how often idleness and timeouts are checked

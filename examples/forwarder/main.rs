@@ -24,7 +24,6 @@ mod admin;
 mod balance;
 mod cli;
 mod config;
-mod copy;
 mod reload;
 mod service;
 mod stats;

@@ -20,7 +20,7 @@ use crate::addr::{Backend, ListenAddr};
 use crate::balance::{Balance, Load, Slot};
 use crate::cli::Accept;
 use crate::config::ServiceSpec;
-use crate::copy;
+use monconn::forward::{self, Mode};
 
 /// Where new connections of a service go. Swapped on reload; connections
 /// already forwarded keep their backend.
@@ -29,7 +29,7 @@ pub(crate) struct Upstream {
     pub(crate) backend: Backend,
     pub(crate) connect_timeout: Option<Duration>,
     /// How its pairs copy: `--splice`, and the spec's `half_close`.
-    pub(crate) mode: copy::Mode,
+    pub(crate) mode: Mode,
 }
 
 impl Upstream {
@@ -37,10 +37,9 @@ impl Upstream {
         Upstream {
             backend: spec.backend.clone(),
             connect_timeout: spec.connect_timeout,
-            mode: copy::Mode {
-                splice: SPLICE.load(Relaxed),
-                half_close: spec.half_close,
-            },
+            mode: Mode::default()
+                .with_splice(SPLICE.load(Relaxed))
+                .with_half_close(spec.half_close),
         }
     }
 }
@@ -286,7 +285,7 @@ async fn forward(
     }
     let id = client.record().id();
     tracing::debug!(%sid, id, %peer, backend = %upstream.backend, shard, "connected");
-    match copy::pipe(client, backend, upstream.mode).await {
+    match forward::copy_bidirectional(client, backend, upstream.mode).await {
         Ok((up, down)) => tracing::debug!(%sid, id, %peer, up, down, "closed"),
         Err(e) => tracing::debug!(%sid, id, %peer, error = %e, "closed with error"),
     }

@@ -24,6 +24,5 @@
 
 mod hexdump;
 mod monitored;
-mod tcp;
 
 pub use monitored::MonitoredIo;

@@ -120,13 +120,6 @@ impl<T> MonitoredIo<T> {
     pub fn get_pin_mut(self: Pin<&mut Self>) -> Pin<&mut T> {
         self.project().inner
     }
-
-    #[inline]
-    pub(crate) fn dump(&self, dir: Direction, offset: u64, bytes: &[u8]) {
-        if self.record().print_bytes() {
-            dump(&self.guard, dir, offset, bytes);
-        }
-    }
 }
 
 #[cold]

@@ -5,14 +5,15 @@
 //! given back to this thread's pool once it is empty, like the copy buffers:
 //! an idle pair holds no pipe.
 //!
-//! This is the example's only `unsafe` code (the library itself forbids it):
-//! three libc calls on file descriptors that this module owns (the pipe's
-//! two ends) or borrows for the duration of the call (a socket's).
+//! The system calls go through `rustix`'s safe wrappers: the pipe's ends
+//! are `OwnedFd`s, a socket is borrowed for the duration of a call.
 
 use std::cell::RefCell;
 use std::io;
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 
+use rustix::pipe::{fcntl_setpipe_size, pipe_with, PipeFlags, SpliceFlags};
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
@@ -65,7 +66,7 @@ impl Pipe {
     pub(crate) fn fill(&mut self, from: &TcpStream) -> io::Result<usize> {
         let fds = self.fds.as_ref().expect("pipe in use");
         let room = fds.size - self.len;
-        let n = from.try_io(Interest::READABLE, || splice(raw(from), fds.write, room))?;
+        let n = from.try_io(Interest::READABLE, || splice(from, &fds.write, room))?;
         self.len += n;
         Ok(n)
     }
@@ -74,7 +75,7 @@ impl Pipe {
     /// (with `to`'s readiness cleared) when it takes none now.
     pub(crate) fn drain(&mut self, to: &TcpStream) -> io::Result<usize> {
         let fds = self.fds.as_ref().expect("pipe in use");
-        let n = to.try_io(Interest::WRITABLE, || splice(fds.read, raw(to), self.len))?;
+        let n = to.try_io(Interest::WRITABLE, || splice(&fds.read, to, self.len))?;
         self.len -= n;
         MOVED.fetch_add(n as u64, Relaxed);
         Ok(n)
@@ -97,70 +98,34 @@ impl Drop for Pipe {
     }
 }
 
-fn raw(s: &TcpStream) -> i32 {
-    std::os::fd::AsRawFd::as_raw_fd(s)
-}
-
 thread_local! {
     static FREE: RefCell<Vec<Fds>> = const { RefCell::new(Vec::new()) };
 }
 
 /// The two ends of a non-blocking pipe, closed on drop.
 struct Fds {
-    read: i32,
-    write: i32,
+    read: OwnedFd,
+    write: OwnedFd,
     size: usize,
 }
 
 impl Fds {
     fn new() -> io::Result<Fds> {
-        let mut fds = [0i32; 2];
-        // SAFETY: `fds` is a valid array of two ints for pipe2 to fill.
-        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) } < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let mut pipe = Fds {
-            read: fds[0],
-            write: fds[1],
-            size: 64 * 1024, // Linux's default capacity
-        };
-        // SAFETY: fcntl on a descriptor we own; a failure leaves the default size.
-        let size = unsafe { libc::fcntl(pipe.write, libc::F_SETPIPE_SZ, PIPE_SIZE as i32) };
-        if size > 0 {
-            pipe.size = size as usize;
-        }
-        Ok(pipe)
-    }
-}
-
-impl Drop for Fds {
-    fn drop(&mut self) {
-        // SAFETY: both descriptors are owned by this value and closed once.
-        unsafe {
-            libc::close(self.read);
-            libc::close(self.write);
-        }
+        let (read, write) = pipe_with(PipeFlags::NONBLOCK | PipeFlags::CLOEXEC)?;
+        // A failure leaves Linux's default capacity.
+        let size = fcntl_setpipe_size(&write, PIPE_SIZE).unwrap_or(64 * 1024);
+        Ok(Fds { read, write, size })
     }
 }
 
 /// One non-blocking `splice(2)` of up to `len` bytes from `from` to `to`.
-fn splice(from: i32, to: i32, len: usize) -> io::Result<usize> {
-    // SAFETY: splice only reads and writes kernel objects behind descriptors
-    // that stay open for the call (a pipe this module owns, a socket borrowed
-    // from a live TcpStream); no user memory is passed.
-    let n = unsafe {
-        libc::splice(
-            from,
-            std::ptr::null_mut(),
-            to,
-            std::ptr::null_mut(),
-            len,
-            libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK,
-        )
-    };
-    if n < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(n as usize)
-    }
+fn splice(from: impl AsFd, to: impl AsFd, len: usize) -> io::Result<usize> {
+    Ok(rustix::pipe::splice(
+        from,
+        None,
+        to,
+        None,
+        len,
+        SpliceFlags::MOVE | SpliceFlags::NONBLOCK,
+    )?)
 }

@@ -1,16 +1,15 @@
-//! The forwarder's copy engine (examples/forwarder/copy.rs) over real
-//! loopback sockets: half-close both ways, errors and closes from outside
+//! `monconn::forward`, the forwarder's copy engine, over real loopback
+//! sockets: half-close both ways, errors and closes from outside
 //! ending the pair, exact byte counts on the buffered and the splice path,
 //! no buffer held by an idle pair, big transfers byte for byte.
 
-#[path = "../examples/forwarder/copy.rs"]
-mod copy;
 mod support;
 
 use std::io;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
+use monconn::forward::{buffers_lent, copy_bidirectional, eof_pending, spliced_bytes, Mode};
 use monconn::{Registry, Service, ServiceConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::{TcpListener, TcpStream};
@@ -40,14 +39,11 @@ impl Rig {
     /// Pairs that move bulk transfers with `splice(2)` when `splice` is set
     /// (the forwarder's `--splice`).
     async fn with_splice(config: ServiceConfig, splice: bool) -> Rig {
-        let mode = copy::Mode {
-            splice,
-            half_close: true,
-        };
+        let mode = Mode::default().with_splice(splice);
         Rig::with_mode(config, mode).await
     }
 
-    async fn with_mode(config: ServiceConfig, mode: copy::Mode) -> Rig {
+    async fn with_mode(config: ServiceConfig, mode: Mode) -> Rig {
         let service = Registry::new().create("copy", config);
         let front = support::listen().await;
         let backend = support::listen().await;
@@ -60,7 +56,7 @@ impl Rig {
                 let tx = tx.clone();
                 tokio::spawn(async move {
                     let backend = TcpStream::connect(to).await.expect("connect backend");
-                    let _ = tx.send(copy::pipe(client, backend, mode).await);
+                    let _ = tx.send(copy_bidirectional(client, backend, mode).await);
                 });
             }
         });
@@ -145,7 +141,7 @@ async fn receive(mut r: impl AsyncReadExt + Unpin) -> io::Result<u64> {
 /// through `splice(2)` meanwhile.
 async fn both_ways(config: ServiceConfig, up: usize, down: usize, splice: bool) -> u64 {
     let _serial = SERIAL.lock().await;
-    let spliced = copy::spliced();
+    let spliced = spliced_bytes();
     let mut rig = Rig::with_splice(config, splice).await;
     let (client, server) = rig.pair().await;
     let (cr, cw) = client.into_split();
@@ -160,8 +156,8 @@ async fn both_ways(config: ServiceConfig, up: usize, down: usize, splice: bool) 
     assert_eq!(rig.result().await.unwrap(), (up as u64, down as u64));
     eventually("connection gone", || rig.service.connections() == 0).await;
     assert_eq!(rig.service.bytes(), (up as u64, down as u64));
-    assert_eq!(copy::lent(), (0, 0));
-    copy::spliced() - spliced
+    assert_eq!(buffers_lent(), (0, 0));
+    spliced_bytes() - spliced
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -270,10 +266,7 @@ async fn without_half_close_the_first_eof_closes_both_sides() {
     // pair at once, with the reply delivered; the client's side is closed
     // without waiting for its EOF, and the backend sees the close too.
     let _serial = SERIAL.lock().await;
-    let mode = copy::Mode {
-        splice: false,
-        half_close: false,
-    };
+    let mode = Mode::default().with_splice(false).with_half_close(false);
     let mut rig = Rig::with_mode(quiet_config(), mode).await;
     let (mut client, mut server) = rig.running_pair(b"request").await;
     server.write_all(b"reply").await.unwrap();
@@ -299,7 +292,7 @@ async fn a_reply_with_its_fin_right_behind_arrives_whole() {
     // The backend answers and closes at once, as `echod once` or an HTTP/1.0
     // server does: the FIN is often there before the pipe reads the reply,
     // and the pipe then ends that direction without reading EOF
-    // (`copy::eof_pending`). Not a byte may be lost to that.
+    // (`eof_pending`). Not a byte may be lost to that.
     let _serial = SERIAL.lock().await;
     let mut rig = Rig::new(quiet_config()).await;
     for round in 0..100usize {
@@ -334,10 +327,10 @@ async fn eof_behind_drained_data_is_known_without_a_read() {
     peer.write_all(b"abc").await.unwrap();
     peer.shutdown().await.unwrap();
     peer_end_seen(&ours).await;
-    assert!(!copy::eof_pending(&ours), "three bytes are still unread");
+    assert!(!eof_pending(&ours), "three bytes are still unread");
     // A short read drains the socket; the FIN was known before it.
     assert_eq!(ours.read(&mut [0; 64]).await.unwrap(), 3);
-    assert!(copy::eof_pending(&ours));
+    assert!(eof_pending(&ours));
     assert_eq!(ours.read(&mut [0; 64]).await.unwrap(), 0, "it is EOF");
 }
 
@@ -346,12 +339,12 @@ async fn a_fin_after_the_last_read_still_takes_a_read() {
     let (mut peer, mut ours) = support::plain_pair().await;
     peer.write_all(b"abc").await.unwrap();
     assert_eq!(ours.read(&mut [0; 64]).await.unwrap(), 3);
-    assert!(!copy::eof_pending(&ours), "no FIN yet");
+    assert!(!eof_pending(&ours), "no FIN yet");
     // The FIN comes after the read that drained the socket: readable
     // again, and only a read can tell what came (data, or the end).
     peer.shutdown().await.unwrap();
     peer_end_seen(&ours).await;
-    assert!(!copy::eof_pending(&ours));
+    assert!(!eof_pending(&ours));
     assert_eq!(ours.read(&mut [0; 64]).await.unwrap(), 0);
 }
 
@@ -363,7 +356,7 @@ async fn a_reset_behind_data_is_not_taken_for_eof() {
     peer_end_seen(&ours).await;
     assert_eq!(ours.read(&mut [0; 64]).await.unwrap(), 3);
     // The reset must reach the pipe as an error, so a read it takes.
-    assert!(!copy::eof_pending(&ours));
+    assert!(!eof_pending(&ours));
     let err = ours.read(&mut [0; 64]).await.unwrap_err();
     assert_eq!(err.kind(), io::ErrorKind::ConnectionReset, "{err}");
 }
@@ -382,7 +375,7 @@ async fn backend_reset_ends_the_pair() {
     let _ = within("client sees the close", client.read_to_end(&mut rest)).await;
     assert!(rest.is_empty());
     eventually("connection gone", || rig.service.connections() == 0).await;
-    assert_eq!(copy::lent(), (0, 0));
+    assert_eq!(buffers_lent(), (0, 0));
     // The backend's reset counts as the connection's end by error.
     let closed = rig.service.snapshot(false).closed;
     assert_eq!(closed.get("error"), Some(&1), "{closed:?}");
@@ -458,7 +451,7 @@ async fn idle_pairs_hold_no_pipe() {
 /// with `splice`, every pipe) is back in the pool.
 async fn idle_pairs_hold_nothing(splice: bool) {
     let _serial = SERIAL.lock().await;
-    let spliced = copy::spliced();
+    let spliced = spliced_bytes();
     let rig = Rig::with_splice(quiet_config(), splice).await;
     let mut pairs = Vec::new();
     for i in 0..50u8 {
@@ -479,11 +472,11 @@ async fn idle_pairs_hold_nothing(splice: bool) {
     }
     assert_eq!(rig.service.connections(), 50);
     eventually("every buffer and pipe given back", || {
-        copy::lent() == (0, 0)
+        buffers_lent() == (0, 0)
     })
     .await;
     // Pipes were lent (and given back) only where splice was asked for.
-    let used_pipes = copy::spliced() > spliced;
+    let used_pipes = spliced_bytes() > spliced;
     assert_eq!(used_pipes, splice && cfg!(target_os = "linux"));
 }
 
@@ -507,7 +500,7 @@ async fn a_stalled_backend_holds_one_lease_until_it_reads() {
         }
     });
     eventually("the pair holds one buffer or pipe", || {
-        let (bufs, pipes) = copy::lent();
+        let (bufs, pipes) = buffers_lent();
         bufs + pipes == 1
     })
     .await;
@@ -527,7 +520,7 @@ async fn a_stalled_backend_holds_one_lease_until_it_reads() {
         got += n as u64;
     }
     assert_eq!(got, total);
-    eventually("lease given back", || copy::lent() == (0, 0)).await;
+    eventually("lease given back", || buffers_lent() == (0, 0)).await;
     drop(server);
     let mut rest = Vec::new();
     let _ = cr.read_to_end(&mut rest).await;
@@ -601,11 +594,8 @@ async fn an_idle_pair_is_small() {
     let backend = TcpStream::connect(backend_listener.local_addr().unwrap())
         .await
         .unwrap();
-    let mode = copy::Mode {
-        splice: true,
-        half_close: true,
-    };
-    let pair = copy::pipe(client, backend, mode);
+    let mode = Mode::default().with_splice(true).with_half_close(true);
+    let pair = copy_bidirectional(client, backend, mode);
     let size = std::mem::size_of_val(&pair);
     assert!(size <= 200, "pipe future is {size} bytes");
 }

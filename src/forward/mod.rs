@@ -1,27 +1,68 @@
-//! Copying bytes between a client and its backend.
-//!
-//! One future drives both directions of a pair (no task per direction), and
-//! holds, while idle, only the two sockets and a few words of state:
+//! A monitored, half-close-correct `copy_bidirectional` for proxies: one
+//! future moves both directions between a monitored client and its backend,
+//! and holds no buffer while the pair is idle.
 //!
 //! - it waits for a side to be readable with no buffer, then borrows a
-//!   63 KiB buffer from the thread's [`pool`](self::pool), moves the burst,
-//!   and gives it back (a buffer stays lent only while its bytes wait for a
-//!   slow destination);
-//! - with `splice` (the forwarder's `--splice`), on Linux, for a service
-//!   without `print_bytes`, a direction whose read filled a whole buffer goes
-//!   on with [`splice`](self::splice) (socket -> pipe -> socket, no copy
-//!   through user space, a pooled pipe lent per burst), until a burst is
-//!   small again. Off by default: over loopback, copies through a 63 KiB
-//!   buffer move more (BENCHMARKS.md);
+//!   63 KiB buffer from the thread's pool, moves the burst, and gives it
+//!   back (a buffer stays lent only while its bytes wait for a slow
+//!   destination);
+//! - with [`Mode::with_splice`], on Linux, for a service without
+//!   `print_bytes`, a direction whose read filled a whole buffer goes on
+//!   with `splice(2)` (socket -> pipe -> socket, no copy through user space,
+//!   a pooled pipe lent per burst), until a burst is small again. Off by
+//!   default: over loopback, copies through a 63 KiB buffer move more;
 //! - one side's EOF becomes a write shutdown of the other, and the other
-//!   direction goes on until it ends too (with `half_close` off, the first
-//!   EOF closes both sides instead); an EOF the reactor reported before
-//!   the short read that drained the socket is taken without reading it
-//!   ([`eof_pending`]);
+//!   direction goes on until it ends too (without [`Mode::with_half_close`],
+//!   the first EOF closes both sides instead); an EOF the reactor reported
+//!   before the short read that drained the socket is taken without reading
+//!   it ([`eof_pending`]);
 //! - an error in either direction, or a close of the client from outside
-//!   (idle, timeouts, kick, shutdown), ends the pair: both sockets close;
+//!   (idle, timeouts, kick, shutdown), ends the pair: both sockets close
+//!   with a reset, so neither peer mistakes the cut for a clean end;
+//! - a backend that stops taking the client's bytes is watched by the
+//!   client's `write_timeout` ([`ConnRecord::set_upstream_blocked`]);
 //! - the client side is counted (and hex-dumped) by its [`MonitoredIo`],
 //!   including what `splice` moves.
+//!
+//! [`ConnRecord::set_upstream_blocked`]: crate::ConnRecord::set_upstream_blocked
+//!
+//! # Examples
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> std::io::Result<()> {
+//! use monconn::forward::{copy_bidirectional, Mode};
+//! use monconn::{Listener, Registry};
+//! use tokio::io::{AsyncReadExt, AsyncWriteExt};
+//! use tokio::net::{TcpListener, TcpStream};
+//!
+//! // A backend that answers "pong".
+//! let backend = TcpListener::bind("127.0.0.1:0").await?;
+//! let backend_addr = backend.local_addr()?;
+//! tokio::spawn(async move {
+//!     let (mut s, _) = backend.accept().await.unwrap();
+//!     let mut buf = [0; 4];
+//!     s.read_exact(&mut buf).await.unwrap();
+//!     s.write_all(b"pong").await.unwrap();
+//! });
+//!
+//! // The proxy: every accepted client is monitored, then forwarded.
+//! let service = Registry::new().service("proxy");
+//! let listener = Listener::bind("127.0.0.1:0", service.clone()).await?;
+//! let addr = listener.local_addr();
+//! tokio::spawn(async move {
+//!     while let Ok((client, _peer)) = listener.accept().await {
+//!         let backend = TcpStream::connect(backend_addr).await.unwrap();
+//!         tokio::spawn(copy_bidirectional(client, backend, Mode::default()));
+//!     }
+//! });
+//!
+//! let mut client = TcpStream::connect(addr).await?;
+//! client.write_all(b"ping").await?;
+//! let mut answer = [0; 4];
+//! client.read_exact(&mut answer).await?;
+//! assert_eq!(&answer, b"pong");
+//! # Ok(()) }
+//! ```
 
 use std::future::Future;
 use std::io;
@@ -29,16 +70,16 @@ use std::net::Shutdown;
 use std::pin::{pin, Pin};
 use std::task::{ready, Context, Poll, Waker};
 
-use monconn::MonitoredIo;
 use socket2::SockRef;
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf, Ready};
 use tokio::net::TcpStream;
 
-#[path = "pool.rs"]
+use crate::MonitoredIo;
+
 mod pool;
 #[cfg(target_os = "linux")]
-#[path = "splice.rs"]
 mod splice;
+mod tcp;
 
 use pool::{Buf, BUF_SIZE};
 
@@ -46,34 +87,83 @@ use pool::{Buf, BUF_SIZE};
 #[cfg(target_os = "linux")]
 const SPLICE_MIN: usize = 16 * 1024;
 
-/// How a pair moves its bytes and ends.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Mode {
-    /// Move bulk transfers with `splice(2)` (Linux only, and never for a
-    /// service with `print_bytes`, whose bytes must pass through here).
-    pub(crate) splice: bool,
-    /// Pass each side's EOF on as a write shutdown of the other and go on
-    /// until both have ended (`true`), or end the pair, closing both sides,
-    /// at the first EOF (`false`).
-    pub(crate) half_close: bool,
+/// How a pair moves its bytes and ends. The default: copies through pooled
+/// buffers, half-close passed on.
+///
+/// # Examples
+/// ```
+/// let mode = monconn::forward::Mode::default()
+///     .with_splice(true)
+///     .with_half_close(false);
+/// assert!(mode.splice() && !mode.half_close());
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mode {
+    splice: bool,
+    half_close: bool,
+}
+
+impl Default for Mode {
+    fn default() -> Self {
+        Mode {
+            splice: false,
+            half_close: true,
+        }
+    }
+}
+
+impl Mode {
+    /// Moves bulk transfers with `splice(2)` (Linux only, and never for a
+    /// service with `print_bytes`, whose bytes must pass through user
+    /// space to be dumped). Default false.
+    #[must_use]
+    pub fn with_splice(mut self, splice: bool) -> Self {
+        self.splice = splice;
+        self
+    }
+
+    /// Passes each side's EOF on as a write shutdown of the other and goes
+    /// on until both have ended (`true`, the default), or ends the pair,
+    /// closing both sides, at the first EOF (`false`, nginx stream's
+    /// default).
+    #[must_use]
+    pub fn with_half_close(mut self, half_close: bool) -> Self {
+        self.half_close = half_close;
+        self
+    }
+
+    /// Whether bulk transfers use `splice(2)`.
+    pub fn splice(&self) -> bool {
+        self.splice
+    }
+
+    /// Whether a side's EOF is passed on as a half-close.
+    pub fn half_close(&self) -> bool {
+        self.half_close
+    }
 }
 
 /// Copies both directions between `client` and `backend` until both have
 /// ended, passing each side's EOF on as a write shutdown of the other (or,
-/// without `mode.half_close`, until either ends). Returns the bytes copied
-/// client -> backend and backend -> client.
+/// without [`Mode::half_close`], until either ends). Returns the bytes
+/// copied client -> backend and backend -> client.
+///
+/// The future is all the state a pair keeps while idle: the two sockets and
+/// two small direction states (200 bytes on x86-64, tested); buffers and
+/// pipes are lent per burst.
 ///
 /// # Errors
-/// The first error of either direction, including the client's being closed
-/// from outside; both sockets are closed then.
-pub(crate) fn pipe(
+/// The first error of either direction, including the client's being
+/// closed from outside (idle, timeouts, kick, shutdown: see
+/// [`MonitoredIo`]); both sockets are then closed with a reset, and the
+/// client's connection is counted as closed by an error unless it was cut.
+pub fn copy_bidirectional(
     client: MonitoredIo<TcpStream>,
     backend: TcpStream,
     mode: Mode,
 ) -> impl Future<Output = io::Result<(u64, u64)>> + Send {
     // A plain struct rather than an `async fn`: the future is all the state a
-    // pair keeps while idle, so it is kept small (the two sockets, two small
-    // states; tests/forwarder_copy.rs checks its size).
+    // pair keeps while idle, so it is kept small.
     let splice = mode.splice && cfg!(target_os = "linux") && !client.record().print_bytes();
     Pair {
         client,
@@ -83,9 +173,9 @@ pub(crate) fn pipe(
     }
 }
 
-/// Buffers and pipes lent right now to transfers in flight, over all pairs.
-#[allow(dead_code)] // read by tests and by whoever wants pool stats
-pub(crate) fn lent() -> (usize, usize) {
+/// Copy buffers and `splice` pipes lent right now to transfers in flight,
+/// over all pairs of the process: both return to 0 when every pair is idle.
+pub fn buffers_lent() -> (usize, usize) {
     #[cfg(target_os = "linux")]
     let pipes = splice::in_use();
     #[cfg(not(target_os = "linux"))]
@@ -93,9 +183,9 @@ pub(crate) fn lent() -> (usize, usize) {
     (pool::in_use(), pipes)
 }
 
-/// Bytes moved by `splice(2)` so far, over all pairs (0 off Linux).
-#[allow(dead_code)] // read by tests and by whoever wants pool stats
-pub(crate) fn spliced() -> u64 {
+/// Bytes moved by `splice(2)` so far, over all pairs of the process (0 off
+/// Linux, or when no pair uses it).
+pub fn spliced_bytes() -> u64 {
     #[cfg(target_os = "linux")]
     return splice::moved();
     #[cfg(not(target_os = "linux"))]
@@ -390,7 +480,7 @@ trait End {
 /// Meant for right after `poll_read_ready` returned `Ready`: the readiness
 /// is then not empty, and this poll completes at once, never parking a
 /// waker. Otherwise it is only slower (a waiter added and removed).
-pub(crate) fn eof_pending(tcp: &TcpStream) -> bool {
+pub fn eof_pending(tcp: &TcpStream) -> bool {
     let ready = pin!(tcp.ready(Interest::READABLE | Interest::ERROR));
     match ready.poll(&mut Context::from_waker(Waker::noop())) {
         Poll::Ready(Ok(r)) => {
