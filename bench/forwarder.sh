@@ -41,7 +41,7 @@ export REPS=${REPS:-3}
 mkdir -p "$OUT/bin"
 
 "$PEERS_DIR/setup.sh"
-cargo build -q --release --features metrics --example forwarder --example fwdbench
+cargo build -q --release --features metrics,forward --example forwarder --example fwdbench
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 cp "$TARGET_DIR/release/examples/forwarder" "$TARGET_DIR/release/examples/fwdbench" "$OUT/bin/"
 

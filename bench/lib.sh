@@ -19,7 +19,7 @@ ticks() {
 stage_forwarder() {
 	local dir
 	"$PEERS_DIR/setup.sh" >/dev/null || return 1
-	cargo build -q --release --features metrics --example forwarder || return 1
+	cargo build -q --release --features metrics,forward --example forwarder || return 1
 	dir=$(mktemp -d -t "$1.XXXXXX") || return 1
 	cp "${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/forwarder" "$dir/" || return 1
 	if [ -n "${BASE_BIN:-}" ]; then cp "$BASE_BIN" "$dir/base-forwarder" || return 1; fi

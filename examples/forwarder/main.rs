@@ -1,7 +1,7 @@
 //! `forwarder`: the Go monconn command line, rebuilt on the `monconn` crate.
 //!
 //! A TCP port forwarder that monitors every connection. Run
-//! `cargo run --example forwarder --features metrics -- --help` for the
+//! `cargo run --example forwarder --features metrics,forward -- --help` for the
 //! flags, the config file keys and examples.
 //!
 //! Connections are accepted and forwarded by one thread per core (or
