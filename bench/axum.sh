@@ -23,7 +23,10 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
-source bench/lib.sh # median
+# The median of the numbers on standard input, one per line.
+median() {
+	sort -n | awk '{a[NR] = $1} END {print (NR % 2 ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2)}'
+}
 DURATION=${DURATION:-3s}
 CONNS=${CONNS:-32}
 THREADS=${THREADS:-1}

@@ -2,12 +2,7 @@
 //! config is usable (a service created with it admits and releases).
 #![no_main]
 
-#[allow(dead_code)]
-#[path = "../../examples/forwarder/addr.rs"]
-mod addr;
-#[allow(dead_code)]
-#[path = "../../examples/forwarder/config.rs"]
-mod config;
+use monconn_forwarder::config;
 
 use libfuzzer_sys::fuzz_target;
 

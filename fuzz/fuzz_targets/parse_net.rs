@@ -2,9 +2,7 @@
 //! address parsers: no input may panic; what parses reads back the same.
 #![no_main]
 
-#[allow(dead_code)]
-#[path = "../../examples/forwarder/addr.rs"]
-mod addr;
+use monconn_forwarder::addr;
 
 use libfuzzer_sys::fuzz_target;
 

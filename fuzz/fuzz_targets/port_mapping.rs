@@ -2,15 +2,7 @@
 //! may panic; an error is a clap error with a message.
 #![no_main]
 
-#[allow(dead_code)]
-#[path = "../../examples/forwarder/addr.rs"]
-mod addr;
-#[allow(dead_code)]
-#[path = "../../examples/forwarder/cli.rs"]
-mod cli;
-#[allow(dead_code)]
-#[path = "../../examples/forwarder/config.rs"]
-mod config;
+use monconn_forwarder::{addr, cli};
 
 use clap::Parser;
 use libfuzzer_sys::fuzz_target;

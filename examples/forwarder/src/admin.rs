@@ -1,0 +1,285 @@
+//! The admin HTTP API: stats, Prometheus metrics, blacklist changes, kicks.
+//!
+//! | method | path | answer |
+//! |---|---|---|
+//! | GET | `/stats` | `{"services": [snapshot, ...]}` |
+//! | GET | `/stats/{sid}` | one service's snapshot |
+//! | GET | `/stats/{sid}/connections` | `{"sid", "connections": [...]}` |
+//! | GET | `/metrics` | Prometheus text |
+//! | POST, DELETE | `/services/{sid}/blacklist/{ip-or-cidr}` | `{"sid", "blacklist": [...]}`; `?kick=1` on POST also closes the live connections from it |
+//! | POST | `/services/{sid}/connections/{id}/kick` | `{"sid", "id", "kicked": true}` |
+//!
+//! Path segments are percent-decoded: `/stats/%3A22`, `.../blacklist/10.0.0.0%2F8`.
+//! Blacklist changes act on the rule set the accept stack checks
+//! ([`Service::reject_ip`], [`Service::release_ip`]) and survive SIGHUP reloads.
+//! Errors are `{"error": "..."}` with a 4xx status.
+
+use std::convert::Infallible;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use ipnet::IpNet;
+use metrics_exporter_prometheus::PrometheusHandle;
+use monconn::{Registry, Service};
+use percent_encoding::percent_decode_str;
+use serde_json::json;
+use tokio::net::TcpListener;
+
+use crate::addr::parse_net;
+
+/// What the admin handlers need.
+#[derive(Clone, Debug)]
+pub struct Admin {
+    pub registry: Registry,
+    pub metrics: PrometheusHandle,
+    pub token: Option<Arc<str>>,
+}
+
+/// Checks the admin address: anything but loopback needs a token.
+pub fn check_bind(addr: SocketAddr, token: Option<&str>) -> Result<(), String> {
+    if token.is_some_and(str::is_empty) {
+        return Err("--admin-token is empty".into());
+    }
+    if !addr.ip().is_loopback() && token.is_none() {
+        return Err(format!(
+            "refusing to serve the admin API on {addr} (not a loopback address) without a token: \
+             set --admin-token or MONCONN_ADMIN_TOKEN, or bind 127.0.0.1"
+        ));
+    }
+    Ok(())
+}
+
+/// How often [`upkeep`] drains the exporter's histograms: each second, so
+/// that the samples waiting stay under some 16 bytes times a second's
+/// connections (`PrometheusBuilder::install` would wait 5 s).
+pub const UPKEEP: Duration = Duration::from_secs(1);
+
+/// Drains the exporter's histogram samples (a connection's duration, at each
+/// close) into their summaries every [`UPKEEP`]. A recorder installed with
+/// `install_recorder` has no task of its own for it: its samples would pile
+/// up between scrapes, some 16 bytes per closed connection, for ever if
+/// nobody scrapes.
+pub async fn upkeep(metrics: PrometheusHandle) {
+    let mut every = tokio::time::interval(UPKEEP);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        metrics.run_upkeep();
+    }
+}
+
+/// Serves the API on `listener` until the task is dropped.
+pub async fn serve(listener: TcpListener, admin: Admin) {
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                tracing::warn!(error = %e, "admin accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let admin = admin.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let admin = admin.clone();
+                async move { Ok::<_, Infallible>(admin.handle(req)) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+type Reply = Response<Full<Bytes>>;
+
+fn reply(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Reply {
+    let mut response = Response::new(Full::new(body.into()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        content_type.parse().expect("a valid header value"),
+    );
+    response
+}
+
+fn json_reply(status: StatusCode, value: &impl serde::Serialize) -> Reply {
+    let mut body = serde_json::to_vec(value).unwrap_or_default();
+    body.push(b'\n');
+    reply(status, "application/json", body)
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Reply {
+    json_reply(status, &json!({ "error": message.into() }))
+}
+
+// === impl Admin ===
+
+impl Admin {
+    fn handle(&self, req: Request<Incoming>) -> Reply {
+        if let Some(token) = &self.token {
+            if !authorized(&req, token) {
+                let mut r = error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+                r.headers_mut()
+                    .insert(WWW_AUTHENTICATE, "Bearer".parse().expect("valid"));
+                return r;
+            }
+        }
+        let segments: Result<Vec<String>, _> = req
+            .uri()
+            .path()
+            .split('/')
+            .skip(1)
+            .map(|s| percent_decode_str(s).decode_utf8().map(|s| s.into_owned()))
+            .collect();
+        let Ok(segments) = segments else {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "the path is not valid UTF-8 once decoded",
+            );
+        };
+        let kick = req.uri().query().is_some_and(|q| {
+            q.split('&')
+                .any(|kv| kv == "kick" || kv == "kick=1" || kv == "kick=true")
+        });
+        let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
+        let method = req.method();
+        match (method, segs.as_slice()) {
+            (&Method::GET, ["stats"] | ["stats", ""]) => {
+                json_reply(StatusCode::OK, &self.registry.snapshot(false))
+            }
+            (&Method::GET, ["stats", sid]) => {
+                self.with_service(sid, |s| json_reply(StatusCode::OK, &s.snapshot(false)))
+            }
+            (&Method::GET, ["stats", sid, "connections"]) => self.with_service(sid, |s| {
+                let conns = s.snapshot(true).conns.unwrap_or_default();
+                json_reply(
+                    StatusCode::OK,
+                    &json!({ "sid": s.sid(), "connections": conns }),
+                )
+            }),
+            (&Method::GET, ["metrics"]) => {
+                for service in self.registry.list() {
+                    service.publish_metrics();
+                }
+                reply(
+                    StatusCode::OK,
+                    "text/plain; version=0.0.4",
+                    self.metrics.render(),
+                )
+            }
+            (&Method::POST | &Method::DELETE, ["services", sid, "blacklist", net]) => {
+                let net = match parse_net(net) {
+                    Ok(net) => net,
+                    Err(e) => return error(StatusCode::BAD_REQUEST, e),
+                };
+                let add = method == Method::POST;
+                self.with_service(sid, |s| blacklist(s, net, add, kick))
+            }
+            (&Method::POST, ["services", sid, "connections", id, "kick"]) => {
+                let Ok(id) = id.parse::<u64>() else {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        format!("`{id}` is not a connection id"),
+                    );
+                };
+                self.with_service(sid, |s| {
+                    if s.kick(id) {
+                        json_reply(
+                            StatusCode::OK,
+                            &json!({ "sid": s.sid(), "id": id, "kicked": true }),
+                        )
+                    } else {
+                        error(
+                            StatusCode::NOT_FOUND,
+                            format!("no open connection {id} in service `{}`", s.sid()),
+                        )
+                    }
+                })
+            }
+            (_, ["stats", ..] | ["metrics"] | ["services", _, "blacklist", _])
+            | (_, ["services", _, "connections", _, "kick"]) => error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("method {method} is not allowed on {}", req.uri().path()),
+            ),
+            _ => error(
+                StatusCode::NOT_FOUND,
+                format!("no such route: {}", req.uri().path()),
+            ),
+        }
+    }
+
+    fn with_service(&self, sid: &str, f: impl FnOnce(&Service) -> Reply) -> Reply {
+        match self.registry.get(sid) {
+            Some(service) => f(&service),
+            None => error(StatusCode::NOT_FOUND, format!("no service `{sid}`")),
+        }
+    }
+}
+
+fn authorized(req: &Request<Incoming>, token: &str) -> bool {
+    let Some(given) = req
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return false;
+    };
+    // Compare in constant time for equal lengths.
+    given.len() == token.len()
+        && given
+            .bytes()
+            .zip(token.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+/// Adds `net` to, or removes it from, the service's blacklist: the rule set
+/// its accept stack checks for every new connection. With `kick`, an added
+/// network's live connections are closed too.
+fn blacklist(service: &Service, net: IpNet, add: bool, kick: bool) -> Reply {
+    let mut kicked = 0;
+    if add {
+        service.reject_ip(net);
+        if kick {
+            kicked = service.kick_net(net);
+        }
+    } else if !service.release_ip(net) {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("{net} is not on the blacklist of `{}`", service.sid()),
+        );
+    }
+    tracing::info!(sid = %service.sid(), %net, add, kicked, "blacklist changed");
+    let list: Vec<String> = service
+        .config()
+        .blacklist
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    json_reply(
+        StatusCode::OK,
+        &json!({ "sid": service.sid(), "blacklist": list, "kicked": kicked }),
+    )
+}
+
+/// Binds the admin address.
+pub async fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    TcpListener::bind(addr).await.map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("cannot serve the admin API on {addr}: {e}"),
+        )
+    })
+}

@@ -1,0 +1,329 @@
+//! The config file (the Go tool's `config.yaml`, plus new keys) and the
+//! services it describes.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use monconn::{RateLimit, ServiceConfig};
+use serde::de::{self, Deserializer, Visitor};
+use serde::Deserialize;
+
+use crate::addr::{self, Backend, ListenAddr};
+
+/// One service to run: where it listens, where it forwards, its settings.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServiceSpec {
+    /// The service's id: its name in the file, its LISTEN text for `-p`.
+    pub sid: String,
+    pub listen: ListenAddr,
+    pub backend: Backend,
+    /// `None`: wait as long as the system does.
+    pub connect_timeout: Option<Duration>,
+    /// Pass one side's EOF on as a write shutdown and let the other
+    /// direction go on (`true`, the default), or close both sides as soon
+    /// as either ends (`false`, nginx stream's default).
+    pub half_close: bool,
+    pub config: ServiceConfig,
+    /// Whether it came from the config file (a reload may change it).
+    pub from_file: bool,
+}
+
+/// The default backend connect timeout.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The forwarder's default settings: the library's, with `TCP_NODELAY` on
+/// and the Go tool's timeouts (read and write 600 s, max idle 900 s; the
+/// library's are off).
+pub fn default_config() -> ServiceConfig {
+    ServiceConfig::default()
+        .with_nodelay(true)
+        .with_read_timeout(Some(Duration::from_secs(600)))
+        .with_write_timeout(Some(Duration::from_secs(600)))
+        .with_max_idle(Some(Duration::from_secs(900)))
+}
+
+/// One service in the file. Keys of the Go tool first, then new ones.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileService {
+    #[serde(default)]
+    listen_ip: Option<Ip>,
+    listen_port: Port,
+    #[serde(default)]
+    backend_ip: Option<Host>,
+    backend_port: Port,
+    read_timeout: Option<Secs>,
+    write_timeout: Option<Secs>,
+    wait_timeout: Option<Secs>,
+    max_idle: Option<Secs>,
+    conn_limit: Option<usize>,
+    ip_limit: Option<usize>,
+    keepalive: Option<KeepAlive>,
+    print_bytes: Option<bool>,
+    #[serde(default)]
+    ip_blacklist: Vec<Net>,
+    // New keys.
+    idle_interval: Option<Secs>,
+    per_ip_limit: Option<usize>,
+    rate_limit: Option<f64>,
+    rate_burst: Option<u32>,
+    #[serde(default)]
+    ip_allowlist: Vec<Net>,
+    connect_timeout: Option<Secs>,
+    nodelay: Option<bool>,
+    pause_at_limit: Option<bool>,
+    half_close: Option<bool>,
+}
+
+/// Reads and checks the config file: its services, sorted by name.
+///
+/// # Errors
+/// A message naming the file, and for a bad value its line, column and key.
+pub fn load(path: &Path) -> Result<Vec<ServiceSpec>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
+    parse(&text).map_err(|e| format!("config file {}: {e}", path.display()))
+}
+
+/// Parses config text (see [`load`]).
+pub fn parse(text: &str) -> Result<Vec<ServiceSpec>, String> {
+    if text.trim().is_empty() {
+        return Ok(Vec::new());
+    }
+    let file: Option<BTreeMap<String, FileService>> =
+        serde_yaml_ng::from_str(text).map_err(|e| yaml_error(&e))?;
+    file.unwrap_or_default()
+        .into_iter()
+        .map(|(name, s)| s.into_spec(name))
+        .collect()
+}
+
+fn yaml_error(e: &serde_yaml_ng::Error) -> String {
+    // serde_yaml_ng's message ends with "at line L column C"; put it first.
+    let msg = e.to_string();
+    match e.location() {
+        Some(loc) => {
+            let suffix = format!(" at line {} column {}", loc.line(), loc.column());
+            let msg = msg.strip_suffix(&suffix).unwrap_or(&msg);
+            format!("line {}, column {}: {msg}", loc.line(), loc.column())
+        }
+        // No place in the text (e.g. "more than one document"): the error
+        // is about the file as a whole; say so, so every error names where.
+        None => format!("the whole file: {msg}"),
+    }
+}
+
+impl FileService {
+    fn into_spec(self, sid: String) -> Result<ServiceSpec, String> {
+        let bad = |e: String| format!("service `{sid}`: {e}");
+        let listen = match self.listen_ip.and_then(|ip| ip.0) {
+            None => ListenAddr::Any(self.listen_port.0),
+            Some(ip) => ListenAddr::Addr((ip, self.listen_port.0).into()),
+        };
+        let host = self
+            .backend_ip
+            .map_or_else(|| "127.0.0.1".to_owned(), |h| h.0);
+        let backend = Backend::from_parts(&host, self.backend_port.0).map_err(bad)?;
+        let d = default_config();
+        let limit = |v: Option<usize>, default| v.map_or(default, |n| (n != 0).then_some(n));
+        let time = |v: Option<Secs>, default| v.map_or(default, |s| s.nonzero());
+        let rate_limit = match (self.rate_limit, self.rate_burst) {
+            (None | Some(0.0), _) => None,
+            (Some(per_sec), burst) if per_sec.is_finite() && per_sec > 0.0 => Some(RateLimit {
+                per_sec,
+                burst: burst.unwrap_or(per_sec.ceil().max(1.0) as u32),
+            }),
+            (Some(v), _) => return Err(bad(format!("rate_limit {v} is not a positive number"))),
+        };
+        let config = d
+            .clone()
+            .with_read_timeout(time(self.read_timeout, d.read_timeout))
+            .with_write_timeout(time(self.write_timeout, d.write_timeout))
+            .with_wait_timeout(self.wait_timeout.map_or(d.wait_timeout, |s| s.0))
+            .with_max_idle(time(self.max_idle, d.max_idle))
+            .with_idle_interval(self.idle_interval.map_or(d.idle_interval, |s| s.0))
+            .with_conn_limit(limit(self.conn_limit, d.conn_limit))
+            .with_ip_limit(limit(self.ip_limit, d.ip_limit))
+            .with_per_ip_limit(limit(self.per_ip_limit, d.per_ip_limit))
+            .with_rate_limit(rate_limit)
+            .with_keepalive(self.keepalive.map_or(d.keepalive, |k| k.0))
+            .with_nodelay(self.nodelay.unwrap_or(d.nodelay))
+            .with_print_bytes(self.print_bytes.unwrap_or(d.print_bytes))
+            .with_pause_at_limit(self.pause_at_limit.unwrap_or(d.pause_at_limit))
+            .with_blacklist(self.ip_blacklist.into_iter().map(|n| n.0))
+            .with_allowlist(self.ip_allowlist.into_iter().map(|n| n.0));
+        Ok(ServiceSpec {
+            sid,
+            listen,
+            backend,
+            connect_timeout: self
+                .connect_timeout
+                .map_or(Some(CONNECT_TIMEOUT), |s| s.nonzero()),
+            half_close: self.half_close.unwrap_or(true),
+            config,
+            from_file: true,
+        })
+    }
+}
+
+/// Refuses two services on one listen address (or one service name twice).
+pub fn check_conflicts(specs: &[ServiceSpec]) -> Result<(), String> {
+    for (i, a) in specs.iter().enumerate() {
+        for b in &specs[i + 1..] {
+            if a.sid == b.sid {
+                return Err(format!("two services are named `{}`", a.sid));
+            }
+            if a.listen.overlaps(&b.listen) {
+                return Err(format!(
+                    "services `{}` ({}) and `{}` ({}) listen on the same address",
+                    a.sid, a.listen, b.sid, b.listen
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+// === value types, each checked as it is read (so errors carry a line) ===
+
+/// A port, written as a number or a string.
+#[derive(Debug)]
+struct Port(u16);
+
+/// An IP address, strictly parsed; an empty string means every interface.
+#[derive(Debug)]
+struct Ip(Option<std::net::IpAddr>);
+
+/// An IP address or a host name.
+#[derive(Debug)]
+struct Host(String);
+
+/// An address or a network (CIDR).
+#[derive(Debug)]
+struct Net(IpNet);
+
+/// Seconds, whole or fractional.
+#[derive(Debug, Clone, Copy)]
+struct Secs(Duration);
+
+/// `true` (30 s period), `false`, or a period in seconds.
+#[derive(Debug)]
+struct KeepAlive(Option<Duration>);
+
+impl Secs {
+    /// `None` for 0, which means "no limit".
+    fn nonzero(self) -> Option<Duration> {
+        (!self.0.is_zero()).then_some(self.0)
+    }
+}
+
+/// A visitor for scalars that may be written as numbers or strings.
+struct Scalar<T>(&'static str, fn(&str) -> Result<T, String>);
+
+impl<T> Visitor<'_> for Scalar<T> {
+    type Value = T;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0)
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<T, E> {
+        (self.1)(v).map_err(E::custom)
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<T, E> {
+        self.visit_str(&v.to_string())
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<T, E> {
+        self.visit_str(&v.to_string())
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<T, E> {
+        self.visit_str(&v.to_string())
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<T, E> {
+        self.visit_str(if v { "true" } else { "false" })
+    }
+}
+
+macro_rules! scalar {
+    ($ty:ty, $expecting:literal, $parse:expr) => {
+        impl<'de> Deserialize<'de> for $ty {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                d.deserialize_any(Scalar($expecting, $parse))
+            }
+        }
+    };
+}
+
+scalar!(Port, "a port number", |s| addr::parse_port(s.trim())
+    .map(Port));
+scalar!(Ip, "an IP address", |s| {
+    let s = s.trim();
+    if s.is_empty() {
+        return Ok(Ip(None));
+    }
+    addr::parse_ip(s.trim_start_matches('[').trim_end_matches(']')).map(|ip| Ip(Some(ip)))
+});
+scalar!(Host, "an IP address or host name", |s| Ok(Host(
+    s.trim().to_owned()
+)));
+scalar!(Net, "an IP address or network", |s| addr::parse_net(s)
+    .map(Net));
+scalar!(Secs, "a number of seconds", |s| parse_secs(s).map(Secs));
+scalar!(
+    KeepAlive,
+    "true, false or a number of seconds",
+    |s| match s {
+        "true" => Ok(KeepAlive(Some(Duration::from_secs(30)))),
+        "false" => Ok(KeepAlive(None)),
+        s => parse_secs(s).map(|d| KeepAlive((!d.is_zero()).then_some(d))),
+    }
+);
+
+fn parse_secs(s: &str) -> Result<Duration, String> {
+    s.trim()
+        .parse::<f64>()
+        .ok()
+        .and_then(|v| Duration::try_from_secs_f64(v).ok())
+        .ok_or_else(|| format!("invalid number of seconds `{s}`"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_key_is_named_with_its_line() {
+        let err =
+            parse("a:\n  listen_port: 1\n  backend_port: 2\n  ip_blaklist: []\n").unwrap_err();
+        assert!(err.contains("ip_blaklist"), "{err}");
+        assert!(err.starts_with("line 4, column 3"), "{err}");
+    }
+
+    #[test]
+    fn ports_as_numbers_or_strings() {
+        let specs =
+            parse("a:\n  listen_ip: 127.0.0.1\n  listen_port: \"81\"\n  backend_port: 82\n")
+                .unwrap();
+        assert_eq!(specs[0].listen.to_string(), "127.0.0.1:81");
+        assert_eq!(specs[0].backend.to_string(), "127.0.0.1:82");
+    }
+
+    #[test]
+    fn zero_means_no_limit() {
+        let specs = parse(
+            "a: {listen_port: 1, backend_port: 2, max_idle: 0, conn_limit: 0, read_timeout: 0.5}",
+        )
+        .unwrap();
+        let c = &specs[0].config;
+        assert_eq!(c.max_idle, None);
+        assert_eq!(c.conn_limit, None);
+        assert_eq!(c.read_timeout, Some(Duration::from_millis(500)));
+    }
+
+    #[test]
+    fn leading_zero_ip_is_refused() {
+        let err = parse("a: {listen_ip: 010.0.0.1, listen_port: 1, backend_port: 2}").unwrap_err();
+        assert!(err.contains("leading zeros"), "{err}");
+    }
+}

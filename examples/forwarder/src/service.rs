@@ -1,0 +1,312 @@
+//! A running forward: its listeners' accept loops (one per shard, each on
+//! its own runtime) and each connection's way to the backend.
+
+use std::io;
+use std::net::{Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use monconn::layers::{FilterLayer, LimitLayer, Pass};
+use monconn::{Listener, MonitoredIo, Service, ServiceConfig};
+use socket2::{Domain, Socket, Type};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::runtime::Handle;
+use tokio::task::JoinHandle;
+use tower::Layer;
+
+use crate::addr::{Backend, ListenAddr};
+use crate::balance::{Balance, Load, Slot};
+use crate::cli::Accept;
+use crate::config::ServiceSpec;
+use monconn::forward::{self, Mode};
+
+/// Where new connections of a service go. Swapped on reload; connections
+/// already forwarded keep their backend.
+#[derive(Debug)]
+pub struct Upstream {
+    pub backend: Backend,
+    pub connect_timeout: Option<Duration>,
+    /// How its pairs copy: `--splice`, and the spec's `half_close`.
+    pub mode: Mode,
+}
+
+impl Upstream {
+    fn new(spec: &ServiceSpec) -> Upstream {
+        Upstream {
+            backend: spec.backend.clone(),
+            connect_timeout: spec.connect_timeout,
+            mode: Mode::default()
+                .with_splice(SPLICE.load(Relaxed))
+                .with_half_close(spec.half_close),
+        }
+    }
+}
+
+/// A service whose listeners are accepting, one per shard.
+#[derive(Debug)]
+pub struct Running {
+    pub spec: ServiceSpec,
+    pub service: Service,
+    upstream: Arc<RwLock<Arc<Upstream>>>,
+    accept: Vec<JoinHandle<()>>,
+}
+
+/// Binds a listen address for `count` shards, one socket handle each:
+/// `:PORT` is every interface, IPv6 and IPv4 on one dual-stack socket where
+/// the system has IPv6, IPv4 only otherwise.
+///
+/// [`Accept::Shared`]: one socket, a handle (`dup`) per shard. With
+/// [`Accept::Reuseport`] and more than one shard, a socket per shard, each
+/// bound with `SO_REUSEPORT` (the kernel spreads new connections among
+/// them); a plain socket is bound first and closed, so that an address
+/// another process listens on (with `SO_REUSEPORT` or not) is refused as it
+/// is with one socket, and so that port 0 picks one port for all of them.
+pub fn bind(
+    listen: &ListenAddr,
+    count: usize,
+    accept: Accept,
+) -> io::Result<Vec<std::net::TcpListener>> {
+    let result = match listen {
+        ListenAddr::Any(port) => {
+            bind_all((Ipv6Addr::UNSPECIFIED, *port).into(), true, count, accept)
+                .or_else(|_| bind_all(([0, 0, 0, 0], *port).into(), false, count, accept))
+        }
+        ListenAddr::Addr(addr) => bind_all(*addr, false, count, accept),
+    };
+    result.map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {listen}: {e}")))
+}
+
+fn bind_all(
+    addr: SocketAddr,
+    dual_stack: bool,
+    count: usize,
+    accept: Accept,
+) -> io::Result<Vec<std::net::TcpListener>> {
+    let first = bind_socket(addr, dual_stack, false)?;
+    if count <= 1 {
+        return Ok(vec![first]);
+    }
+    if accept == Accept::Shared {
+        let mut all = (1..count)
+            .map(|_| first.try_clone())
+            .collect::<io::Result<Vec<_>>>()?;
+        all.push(first);
+        return Ok(all);
+    }
+    let addr = first.local_addr()?;
+    drop(first);
+    (0..count)
+        .map(|_| bind_socket(addr, dual_stack, true))
+        .collect()
+}
+
+fn bind_socket(
+    addr: SocketAddr,
+    dual_stack: bool,
+    reuse_port: bool,
+) -> io::Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    if dual_stack {
+        socket.set_only_v6(false)?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(reuse_port)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
+}
+
+// === impl Running ===
+
+impl Running {
+    /// Starts accepting for `service`: on each socket of `tcps` (from
+    /// [`bind`]), in the shard of the same rank. Every shard's connections
+    /// are counted, limited and listed in the one `service`, and they share
+    /// one accept stack (so one per-IP `rate_limit` bucket per client).
+    /// With [`Accept::Shared`], the shards [balance](crate::balance) what
+    /// they take.
+    pub fn start(
+        spec: ServiceSpec,
+        service: Service,
+        tcps: Vec<std::net::TcpListener>,
+        shards: &[Handle],
+        accept: Accept,
+    ) -> io::Result<Self> {
+        // `Listener::from_tcp`'s stack, its layers shared by every shard.
+        let stack = FilterLayer::new(&service).layer(LimitLayer::new(&service).layer(Pass));
+        // Each socket registers with the runtime of the shard that polls it.
+        let listeners = tcps
+            .into_iter()
+            .zip(shards)
+            .map(|(tcp, shard)| {
+                let _runtime = shard.enter();
+                let tcp = TcpListener::from_std(tcp)?;
+                Listener::with_stack(tcp, service.clone(), stack.clone())
+            })
+            .collect::<io::Result<Vec<_>>>()?;
+        let Some(local) = listeners.first().map(Listener::local_addr) else {
+            return Err(io::Error::other("no socket to listen on"));
+        };
+        let upstream = Arc::new(RwLock::new(Arc::new(Upstream::new(&spec))));
+        let mut slots = match accept {
+            Accept::Shared if listeners.len() > 1 => Balance::slots(listeners.len()),
+            _ => Vec::new(),
+        }
+        .into_iter();
+        let accept = listeners
+            .into_iter()
+            .zip(shards)
+            .enumerate()
+            .map(|(rank, (listener, shard))| {
+                shard.spawn(accept_loop(listener, upstream.clone(), rank, slots.next()))
+            })
+            .collect();
+        tracing::info!(sid = %spec.sid, listen = %local, backend = %spec.backend, "forwarding");
+        Ok(Running {
+            spec,
+            service,
+            upstream,
+            accept,
+        })
+    }
+
+    /// Points new connections at `spec`'s backend and applies its settings.
+    pub fn update(&mut self, spec: ServiceSpec) {
+        if spec.backend != self.spec.backend
+            || spec.connect_timeout != self.spec.connect_timeout
+            || spec.half_close != self.spec.half_close
+        {
+            let upstream = Arc::new(Upstream::new(&spec));
+            *self.upstream.write().unwrap_or_else(|e| e.into_inner()) = upstream;
+        }
+        if spec.config != self.spec.config {
+            let config = keep_runtime_rules(&self.spec.config, &self.service, spec.config.clone());
+            self.service.set_config(config);
+        }
+        self.spec = spec;
+    }
+
+    /// Stops accepting: the listening sockets are closed when this returns.
+    /// Live connections go on.
+    pub async fn stop_accepting(self) -> (ServiceSpec, Service) {
+        for accept in &self.accept {
+            accept.abort();
+        }
+        for accept in self.accept {
+            let _ = accept.await;
+        }
+        (self.spec, self.service)
+    }
+}
+
+/// The file's new settings, plus the blacklist and allowlist entries added
+/// at runtime (through the admin API): those are not in `old`, the
+/// settings the file gave before. Entries of the file come back with it.
+pub fn keep_runtime_rules(
+    old: &ServiceConfig,
+    service: &Service,
+    mut new: ServiceConfig,
+) -> ServiceConfig {
+    let current = service.config();
+    let carry = |now: &[IpNet], before: &[IpNet], into: &mut Vec<IpNet>| {
+        for net in now {
+            if !before.contains(net) && !into.contains(net) {
+                into.push(*net);
+            }
+        }
+    };
+    carry(&current.blacklist, &old.blacklist, &mut new.blacklist);
+    carry(&current.allowlist, &old.allowlist, &mut new.allowlist);
+    new
+}
+
+/// Accepts in the shard of rank `shard`, and forwards each connection in
+/// a task of its own. With a `slot`, only when it is this shard's turn.
+async fn accept_loop(
+    listener: Listener,
+    upstream: Arc<RwLock<Arc<Upstream>>>,
+    shard: usize,
+    slot: Option<Slot>,
+) {
+    loop {
+        if let Some(slot) = &slot {
+            slot.turn().await;
+        }
+        match listener.accept().await {
+            Ok((client, peer)) => {
+                let upstream = upstream.read().unwrap_or_else(|e| e.into_inner()).clone();
+                let service = listener.service().clone();
+                let load = slot.as_ref().map(Slot::load);
+                tokio::spawn(forward(client, peer, upstream, service, shard, load));
+            }
+            Err(e) => {
+                tracing::error!(sid = %listener.service().sid(), error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// Whether pairs move bulk transfers with `splice(2)` (`--splice`), read
+/// when a service starts or its upstream changes.
+static SPLICE: AtomicBool = AtomicBool::new(false);
+
+/// Sets `--splice` for the services started from now on.
+pub fn set_splice(on: bool) {
+    SPLICE.store(on, Relaxed);
+}
+
+/// Connects to the backend and copies both ways until both sides end.
+/// `_load` counts the pair on its shard (`--accept shared`) until then.
+async fn forward(
+    client: MonitoredIo<TcpStream>,
+    peer: SocketAddr,
+    upstream: Arc<Upstream>,
+    service: Service,
+    shard: usize,
+    _load: Option<Load>,
+) {
+    let sid = service.sid();
+    // Boxed: the connect step's state (a timer among it) lives on the heap
+    // only while connecting, not in the task for the pair's whole life.
+    let backend = match Box::pin(connect(&upstream)).await {
+        Ok(backend) => backend,
+        Err(e) => {
+            service.count_backend_error();
+            tracing::warn!(%sid, %peer, backend = %upstream.backend, error = %e, "backend connect failed; closing client");
+            return;
+        }
+    };
+    if service.config().nodelay {
+        let _ = backend.set_nodelay(true);
+    }
+    let id = client.record().id();
+    tracing::debug!(%sid, id, %peer, backend = %upstream.backend, shard, "connected");
+    match forward::copy_bidirectional(client, backend, upstream.mode).await {
+        Ok((up, down)) => tracing::debug!(%sid, id, %peer, up, down, "closed"),
+        Err(e) => tracing::debug!(%sid, id, %peer, error = %e, "closed with error"),
+    }
+}
+
+async fn connect(upstream: &Upstream) -> io::Result<TcpStream> {
+    let connect = async {
+        match &upstream.backend {
+            Backend::Addr(addr) => TcpStream::connect(addr).await,
+            Backend::Host(host, port) => TcpStream::connect((host.as_str(), *port)).await,
+        }
+    };
+    match upstream.connect_timeout {
+        None => connect.await,
+        Some(limit) => tokio::time::timeout(limit, connect)
+            .await
+            .unwrap_or_else(|_| {
+                Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("connect timed out after {limit:?}"),
+                ))
+            }),
+    }
+}

@@ -1,0 +1,17 @@
+//! The forwarder end to end: the real `monconn-forwarder` process (started
+//! through `CARGO_BIN_EXE_monconn-forwarder`) against real backends and
+//! clients over loopback, and the reliability scenarios of RELIABILITY.md.
+//!
+//! One test binary; `support` starts the process and the backends.
+
+mod support;
+
+mod backends;
+mod balance;
+mod cli;
+mod e2e;
+mod limits;
+mod memory;
+mod reliability;
+mod signals;
+mod timeouts;

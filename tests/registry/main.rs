@@ -1,0 +1,13 @@
+//! The registry: services, snapshots, the sweeper, graceful close, metrics.
+//!
+//! One test binary per area (tower's layout); the shared helpers are the
+//! `monconn-test-support` crate (`tests/support`).
+
+use monconn_test_support as support;
+
+mod graceful;
+#[cfg(feature = "metrics")]
+mod metrics;
+mod registry;
+mod snapshot;
+mod sweeper;
