@@ -110,6 +110,51 @@ async fn timer_floor() {
     }
 }
 
+/// Raises the soft limit on open files to the hard limit, as Go does for
+/// its programs: a service manager's soft default (systemd's 1,024) leaves
+/// a proxy short of descriptors at a few hundred clients, while the hard
+/// limit (systemd's 524,288) is there for the asking. Logs both; a failure
+/// is a warning, never fatal.
+fn raise_nofile_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit(2) writes one `rlimit` into `limit`, which it owns.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        let error = std::io::Error::last_os_error();
+        tracing::warn!(%error, "cannot read the open files limit (RLIMIT_NOFILE)");
+        return;
+    }
+    let (soft, hard) = (limit.rlim_cur, limit.rlim_max);
+    // An unlimited hard limit is more than the kernel grants: fs.nr_open is.
+    let target = match hard {
+        libc::RLIM_INFINITY => std::fs::read_to_string("/proc/sys/fs/nr_open")
+            .ok()
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(hard),
+        _ => hard,
+    };
+    if soft >= target {
+        tracing::info!(soft, hard, "open files limit (RLIMIT_NOFILE)");
+        return;
+    }
+    limit.rlim_cur = target;
+    // SAFETY: setrlimit(2) reads one `rlimit` from `limit`.
+    match unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } {
+        0 => tracing::info!(
+            soft,
+            hard,
+            now = target,
+            "open files limit (RLIMIT_NOFILE) raised"
+        ),
+        _ => {
+            let error = std::io::Error::last_os_error();
+            tracing::warn!(soft, hard, %error, "cannot raise the open files limit (RLIMIT_NOFILE)");
+        }
+    }
+}
+
 fn fail(message: String) -> ExitCode {
     eprintln!("forwarder: {message}");
     ExitCode::from(2)
@@ -149,6 +194,7 @@ async fn run(args: Args, shards: Vec<Handle>) -> ExitCode {
             return fail(e);
         }
     }
+    raise_nofile_limit();
     // Signals first, so that a signal sent right after start is not lost.
     let (mut hup, mut int, mut term, mut quit) = match (
         signal(SignalKind::hangup()),

@@ -5,9 +5,10 @@
 //! given back to this thread's pool once it is empty, like the copy buffers:
 //! an idle pair holds no pipe.
 //!
-//! This is the example's only `unsafe` code (the library itself forbids it):
-//! three libc calls on file descriptors that this module owns (the pipe's
-//! two ends) or borrows for the duration of the call (a socket's).
+//! With main.rs's `getrlimit` and `setrlimit`, this is the example's only
+//! `unsafe` code (the library itself forbids it): three libc calls on file
+//! descriptors that this module owns (the pipe's two ends) or borrows for
+//! the duration of the call (a socket's).
 
 use std::cell::RefCell;
 use std::io;
