@@ -23,6 +23,7 @@ async fn the_soft_nofile_limit_is_raised_to_the_hard_one() {
         .lines()
         .find(|l| l.contains("RLIMIT_NOFILE"))
         .unwrap_or_else(|| panic!("no RLIMIT_NOFILE line in:\n{stderr}"));
+    eprintln!("{line}");
     assert!(
         line.contains("soft=256") && line.contains("hard=4096"),
         "{line}"
