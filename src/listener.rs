@@ -40,7 +40,10 @@ pub type DefaultStack = Filter<Limit<Pass>>;
 /// Stack futures that take time (a handshake) run concurrently, alongside the
 /// next accepts. After the stack, the connection's
 /// [`Admission`](crate::Admission) is attached (or taken now, if no layer
-/// took one).
+/// took one). A connection still in the stack when
+/// [`Service::close`] cuts is counted in its
+/// [`CloseReport::cut`](crate::CloseReport::cut) and closed when it comes
+/// out, never yielded.
 ///
 /// With [`pause_at_limit`](crate::ServiceConfig::pause_at_limit), the
 /// listener stops accepting while the service is at `conn_limit` and resumes

@@ -189,8 +189,9 @@ fn at_limit(service: &Service) -> bool {
             .is_some_and(|l| service.connections() >= l)
 }
 
-/// What the stack made of the connection from `peer`: monitored, or refused
-/// (counted, traced and closed).
+/// What the stack made of the connection from `peer`: monitored, refused
+/// (counted, traced and closed), or cut by a service close while in the
+/// stack (closed).
 fn admit<IO: 'static, E: Into<BoxError>>(
     service: &Service,
     peer: SocketAddr,
@@ -198,6 +199,12 @@ fn admit<IO: 'static, E: Into<BoxError>>(
 ) -> Option<MonitoredIo<IO>> {
     let refused: BoxError = match result {
         Ok(conn) => match conn.into_monitored(service) {
+            // Cut by a close while it was in the stack: counted there, and
+            // counted closed when dropped here; never served.
+            Ok(io) if io.record().closed().is_some() => {
+                tracing::debug!(sid = %service.sid(), %peer, "connection cut in the accept stack");
+                return None;
+            }
             Ok(io) => return Some(io),
             Err(rejected) => rejected.into(),
         },

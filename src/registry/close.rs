@@ -13,7 +13,12 @@ pub struct CloseReport {
     /// Connections that ended by themselves within `wait_timeout`.
     pub drained: usize,
     /// Connections still open at `wait_timeout`, closed with
-    /// [`CloseCause::Shutdown`].
+    /// [`CloseCause::Shutdown`]. This includes connections admitted but
+    /// still inside the accept layers (a TLS handshake, say): they are born
+    /// closed when attached, so the [`Listener`](crate::Listener) never
+    /// yields them, and an [`Admission::attach`](crate::Admission::attach)
+    /// made after the cut gives a connection whose reads and writes fail
+    /// with `ConnectionAborted`.
     pub cut: usize,
 }
 
@@ -46,14 +51,20 @@ impl Service {
     /// Stops the service gracefully: admits nothing more, lets live
     /// connections go on for up to `wait_timeout`, then closes the rest with
     /// [`CloseCause::Shutdown`] (their next poll fails with
-    /// `ConnectionAborted`). Idempotent.
+    /// `ConnectionAborted`), and with them every connection admitted but
+    /// still in the accept layers (see [`CloseReport::cut`]). Idempotent.
     pub async fn close(&self) -> CloseReport {
         let inner = &self.inner;
         // Under the table lock, as `admit` checks the state: no admission
         // slips in between the state change and the count.
         let start = {
             let table = lock(&inner.table);
-            inner.state.store(DRAINING, Relaxed);
+            match inner.state.load(Relaxed) {
+                // Closed before: whatever is left was cut then, or is born
+                // closed (see `register`).
+                STOPPED => return CloseReport::default(),
+                _ => inner.state.store(DRAINING, Relaxed),
+            }
             table.active
         };
         let deadline = tokio::time::Instant::now() + inner.config.load().wait_timeout;
@@ -68,18 +79,26 @@ impl Service {
                 break;
             }
         }
+        // Under the table lock, as `register` checks the state: a connection
+        // attached after this point is born closed (see `register`).
         let table = lock(&inner.table);
         let remaining = table.active;
-        let cut = table
+        // A concurrent close may have cut already: the first one counts.
+        if inner.state.swap(STOPPED, Relaxed) == STOPPED {
+            return CloseReport::default();
+        }
+        let listed = table
             .conns
             .values()
             .filter(|r| r.close(CloseCause::Shutdown))
             .count();
+        // Admitted but not attached yet: still in the accept layers (a
+        // handshake, say). Each is born closed when it is attached.
+        let in_flight = table.active.saturating_sub(table.conns.len());
         drop(table);
-        inner.state.store(STOPPED, Relaxed);
         CloseReport {
             drained: start.saturating_sub(remaining),
-            cut,
+            cut: listed + in_flight,
         }
     }
 }

@@ -372,12 +372,20 @@ impl ServiceInner {
         Ok(())
     }
 
-    /// Creates and lists the record of an admitted connection.
+    /// Creates and lists the record of an admitted connection; closed with
+    /// [`CloseCause::Shutdown`] when the service is stopped.
     pub(crate) fn register(&self, peer: SocketAddr, local: SocketAddr) -> Record {
         let id = self.next_id.fetch_add(1, Relaxed);
         let print_bytes = self.config.load().print_bytes;
         let record = Arc::new(ConnRecord::new(id, peer, local, print_bytes));
-        lock(&self.table).conns.insert(id, record.clone());
+        let mut table = lock(&self.table);
+        // Under the lock, as `close` sets the state and cuts: an admission
+        // attached after the cut was counted as cut, and is born closed.
+        if self.is_stopped() {
+            record.close(CloseCause::Shutdown);
+        }
+        table.conns.insert(id, record.clone());
+        drop(table);
         self.counters.accepted.fetch_add(1, Relaxed);
         record
     }

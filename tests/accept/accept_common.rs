@@ -1,7 +1,6 @@
 //! Helpers for the accept-stack tests: a server that holds every admitted
 //! connection until its client closes, and clients that tell admitted from
 //! refused.
-#![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};

@@ -1,6 +1,5 @@
 //! Helpers for the HTTP integration tests: a client TCP stream that counts
 //! the bytes it moves, and a hyper HTTP/1 client over it.
-#![allow(dead_code)]
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};

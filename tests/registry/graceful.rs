@@ -272,3 +272,107 @@ async fn registry_shutdown_closes_every_service() {
         assert_eq!(s.admit(peer).unwrap_err().reason(), &Reason::Stopped);
     }
 }
+
+/// A listener whose accept stack holds every admitted connection in a
+/// handshake until `gate` opens; its accept loop writes `served` to each
+/// connection it yields, after reading what the client sent, and reports the
+/// read's result.
+fn gated_listener(
+    service: &Service,
+    tcp: tokio::net::TcpListener,
+    gate: tokio::sync::watch::Receiver<bool>,
+) -> tokio::sync::mpsc::UnboundedReceiver<io::Result<usize>> {
+    use monconn::layers::{FilterLayer, LimitLayer};
+    use monconn::{Accepted, Listener};
+    let stack = tower::ServiceBuilder::new()
+        .layer(FilterLayer::new(service))
+        .layer(LimitLayer::new(service))
+        .service(tower::service_fn(move |conn: Accepted<TcpStream>| {
+            let mut gate = gate.clone();
+            async move {
+                // The handshake: done when the test says so.
+                let _ = gate.wait_for(|open| *open).await;
+                Ok::<_, std::convert::Infallible>(conn)
+            }
+        }));
+    let listener = Listener::with_stack(tcp, service.clone(), stack).unwrap();
+    let (tx, yielded) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut conn, _peer)) = listener.accept().await else {
+                return;
+            };
+            let mut buf = [0; 64];
+            let read = conn.read(&mut buf).await;
+            if read.is_ok() {
+                let _ = conn.write_all(b"served").await;
+            }
+            let _ = tx.send(read);
+        }
+    });
+    yielded
+}
+
+/// A connection still in the accept layers (a slow handshake) when `close`
+/// cuts is counted as cut, and is never served: the listener closes it as
+/// it comes out of the stack (its client sees the end without a byte).
+#[tokio::test]
+async fn close_cuts_a_connection_still_in_the_accept_layers() {
+    let service = Registry::new().create("handshaking", config(Duration::from_millis(200)));
+    let tcp = support::listen().await;
+    let addr = tcp.local_addr().unwrap();
+    let (open_gate, gate) = tokio::sync::watch::channel(false);
+    let mut yielded = gated_listener(&service, tcp, gate);
+
+    let mut client = TcpStream::connect(addr).await.unwrap();
+    client.write_all(b"hello").await.unwrap();
+    eventually("the client is admitted, in its handshake", || {
+        service.connections() == 1
+    })
+    .await;
+
+    let report = within("close", service.close()).await;
+    assert_eq!(report, CloseReport { drained: 0, cut: 1 });
+    // The handshake ends after the cut.
+    open_gate.send(true).unwrap();
+
+    let mut got = Vec::new();
+    let end = within("the client's end", client.read_to_end(&mut got)).await;
+    assert!(
+        got.is_empty(),
+        "a cut connection was served: {got:?} ({end:?})"
+    );
+    eventually("the connection is gone", || service.connections() == 0).await;
+    // Closed as it came out of the stack, never yielded.
+    assert!(yielded.try_recv().is_err(), "the listener yielded it");
+    let snap = service.snapshot(false);
+    assert_eq!(snap.closed["shutdown"], 1);
+    assert_eq!(snap.closed["normal"], 0);
+}
+
+/// An admission taken before `close` and attached after the cut is counted
+/// as cut, and the connection it makes is closed from birth: its reads and
+/// writes fail with `ConnectionAborted`.
+#[tokio::test]
+async fn an_admission_attached_after_the_cut_is_born_closed() {
+    let service = Registry::new().create("late-attach", config(Duration::from_millis(100)));
+    let (mut client, stream) = support::plain_pair().await;
+    let peer = stream.peer_addr().unwrap();
+    let local = stream.local_addr().unwrap();
+    let admission = service.admit(peer).unwrap();
+
+    let report = within("close", service.close()).await;
+    assert_eq!(report, CloseReport { drained: 0, cut: 1 });
+
+    let mut conn = admission.attach(stream, local);
+    assert_eq!(conn.record().closed(), Some(CloseCause::Shutdown));
+    let mut buf = [0; 8];
+    client.write_all(b"hello").await.unwrap();
+    let read = conn.read(&mut buf).await;
+    assert_eq!(read.unwrap_err().kind(), io::ErrorKind::ConnectionAborted);
+    let write = conn.write_all(b"served").await;
+    assert_eq!(write.unwrap_err().kind(), io::ErrorKind::ConnectionAborted);
+    drop(conn);
+    assert_eq!(service.connections(), 0);
+    assert_eq!(service.snapshot(false).closed["shutdown"], 1);
+}

@@ -13,10 +13,19 @@
 //! Blacklist changes act on the rule set the accept stack checks
 //! ([`Service::reject_ip`], [`Service::release_ip`]) and survive SIGHUP reloads.
 //! Errors are `{"error": "..."}` with a 4xx status.
+//!
+//! With a token, every request needs `Authorization: Bearer TOKEN` (the
+//! scheme in any case). The server serves at most [`MAX_CONNECTIONS`]
+//! connections at once and leaves the next ones in the kernel's backlog; a
+//! client gets [`HEADER_TIMEOUT`] for each request's headers and
+//! [`CONNECTION_DEADLINE`] (plus [`GRACE`] for the request in progress) for
+//! the whole connection, after which it is cut: the admin port never holds
+//! descriptors or tasks for clients that stall.
 
 use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,7 +39,8 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use monconn::{Registry, Service};
 use percent_encoding::percent_decode_str;
 use serde_json::json;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::Semaphore;
 
 use crate::addr::parse_net;
 
@@ -75,10 +85,34 @@ pub async fn upkeep(metrics: PrometheusHandle) {
     }
 }
 
-/// Serves the API on `listener` until the task is dropped.
+/// Admin connections served at once. No more are accepted until one ends:
+/// the next clients wait in the kernel's backlog, holding no descriptor of
+/// the process, so the admin port can never take those forwarding needs.
+pub const MAX_CONNECTIONS: usize = 64;
+
+/// How long a client may take to send a request's headers, and how long a
+/// keep-alive connection may wait for its next request.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long one admin connection may last. Then it closes after the
+/// request in progress (a slow body, an answer not read yet) if that ends
+/// within [`GRACE`], and is cut with a reset otherwise.
+pub const CONNECTION_DEADLINE: Duration = Duration::from_secs(10);
+
+/// See [`CONNECTION_DEADLINE`].
+pub const GRACE: Duration = Duration::from_secs(5);
+
+/// Serves the API on `listener` until the task is dropped, at most
+/// [`MAX_CONNECTIONS`] connections at once.
 pub async fn serve(listener: TcpListener, admin: Admin) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
-        let (stream, _) = match listener.accept().await {
+        // A slot first, then the accept: past the cap, clients stay in the
+        // backlog rather than take a descriptor.
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
             Err(e) => {
                 tracing::warn!(error = %e, "admin accept failed");
@@ -88,17 +122,39 @@ pub async fn serve(listener: TcpListener, admin: Admin) {
         };
         let admin = admin.clone();
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| {
-                let admin = admin.clone();
-                async move { Ok::<_, Infallible>(admin.handle(req)) }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(10))
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            serve_connection(stream, peer, admin).await;
+            drop(slot);
         });
     }
+}
+
+/// Serves one connection until it ends or its deadline
+/// ([`CONNECTION_DEADLINE`], then [`GRACE`]) passes.
+async fn serve_connection(stream: TcpStream, peer: SocketAddr, admin: Admin) {
+    let service = hyper::service::service_fn(move |req| {
+        let admin = admin.clone();
+        async move { Ok::<_, Infallible>(admin.handle(req)) }
+    });
+    let mut conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .serve_connection(TokioIo::new(stream), service);
+    if tokio::time::timeout(CONNECTION_DEADLINE, &mut conn)
+        .await
+        .is_ok()
+    {
+        return;
+    }
+    // No keep-alive past the request in progress; an idle connection closes now.
+    Pin::new(&mut conn).graceful_shutdown();
+    if tokio::time::timeout(GRACE, &mut conn).await.is_ok() {
+        return;
+    }
+    // Stuck on a client that neither sends nor reads: a reset frees the
+    // socket at once, unsent answer and all.
+    let stream = conn.into_parts().io.into_inner();
+    let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+    tracing::debug!(%peer, "admin connection cut at its deadline");
 }
 
 type Reply = Response<Full<Bytes>>;
@@ -227,22 +283,35 @@ impl Admin {
     }
 }
 
+/// Whether the request carries `Authorization: Bearer <token>`. The scheme
+/// is case-insensitive (RFC 9110 §11.1) and one or more spaces follow it
+/// (`1*SP`, §11.4); the token is compared exactly, in constant time.
 fn authorized(req: &Request<Incoming>, token: &str) -> bool {
-    let Some(given) = req
+    let Some((scheme, given)) = req
         .headers()
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(|v| v.split_once(' '))
     else {
         return false;
     };
-    // Compare in constant time for equal lengths.
-    given.len() == token.len()
-        && given
-            .bytes()
-            .zip(token.bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
+    scheme.eq_ignore_ascii_case("Bearer")
+        && same_secret(given.trim_start_matches(' ').as_bytes(), token.as_bytes())
+}
+
+/// `given == secret`, in a time that depends on `given`'s length alone:
+/// neither on where the two differ nor on the secret's length. An empty
+/// secret matches nothing.
+fn same_secret(given: &[u8], secret: &[u8]) -> bool {
+    if secret.is_empty() {
+        return false;
+    }
+    let mut diff = u8::from(given.len() != secret.len());
+    for (i, &g) in given.iter().enumerate() {
+        diff |= g ^ secret[i % secret.len()];
+    }
+    // Keeps the optimiser from turning the loop into an early exit.
+    std::hint::black_box(diff) == 0
 }
 
 /// Adds `net` to, or removes it from, the service's blacklist: the rule set
@@ -274,9 +343,23 @@ fn blacklist(service: &Service, net: IpNet, add: bool, kick: bool) -> Reply {
     )
 }
 
-/// Binds the admin address.
+/// Clients the kernel keeps waiting for an accept past [`MAX_CONNECTIONS`]
+/// (capped by `net.core.somaxconn`): they hold no descriptor of ours.
+const BACKLOG: u32 = 1024;
+
+/// Binds the admin address, with a [`BACKLOG`] for the clients past the cap
+/// (std's 128 would leave the next ones retrying their SYNs for seconds).
 pub async fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
-    TcpListener::bind(addr).await.map_err(|e| {
+    let listen = || {
+        let socket = match addr {
+            SocketAddr::V4(_) => TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => TcpSocket::new_v6()?,
+        };
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        socket.listen(BACKLOG)
+    };
+    listen().map_err(|e: io::Error| {
         io::Error::new(
             e.kind(),
             format!("cannot serve the admin API on {addr}: {e}"),

@@ -85,6 +85,48 @@ async fn timer_floor() {
     }
 }
 
+/// Raises the soft limit on open files to the hard limit, as Go does for
+/// its programs: a service manager's soft default (systemd's 1,024) leaves
+/// a proxy short of descriptors at a few hundred clients, while the hard
+/// limit (systemd's 524,288) is there for the asking. Logs both; a failure
+/// is a warning, never fatal.
+fn raise_nofile_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let show = |v: Option<u64>| v.map_or_else(|| "unlimited".to_owned(), |n| n.to_string());
+    let (soft, hard) = (show(limit.current), show(limit.maximum));
+    // An unlimited hard limit is more than the kernel grants: fs.nr_open is.
+    let target = limit.maximum.or_else(|| {
+        std::fs::read_to_string("/proc/sys/fs/nr_open")
+            .ok()
+            .and_then(|n| n.trim().parse().ok())
+    });
+    let Some(target) = target else {
+        tracing::info!(%soft, %hard, "open files limit (RLIMIT_NOFILE)");
+        return;
+    };
+    if limit.current.is_none_or(|soft| soft >= target) {
+        tracing::info!(%soft, %hard, "open files limit (RLIMIT_NOFILE)");
+        return;
+    }
+    let raised = Rlimit {
+        current: Some(target),
+        maximum: limit.maximum,
+    };
+    match setrlimit(Resource::Nofile, raised) {
+        Ok(()) => tracing::info!(
+            %soft,
+            %hard,
+            now = target,
+            "open files limit (RLIMIT_NOFILE) raised"
+        ),
+        Err(error) => {
+            let error = std::io::Error::from(error);
+            tracing::warn!(%soft, %hard, %error, "cannot raise the open files limit (RLIMIT_NOFILE)");
+        }
+    }
+}
+
 fn fail(message: String) -> ExitCode {
     eprintln!("forwarder: {message}");
     ExitCode::from(2)
@@ -124,6 +166,7 @@ async fn run(args: Args, shards: Vec<Handle>) -> ExitCode {
             return fail(e);
         }
     }
+    raise_nofile_limit();
     // Signals first, so that a signal sent right after start is not lost.
     let (mut hup, mut int, mut term, mut quit) = match (
         signal(SignalKind::hangup()),

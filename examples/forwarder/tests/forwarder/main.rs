@@ -6,12 +6,14 @@
 
 mod support;
 
+mod admin;
 mod backends;
 mod balance;
 mod cli;
 mod e2e;
 mod limits;
 mod memory;
+mod nofile;
 mod reliability;
 mod signals;
 mod timeouts;

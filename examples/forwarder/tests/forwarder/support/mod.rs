@@ -47,6 +47,8 @@ pub struct Setup {
     /// `RUST_LOG` for the process; by default debug for the forwarder and
     /// monconn (a line per connection).
     pub log: Option<&'static str>,
+    /// The process's `RLIMIT_NOFILE` (soft, hard); by default the test's.
+    pub nofile: Option<(u64, u64)>,
 }
 
 impl Setup {
@@ -93,6 +95,24 @@ fn temp_dir() -> PathBuf {
     ));
     std::fs::create_dir_all(&dir).expect("create a temp dir");
     dir
+}
+
+/// Starts `cmd`'s process with `RLIMIT_NOFILE` at (soft, hard).
+fn set_nofile(cmd: &mut Command, (soft, hard): (u64, u64)) {
+    use std::os::unix::process::CommandExt;
+    let limit = libc::rlimit {
+        rlim_cur: soft as libc::rlim_t,
+        rlim_max: hard as libc::rlim_t,
+    };
+    // SAFETY: runs in the child between fork and exec, where only
+    // async-signal-safe calls are allowed: setrlimit(2) is one, and the
+    // closure allocates nothing (the error is built from errno).
+    unsafe {
+        cmd.pre_exec(move || match libc::setrlimit(libc::RLIMIT_NOFILE, &limit) {
+            0 => Ok(()),
+            _ => Err(std::io::Error::last_os_error()),
+        });
+    }
 }
 
 /// Runs the forwarder to its end (for start errors, `--check-config`,
@@ -155,6 +175,9 @@ impl Forwarder {
             let log = setup
                 .log
                 .unwrap_or("info,monconn=debug,monconn::hexdump=trace,forwarder=debug");
+            if let Some(limits) = setup.nofile {
+                set_nofile(&mut cmd, limits);
+            }
             let child = cmd
                 .env_remove("MONCONN_ADMIN_TOKEN")
                 .env("RUST_LOG", log)
@@ -214,6 +237,13 @@ impl Forwarder {
 
     pub fn pid(&self) -> i32 {
         self.child.id() as i32
+    }
+
+    /// The descriptors the process has open now.
+    pub fn open_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .expect("read /proc/PID/fd")
+            .count()
     }
 
     /// Sends `sig` (libc::SIGHUP, say) to the child.
