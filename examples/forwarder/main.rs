@@ -25,6 +25,8 @@ mod balance;
 mod cli;
 mod config;
 mod copy;
+mod logging;
+mod precheck;
 mod reload;
 mod service;
 mod stats;
@@ -65,6 +67,7 @@ fn main() -> ExitCode {
     let code = runtime.block_on(run(args, shards));
     // Do not wait for stray tasks (a DNS lookup, say) on the way out.
     runtime.shutdown_timeout(Duration::from_millis(100));
+    logging::flush(Duration::from_secs(1));
     code
 }
 
@@ -120,11 +123,18 @@ fn init_logging(args: &Args) {
     // Hex dumps are logged at TRACE, and only for services with print_bytes.
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new(format!("{level},monconn::hexdump=trace")));
-    tracing_subscriber::fmt()
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        .with_ansi(std::io::stderr().is_terminal());
+    // Lines go out through a queue that drops them when stderr stalls, so
+    // that logging never blocks a shard or the admin API (`logging.rs`).
+    match logging::Queue::start() {
+        Ok(queue) => fmt.with_writer(queue).init(),
+        Err(e) => {
+            fmt.with_writer(std::io::stderr).init();
+            tracing::warn!(error = %e, "cannot start the log writer thread; logging to stderr directly");
+        }
+    }
 }
 
 async fn run(args: Args, shards: Vec<Handle>) -> ExitCode {
@@ -134,15 +144,15 @@ async fn run(args: Args, shards: Vec<Handle>) -> ExitCode {
         Ok(specs) => specs,
         Err(e) => return fail(e),
     };
+    if specs.is_empty() {
+        return fail("nothing to forward: give -p LISTEN=BACKEND or -c FILE (see --help)".into());
+    }
     if args.check_config {
         for spec in &specs {
             println!("{}: {} -> {}", spec.sid, spec.listen, spec.backend);
         }
         println!("config OK: {} service(s)", specs.len());
         return ExitCode::SUCCESS;
-    }
-    if specs.is_empty() {
-        return fail("nothing to forward: give -p LISTEN=BACKEND or -c FILE (see --help)".into());
     }
     if let Some(addr) = args.admin {
         if let Err(e) = admin::check_bind(addr, args.admin_token.as_deref()) {
@@ -231,6 +241,7 @@ async fn run(args: Args, shards: Vec<Handle>) -> ExitCode {
 }
 
 fn cut_short() -> ExitCode {
-    eprintln!("forwarder: second signal during the drain; exiting now");
+    // Through the log queue: a stalled stderr must not hold the exit.
+    tracing::error!("second signal during the drain; exiting now");
     ExitCode::from(1)
 }

@@ -12,7 +12,8 @@ use tokio::runtime::Handle;
 
 use crate::cli::Accept;
 use crate::config::{self, ServiceSpec};
-use crate::service::{bind, keep_runtime_rules, Running};
+use crate::service::{apply_config, bind, Running};
+use crate::stats;
 
 /// The running services, by sid.
 #[derive(Debug)]
@@ -102,7 +103,13 @@ impl Forwarder {
             return Err("no config file to reload (start with -c FILE)".into());
         };
         let kept = |e: String| format!("{e}; the running config stays");
-        let specs = load_specs(Some(&path), &self.flags).map_err(kept)?;
+        // Reading, parsing and checking a big file takes a while: off the
+        // runtime threads, which go on forwarding and answering meanwhile.
+        let flags = self.flags.clone();
+        let specs = tokio::task::spawn_blocking(move || load_specs(Some(&path), &flags))
+            .await
+            .map_err(|e| kept(format!("loading the config failed: {e}")))?
+            .map_err(kept)?;
         let mut new: BTreeMap<String, ServiceSpec> =
             specs.into_iter().map(|s| (s.sid.clone(), s)).collect();
 
@@ -153,7 +160,7 @@ impl Forwarder {
             let spec = new.remove(sid).expect("the others left above");
             if spec != running.spec {
                 tracing::info!(%sid, "service settings changed");
-                running.update(spec);
+                running.update(spec).await;
             }
         }
 
@@ -172,14 +179,21 @@ impl Forwarder {
             };
             let service = match moved.remove(&sid) {
                 Some((old, service)) => {
-                    service.set_config(keep_runtime_rules(
-                        &old.config,
-                        &service,
-                        spec.config.clone(),
-                    ));
+                    apply_config(&service, old.config, spec.config.clone()).await;
                     service
                 }
-                None => self.registry.create(&sid, spec.config.clone()),
+                None => {
+                    // Compiling a big list takes a while: off the runtime.
+                    let (registry, config) = (self.registry.clone(), spec.config.clone());
+                    let id = sid.clone();
+                    match tokio::task::spawn_blocking(move || registry.create(&id, config)).await {
+                        Ok(service) => service,
+                        Err(e) => {
+                            errors.push(format!("service `{sid}`: {e}"));
+                            continue;
+                        }
+                    }
+                }
             };
             match Running::start(spec, service, tcp, &self.shards, self.accept) {
                 Ok(running) => {
@@ -197,9 +211,11 @@ impl Forwarder {
 
     /// Takes `sid` out of the registry now and drains it in the background,
     /// so that the sid is free at once and its connections may finish.
+    /// Until they have, `/stats` lists it under `draining`.
     fn remove_now(&self, sid: String) {
         let registry = self.registry.clone();
         let mut drain = Box::pin(async move {
+            let _listed = registry.get(&sid).map(stats::Draining::list);
             if let Some(report) = registry.remove(&sid).await {
                 tracing::info!(%sid, drained = report.drained, cut = report.cut, "service stopped");
             }

@@ -1,8 +1,62 @@
-//! Stats lines: periodic (`--stats-interval`) and final (on exit).
+//! Stats: the `/stats` answer, and the lines logged periodically
+//! (`--stats-interval`) and printed on exit.
 
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-use monconn::{CloseReport, Registry, ServiceSnapshot};
+use monconn::{CloseReport, Registry, Service, ServiceSnapshot};
+
+use crate::logging;
+
+/// The services removed by a reload whose connections have not all ended
+/// yet, each with the key of its [`Draining`] guard.
+static DRAINING: Mutex<Vec<(u64, Service)>> = Mutex::new(Vec::new());
+
+/// Keeps a removed service in `/stats` (under `draining`) until dropped.
+#[derive(Debug)]
+pub(crate) struct Draining(u64);
+
+impl Draining {
+    /// Lists `service` as draining until the guard is dropped.
+    pub(crate) fn list(service: Service) -> Draining {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let key = NEXT.fetch_add(1, Relaxed);
+        draining().push((key, service));
+        Draining(key)
+    }
+}
+
+impl Drop for Draining {
+    fn drop(&mut self) {
+        draining().retain(|(key, _)| *key != self.0);
+    }
+}
+
+fn draining() -> std::sync::MutexGuard<'static, Vec<(u64, Service)>> {
+    // Every change is one push or one retain: a panic cannot leave it half done.
+    DRAINING.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The `/stats` answer: `{"services": [...], "draining": [...],
+/// "log_lines_dropped": N}`, with a snapshot per running service, one per
+/// removed service whose connections are still draining, and the log
+/// lines dropped because stderr did not keep up.
+pub(crate) fn all(registry: &Registry) -> serde_json::Value {
+    let mut all = serde_json::to_value(registry.snapshot(false)).unwrap_or_default();
+    let draining: Vec<ServiceSnapshot> = draining()
+        .iter()
+        .map(|(_, service)| service.snapshot(false))
+        .collect();
+    if let Some(map) = all.as_object_mut() {
+        map.insert(
+            "draining".into(),
+            serde_json::to_value(draining).unwrap_or_default(),
+        );
+        map.insert("log_lines_dropped".into(), logging::dropped().into());
+    }
+    all
+}
 
 /// Logs one line per service every `period`.
 pub(crate) async fn log_every(registry: Registry, period: Duration) {
