@@ -2,8 +2,7 @@
 //! admin API. Not a criterion bench: it drives the real forwarder binary.
 //!
 //! ```text
-//! cargo build --release --example forwarder --features metrics
-//! cargo bench --features metrics --bench reload_stall
+//! cargo bench --bench reload_stall
 //! ```
 //!
 //! It starts the forwarder (`--threads 1`: the admin API, the reload and the
@@ -17,8 +16,8 @@
 //! second with no reload. The goal: no reload stalls either by more than
 //! 50 ms.
 //!
-//! Environment: `FORWARDER` (the binary; default
-//! target/release/examples/forwarder), `ENTRIES`, `RELOADS`, `THREADS`.
+//! Environment: `FORWARDER` (the binary; by default it builds the release
+//! forwarder first), `ENTRIES`, `RELOADS`, `THREADS`.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -38,6 +37,23 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
+}
+
+/// Builds the release forwarder (a no-op when it is up to date) and
+/// returns its path.
+fn build_forwarder() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .current_dir(root)
+        .args(["build", "--quiet", "--release", "--example", "forwarder"])
+        .args(["--features", "metrics"])
+        .status()
+        .expect("run cargo build");
+    assert!(status.success(), "cargo build --example forwarder failed");
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+    target.join("release/examples/forwarder")
 }
 
 fn free_port() -> u16 {
@@ -145,15 +161,10 @@ fn median(mut v: Vec<Duration>) -> Duration {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let binary: PathBuf = std::env::var_os("FORWARDER")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target/release/examples/forwarder"));
-    assert!(
-        binary.exists(),
-        "no forwarder at {}: cargo build --release --example forwarder --features metrics",
-        binary.display()
-    );
+    let binary = match std::env::var_os("FORWARDER") {
+        Some(path) => PathBuf::from(path),
+        None => build_forwarder(),
+    };
     let entries: u32 = env_or("ENTRIES", 100_000);
     let reloads: usize = env_or("RELOADS", 5);
     let threads: usize = env_or("THREADS", 1);

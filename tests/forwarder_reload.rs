@@ -193,3 +193,22 @@ async fn a_removed_services_draining_connections_stay_in_stats_until_they_end() 
     }
     fwd.wait_stderr("service stopped").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_while_a_big_config_loads_stops_without_waiting_for_it() {
+    let backend = banner_backend().await.port();
+    let (mut fwd, [port]) =
+        Forwarder::start_with_ports(|[port]| Setup::config(service_yaml("a", port, backend, "")));
+    // Some 14 MB, under the 16 MiB limit: seconds of parsing in a debug build.
+    fwd.write_config(&service_yaml("a", port, backend, &big_blacklist(800_000)));
+    fwd.signal(libc::SIGHUP);
+    // Well into the loading, by any measure.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    fwd.signal(libc::SIGTERM);
+    let status = fwd.wait_exit(WAIT).await;
+    assert_eq!(status.code(), Some(0), "{}", fwd.stderr());
+    let log = fwd.stderr();
+    assert!(log.contains("stopping"), "{log}");
+    // It stopped first: the reload was never applied.
+    assert!(!log.contains("config reloaded"), "{log}");
+}

@@ -214,12 +214,29 @@ async fn run(args: Args, shards: Vec<Handle>) -> ExitCode {
     }
     tracing::info!(services = forwarder.len(), threads, "ready");
 
+    // The config file being loaded for a reload, off the runtime threads:
+    // signals are seen meanwhile, and a newer SIGHUP takes the file anew.
+    let mut loading: Option<reload::Loading> = None;
     loop {
         tokio::select! {
-            _ = hup.recv() => match forwarder.reload().await {
-                Ok(()) => tracing::info!(services = forwarder.len(), "config reloaded"),
+            _ = hup.recv() => match forwarder.load() {
+                Ok(task) => loading = Some(task),
                 Err(e) => tracing::error!(error = %e, "config reload failed"),
             },
+            loaded = async { loading.as_mut().expect("enabled when some").await },
+                if loading.is_some() =>
+            {
+                loading = None;
+                let applied = match loaded {
+                    Ok(Ok(specs)) => forwarder.apply(specs).await,
+                    Ok(Err(e)) => Err(e),
+                    Err(e) => Err(reload::kept(format!("loading the config failed: {e}"))),
+                };
+                match applied {
+                    Ok(()) => tracing::info!(services = forwarder.len(), "config reloaded"),
+                    Err(e) => tracing::error!(error = %e, "config reload failed"),
+                }
+            }
             _ = int.recv() => break,
             _ = term.recv() => break,
             _ = quit.recv() => break,

@@ -9,6 +9,7 @@ use std::task::{Context, Waker};
 
 use monconn::{CloseReport, Registry};
 use tokio::runtime::Handle;
+use tokio::task::JoinHandle;
 
 use crate::cli::Accept;
 use crate::config::{self, ServiceSpec};
@@ -27,6 +28,15 @@ pub(crate) struct Forwarder {
     /// The `-p` services: kept as they are across reloads.
     flags: Vec<ServiceSpec>,
     config_path: Option<PathBuf>,
+}
+
+/// A config file being loaded by [`Forwarder::load`]: its services, or why
+/// it cannot be used.
+pub(crate) type Loading = JoinHandle<Result<Vec<ServiceSpec>, String>>;
+
+/// The end of every reload error: nothing was changed.
+pub(crate) fn kept(e: String) -> String {
+    format!("{e}; the running config stays")
 }
 
 /// Every service to run: the file's and the `-p` ones, checked for conflicts.
@@ -90,26 +100,31 @@ impl Forwarder {
         self.running.len()
     }
 
-    /// Reloads the config file: starts new services, drains and stops
+    /// Starts loading the config file for a reload (SIGHUP): reading,
+    /// parsing and checking run on a blocking thread, so that a big file
+    /// holds up no shard, no admin request and no signal. Hand the result
+    /// to [`Forwarder::apply`].
+    ///
+    /// # Errors
+    /// No config file to reload.
+    pub(crate) fn load(&self) -> Result<Loading, String> {
+        let Some(path) = self.config_path.clone() else {
+            return Err("no config file to reload (start with -c FILE)".into());
+        };
+        let flags = self.flags.clone();
+        Ok(tokio::task::spawn_blocking(move || {
+            load_specs(Some(&path), &flags).map_err(kept)
+        }))
+    }
+
+    /// Applies a loaded config: starts new services, drains and stops
     /// removed ones, moves services whose address changed, applies new
     /// settings and backends to the others. Untouched services and all live
     /// connections go on.
     ///
     /// # Errors
-    /// A config that does not load or an address that cannot be bound:
-    /// nothing changed then.
-    pub(crate) async fn reload(&mut self) -> Result<(), String> {
-        let Some(path) = self.config_path.clone() else {
-            return Err("no config file to reload (start with -c FILE)".into());
-        };
-        let kept = |e: String| format!("{e}; the running config stays");
-        // Reading, parsing and checking a big file takes a while: off the
-        // runtime threads, which go on forwarding and answering meanwhile.
-        let flags = self.flags.clone();
-        let specs = tokio::task::spawn_blocking(move || load_specs(Some(&path), &flags))
-            .await
-            .map_err(|e| kept(format!("loading the config failed: {e}")))?
-            .map_err(kept)?;
+    /// An address that cannot be bound: nothing changed then.
+    pub(crate) async fn apply(&mut self, specs: Vec<ServiceSpec>) -> Result<(), String> {
         let mut new: BTreeMap<String, ServiceSpec> =
             specs.into_iter().map(|s| (s.sid.clone(), s)).collect();
 

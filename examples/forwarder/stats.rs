@@ -5,7 +5,8 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-use monconn::{CloseReport, Registry, Service, ServiceSnapshot};
+use monconn::{CloseReport, Registry, RegistrySnapshot, Service, ServiceSnapshot};
+use serde::Serialize;
 
 use crate::logging;
 
@@ -41,21 +42,26 @@ fn draining() -> std::sync::MutexGuard<'static, Vec<(u64, Service)>> {
 /// The `/stats` answer: `{"services": [...], "draining": [...],
 /// "log_lines_dropped": N}`, with a snapshot per running service, one per
 /// removed service whose connections are still draining, and the log
-/// lines dropped because stderr did not keep up.
-pub(crate) fn all(registry: &Registry) -> serde_json::Value {
-    let mut all = serde_json::to_value(registry.snapshot(false)).unwrap_or_default();
-    let draining: Vec<ServiceSnapshot> = draining()
-        .iter()
-        .map(|(_, service)| service.snapshot(false))
-        .collect();
-    if let Some(map) = all.as_object_mut() {
-        map.insert(
-            "draining".into(),
-            serde_json::to_value(draining).unwrap_or_default(),
-        );
-        map.insert("log_lines_dropped".into(), logging::dropped().into());
+/// lines dropped because stderr did not keep up. `services` comes first,
+/// as it did alone.
+#[derive(Debug, Serialize)]
+pub(crate) struct All {
+    #[serde(flatten)]
+    running: RegistrySnapshot,
+    draining: Vec<ServiceSnapshot>,
+    log_lines_dropped: u64,
+}
+
+/// The `/stats` answer now.
+pub(crate) fn all(registry: &Registry) -> All {
+    All {
+        running: registry.snapshot(false),
+        draining: draining()
+            .iter()
+            .map(|(_, service)| service.snapshot(false))
+            .collect(),
+        log_lines_dropped: logging::dropped(),
     }
-    all
 }
 
 /// Logs one line per service every `period`.
