@@ -103,13 +103,22 @@ pub(crate) fn parse(text: &str) -> Result<Vec<ServiceSpec>, String> {
         .collect()
 }
 
+/// The longest message about a bad value: serde quotes the value whole,
+/// which may be megabytes.
+const MAX_ERROR: usize = 300;
+
 fn yaml_error(e: &serde_yaml_ng::Error) -> String {
     // serde_yaml_ng's message ends with "at line L column C"; put it first.
     let msg = e.to_string();
     match e.location() {
         Some(loc) => {
             let suffix = format!(" at line {} column {}", loc.line(), loc.column());
-            let msg = msg.strip_suffix(&suffix).unwrap_or(&msg);
+            let mut msg = msg.strip_suffix(&suffix).unwrap_or(&msg);
+            if msg.len() > MAX_ERROR {
+                let cut = (0..=MAX_ERROR).rev().find(|&i| msg.is_char_boundary(i));
+                msg = &msg[..cut.unwrap_or(0)];
+                return format!("line {}, column {}: {msg}...", loc.line(), loc.column());
+            }
             format!("line {}, column {}: {msg}", loc.line(), loc.column())
         }
         // No place in the text (e.g. "more than one document"): the error
@@ -321,6 +330,16 @@ mod tests {
         assert_eq!(c.max_idle, None);
         assert_eq!(c.conn_limit, None);
         assert_eq!(c.read_timeout, Some(Duration::from_millis(500)));
+    }
+
+    #[test]
+    fn a_huge_bad_value_is_not_quoted_whole() {
+        let err = parse(&format!("a: {}\n", "x".repeat(100_000))).unwrap_err();
+        assert!(
+            err.starts_with("line 1, column 4: a: invalid type: string"),
+            "{err}"
+        );
+        assert!(err.len() < 400, "{}", err.len());
     }
 
     #[test]
