@@ -22,6 +22,15 @@ mod cli;
 #[allow(dead_code, unreachable_pub)]
 #[path = "../examples/forwarder/config.rs"]
 mod config;
+#[allow(dead_code, unreachable_pub)]
+#[path = "../examples/forwarder/logging.rs"]
+mod logging;
+#[allow(dead_code, unreachable_pub)]
+#[path = "../examples/forwarder/precheck.rs"]
+mod precheck;
+#[allow(dead_code, unreachable_pub)]
+#[path = "../examples/forwarder/stats.rs"]
+mod stats;
 
 use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;

@@ -95,9 +95,9 @@ pub(crate) fn parse(text: &str) -> Result<Vec<ServiceSpec>, String> {
     };
     // As at startup, so on reload: a file with no service (empty, comments
     // only, or cut short) would stop every service of the file.
-    let file = file
-        .filter(|services| !services.is_empty())
-        .ok_or("it defines no service (is it empty, only comments, or cut short?)")?;
+    let file = file.filter(|services| !services.is_empty()).ok_or(
+        "the whole file: it defines no service (is it empty, only comments, or cut short?)",
+    )?;
     file.into_iter()
         .map(|(name, s)| s.into_spec(name))
         .collect()
