@@ -2,7 +2,7 @@
 //!
 //! | method | path | answer |
 //! |---|---|---|
-//! | GET | `/stats` | `{"services": [snapshot, ...]}` |
+//! | GET | `/stats` | `{"services": [snapshot, ...], "draining": [...], "log_lines_dropped": n}` ([`crate::stats::all`]) |
 //! | GET | `/stats/{sid}` | one service's snapshot |
 //! | GET | `/stats/{sid}/connections` | `{"sid", "connections": [...]}` |
 //! | GET | `/metrics` | Prometheus text |
@@ -212,7 +212,7 @@ impl Admin {
         let method = req.method();
         match (method, segs.as_slice()) {
             (&Method::GET, ["stats"] | ["stats", ""]) => {
-                json_reply(StatusCode::OK, &self.registry.snapshot(false))
+                json_reply(StatusCode::OK, &crate::stats::all(&self.registry))
             }
             (&Method::GET, ["stats", sid]) => {
                 self.with_service(sid, |s| json_reply(StatusCode::OK, &s.snapshot(false)))
@@ -228,6 +228,8 @@ impl Admin {
                 for service in self.registry.list() {
                     service.publish_metrics();
                 }
+                metrics::counter!("monconn_forwarder_log_lines_dropped")
+                    .absolute(crate::logging::dropped());
                 reply(
                     StatusCode::OK,
                     "text/plain; version=0.0.4",

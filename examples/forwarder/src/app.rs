@@ -14,7 +14,7 @@ use tracing_subscriber::EnvFilter;
 
 use crate::cli::Args;
 use crate::reload::{load_specs, Forwarder};
-use crate::{admin, cli, service, stats};
+use crate::{admin, cli, logging, reload, service, stats};
 
 /// Runs the forwarder with the process's arguments until it stops; the
 /// process's exit code.
@@ -40,6 +40,7 @@ pub fn main() -> ExitCode {
     let code = runtime.block_on(run(args, shards));
     // Do not wait for stray tasks (a DNS lookup, say) on the way out.
     runtime.shutdown_timeout(Duration::from_millis(100));
+    logging::flush(Duration::from_secs(1));
     code
 }
 
@@ -137,11 +138,18 @@ fn init_logging(args: &Args) {
     // Hex dumps are logged at TRACE, and only for services with print_bytes.
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new(format!("{level},monconn::hexdump=trace")));
-    tracing_subscriber::fmt()
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        .with_ansi(std::io::stderr().is_terminal());
+    // Lines go out through a queue that drops them when stderr stalls, so
+    // that logging never blocks a shard or the admin API (`logging.rs`).
+    match logging::Queue::start() {
+        Ok(queue) => fmt.with_writer(queue).init(),
+        Err(e) => {
+            fmt.with_writer(std::io::stderr).init();
+            tracing::warn!(error = %e, "cannot start the log writer thread; logging to stderr directly");
+        }
+    }
 }
 
 async fn run(args: Args, shards: Vec<Handle>) -> ExitCode {
@@ -151,15 +159,15 @@ async fn run(args: Args, shards: Vec<Handle>) -> ExitCode {
         Ok(specs) => specs,
         Err(e) => return fail(e),
     };
+    if specs.is_empty() {
+        return fail("nothing to forward: give -p LISTEN=BACKEND or -c FILE (see --help)".into());
+    }
     if args.check_config {
         for spec in &specs {
             println!("{}: {} -> {}", spec.sid, spec.listen, spec.backend);
         }
         println!("config OK: {} service(s)", specs.len());
         return ExitCode::SUCCESS;
-    }
-    if specs.is_empty() {
-        return fail("nothing to forward: give -p LISTEN=BACKEND or -c FILE (see --help)".into());
     }
     if let Some(addr) = args.admin {
         if let Err(e) = admin::check_bind(addr, args.admin_token.as_deref()) {
@@ -222,12 +230,29 @@ async fn run(args: Args, shards: Vec<Handle>) -> ExitCode {
     }
     tracing::info!(services = forwarder.len(), threads, "ready");
 
+    // The config file being loaded for a reload, off the runtime threads:
+    // signals are seen meanwhile, and a newer SIGHUP takes the file anew.
+    let mut loading: Option<reload::Loading> = None;
     loop {
         tokio::select! {
-            _ = hup.recv() => match forwarder.reload().await {
-                Ok(()) => tracing::info!(services = forwarder.len(), "config reloaded"),
+            _ = hup.recv() => match forwarder.load() {
+                Ok(task) => loading = Some(task),
                 Err(e) => tracing::error!(error = %e, "config reload failed"),
             },
+            loaded = async { loading.as_mut().expect("enabled when some").await },
+                if loading.is_some() =>
+            {
+                loading = None;
+                let applied = match loaded {
+                    Ok(Ok(specs)) => forwarder.apply(specs).await,
+                    Ok(Err(e)) => Err(e),
+                    Err(e) => Err(reload::kept(format!("loading the config failed: {e}"))),
+                };
+                match applied {
+                    Ok(()) => tracing::info!(services = forwarder.len(), "config reloaded"),
+                    Err(e) => tracing::error!(error = %e, "config reload failed"),
+                }
+            }
             _ = int.recv() => break,
             _ = term.recv() => break,
             _ = quit.recv() => break,
@@ -249,6 +274,7 @@ async fn run(args: Args, shards: Vec<Handle>) -> ExitCode {
 }
 
 fn cut_short() -> ExitCode {
-    eprintln!("forwarder: second signal during the drain; exiting now");
+    // Through the log queue: a stalled stderr must not hold the exit.
+    tracing::error!("second signal during the drain; exiting now");
     ExitCode::from(1)
 }

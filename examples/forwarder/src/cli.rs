@@ -164,11 +164,20 @@ seconds, fractions allowed; 0 means no limit for limits, timeouts and max_idle):
     ip_blacklist: [1.1.1.1, 10.0.0.0/8]
     ip_allowlist: []        # when not empty, only these may connect
 
+A file with no service (empty, comments only), over 16 MiB, or with [ and {
+nested deeper than 32 levels is refused: at start, by --check-config, and on
+SIGHUP (the running services and their connections stay).
+
 Signals: SIGHUP reloads the config file (services added, removed, moved or
-changed; live connections untouched; blacklist and allowlist entries added
+changed; live connections untouched, those of a removed service listed under
+`draining` in /stats until they end; blacklist and allowlist entries added
 through the admin API are kept); SIGINT, SIGTERM and SIGQUIT stop accepting,
 let connections finish for up to wait_timeout, print final stats (one JSON line
 per service on stdout) and exit 0.
+
+Logging goes to stderr through a queue: when nobody reads it, lines are
+dropped (and counted: log_lines_dropped in /stats, a metric in /metrics)
+rather than holding up forwarding and the admin API.
 
 Admin API (--admin): GET /stats, /stats/{sid}, /stats/{sid}/connections,
 /metrics; POST and DELETE /services/{sid}/blacklist/{ip-or-cidr};

@@ -79,27 +79,39 @@ struct FileService {
 }
 
 /// Reads and checks the config file: its services, sorted by name.
+/// Blocking, and up to some hundreds of milliseconds for a big file: call
+/// it off the runtime threads.
 ///
 /// # Errors
-/// A message naming the file, and for a bad value its line, column and key.
+/// A message naming the file, and for a bad value its line, column and key;
+/// a file over the [size](crate::precheck::MAX_FILE_BYTES) or
+/// [nesting](crate::precheck::MAX_NESTING) limit; a file with no service.
 pub fn load(path: &Path) -> Result<Vec<ServiceSpec>, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
+    let text = crate::precheck::read(path)?;
     parse(&text).map_err(|e| format!("config file {}: {e}", path.display()))
 }
 
 /// Parses config text (see [`load`]).
 pub fn parse(text: &str) -> Result<Vec<ServiceSpec>, String> {
-    if text.trim().is_empty() {
-        return Ok(Vec::new());
-    }
-    let file: Option<BTreeMap<String, FileService>> =
-        serde_yaml_ng::from_str(text).map_err(|e| yaml_error(&e))?;
-    file.unwrap_or_default()
-        .into_iter()
+    crate::precheck::nesting(text)?;
+    let file: Option<BTreeMap<String, FileService>> = if text.trim().is_empty() {
+        None
+    } else {
+        serde_yaml_ng::from_str(text).map_err(|e| yaml_error(&e))?
+    };
+    // As at startup, so on reload: a file with no service (empty, comments
+    // only, or cut short) would stop every service of the file.
+    let file = file.filter(|services| !services.is_empty()).ok_or(
+        "the whole file: it defines no service (is it empty, only comments, or cut short?)",
+    )?;
+    file.into_iter()
         .map(|(name, s)| s.into_spec(name))
         .collect()
 }
+
+/// The longest message about a bad value: serde quotes the value whole,
+/// which may be megabytes.
+const MAX_ERROR: usize = 300;
 
 fn yaml_error(e: &serde_yaml_ng::Error) -> String {
     // serde_yaml_ng's message ends with "at line L column C"; put it first.
@@ -107,7 +119,12 @@ fn yaml_error(e: &serde_yaml_ng::Error) -> String {
     match e.location() {
         Some(loc) => {
             let suffix = format!(" at line {} column {}", loc.line(), loc.column());
-            let msg = msg.strip_suffix(&suffix).unwrap_or(&msg);
+            let mut msg = msg.strip_suffix(&suffix).unwrap_or(&msg);
+            if msg.len() > MAX_ERROR {
+                let cut = (0..=MAX_ERROR).rev().find(|&i| msg.is_char_boundary(i));
+                msg = &msg[..cut.unwrap_or(0)];
+                return format!("line {}, column {}: {msg}...", loc.line(), loc.column());
+            }
             format!("line {}, column {}: {msg}", loc.line(), loc.column())
         }
         // No place in the text (e.g. "more than one document"): the error
@@ -319,6 +336,24 @@ mod tests {
         assert_eq!(c.max_idle, None);
         assert_eq!(c.conn_limit, None);
         assert_eq!(c.read_timeout, Some(Duration::from_millis(500)));
+    }
+
+    #[test]
+    fn a_huge_bad_value_is_not_quoted_whole() {
+        let err = parse(&format!("a: {}\n", "x".repeat(100_000))).unwrap_err();
+        assert!(
+            err.starts_with("line 1, column 4: a: invalid type: string"),
+            "{err}"
+        );
+        assert!(err.len() < 400, "{}", err.len());
+    }
+
+    #[test]
+    fn a_file_with_no_service_is_refused() {
+        for text in ["", " \n", "# only a comment\n", "---\n", "~\n", "{}\n"] {
+            let err = parse(text).unwrap_err();
+            assert!(err.contains("defines no service"), "{text:?}: {err}");
+        }
     }
 
     #[test]

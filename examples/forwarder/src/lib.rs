@@ -30,6 +30,8 @@ pub mod app;
 pub mod balance;
 pub mod cli;
 pub mod config;
+pub mod logging;
+pub mod precheck;
 pub mod reload;
 pub mod service;
 pub mod stats;

@@ -9,10 +9,12 @@ use std::task::{Context, Waker};
 
 use monconn::{CloseReport, Registry};
 use tokio::runtime::Handle;
+use tokio::task::JoinHandle;
 
 use crate::cli::Accept;
 use crate::config::{self, ServiceSpec};
-use crate::service::{bind, keep_runtime_rules, Running};
+use crate::service::{apply_config, bind, Running};
+use crate::stats;
 
 /// The running services, by sid.
 #[derive(Debug)]
@@ -26,6 +28,15 @@ pub struct Forwarder {
     /// The `-p` services: kept as they are across reloads.
     flags: Vec<ServiceSpec>,
     config_path: Option<PathBuf>,
+}
+
+/// A config file being loaded by [`Forwarder::load`]: its services, or why
+/// it cannot be used.
+pub type Loading = JoinHandle<Result<Vec<ServiceSpec>, String>>;
+
+/// The end of every reload error: nothing was changed.
+pub fn kept(e: String) -> String {
+    format!("{e}; the running config stays")
 }
 
 /// Every service to run: the file's and the `-p` ones, checked for conflicts.
@@ -94,20 +105,31 @@ impl Forwarder {
         self.running.is_empty()
     }
 
-    /// Reloads the config file: starts new services, drains and stops
+    /// Starts loading the config file for a reload (SIGHUP): reading,
+    /// parsing and checking run on a blocking thread, so that a big file
+    /// holds up no shard, no admin request and no signal. Hand the result
+    /// to [`Forwarder::apply`].
+    ///
+    /// # Errors
+    /// No config file to reload.
+    pub fn load(&self) -> Result<Loading, String> {
+        let Some(path) = self.config_path.clone() else {
+            return Err("no config file to reload (start with -c FILE)".into());
+        };
+        let flags = self.flags.clone();
+        Ok(tokio::task::spawn_blocking(move || {
+            load_specs(Some(&path), &flags).map_err(kept)
+        }))
+    }
+
+    /// Applies a loaded config: starts new services, drains and stops
     /// removed ones, moves services whose address changed, applies new
     /// settings and backends to the others. Untouched services and all live
     /// connections go on.
     ///
     /// # Errors
-    /// A config that does not load or an address that cannot be bound:
-    /// nothing changed then.
-    pub async fn reload(&mut self) -> Result<(), String> {
-        let Some(path) = self.config_path.clone() else {
-            return Err("no config file to reload (start with -c FILE)".into());
-        };
-        let kept = |e: String| format!("{e}; the running config stays");
-        let specs = load_specs(Some(&path), &self.flags).map_err(kept)?;
+    /// An address that cannot be bound: nothing changed then.
+    pub async fn apply(&mut self, specs: Vec<ServiceSpec>) -> Result<(), String> {
         let mut new: BTreeMap<String, ServiceSpec> =
             specs.into_iter().map(|s| (s.sid.clone(), s)).collect();
 
@@ -158,7 +180,7 @@ impl Forwarder {
             let spec = new.remove(sid).expect("the others left above");
             if spec != running.spec {
                 tracing::info!(%sid, "service settings changed");
-                running.update(spec);
+                running.update(spec).await;
             }
         }
 
@@ -177,14 +199,21 @@ impl Forwarder {
             };
             let service = match moved.remove(&sid) {
                 Some((old, service)) => {
-                    service.set_config(keep_runtime_rules(
-                        &old.config,
-                        &service,
-                        spec.config.clone(),
-                    ));
+                    apply_config(&service, old.config, spec.config.clone()).await;
                     service
                 }
-                None => self.registry.create(&sid, spec.config.clone()),
+                None => {
+                    // Compiling a big list takes a while: off the runtime.
+                    let (registry, config) = (self.registry.clone(), spec.config.clone());
+                    let id = sid.clone();
+                    match tokio::task::spawn_blocking(move || registry.create(&id, config)).await {
+                        Ok(service) => service,
+                        Err(e) => {
+                            errors.push(format!("service `{sid}`: {e}"));
+                            continue;
+                        }
+                    }
+                }
             };
             match Running::start(spec, service, tcp, &self.shards, self.accept) {
                 Ok(running) => {
@@ -202,9 +231,11 @@ impl Forwarder {
 
     /// Takes `sid` out of the registry now and drains it in the background,
     /// so that the sid is free at once and its connections may finish.
+    /// Until they have, `/stats` lists it under `draining`.
     fn remove_now(&self, sid: String) {
         let registry = self.registry.clone();
         let mut drain = Box::pin(async move {
+            let _listed = registry.get(&sid).map(stats::Draining::list);
             if let Some(report) = registry.remove(&sid).await {
                 tracing::info!(%sid, drained = report.drained, cut = report.cut, "service stopped");
             }

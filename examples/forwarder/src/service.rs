@@ -1,6 +1,7 @@
 //! A running forward: its listeners' accept loops (one per shard, each on
 //! its own runtime) and each connection's way to the backend.
 
+use std::collections::HashSet;
 use std::io;
 use std::net::{Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -173,8 +174,9 @@ impl Running {
         })
     }
 
-    /// Points new connections at `spec`'s backend and applies its settings.
-    pub fn update(&mut self, spec: ServiceSpec) {
+    /// Points new connections at `spec`'s backend and applies its settings
+    /// (see [`apply_config`]).
+    pub async fn update(&mut self, spec: ServiceSpec) {
         if spec.backend != self.spec.backend
             || spec.connect_timeout != self.spec.connect_timeout
             || spec.half_close != self.spec.half_close
@@ -182,11 +184,10 @@ impl Running {
             let upstream = Arc::new(Upstream::new(&spec));
             *self.upstream.write().unwrap_or_else(|e| e.into_inner()) = upstream;
         }
-        if spec.config != self.spec.config {
-            let config = keep_runtime_rules(&self.spec.config, &self.service, spec.config.clone());
-            self.service.set_config(config);
+        let old = std::mem::replace(&mut self.spec, spec);
+        if self.spec.config != old.config {
+            apply_config(&self.service, old.config, self.spec.config.clone()).await;
         }
-        self.spec = spec;
     }
 
     /// Stops accepting: the listening sockets are closed when this returns.
@@ -202,25 +203,55 @@ impl Running {
     }
 }
 
+/// Gives `service` the file's new settings `new` with [`keep_runtime_rules`],
+/// off the runtime threads: with lists of 100,000 entries, the merge and
+/// the lists' compiling take milliseconds that no shard or admin request
+/// should wait for.
+pub async fn apply_config(service: &Service, old: ServiceConfig, new: ServiceConfig) {
+    let service = service.clone();
+    let apply = tokio::task::spawn_blocking(move || {
+        // An update, not a set: an entry added through the admin API
+        // meanwhile is kept too.
+        service.update_config(|current| {
+            *current = keep_runtime_rules(&old, current, new.clone());
+        });
+    });
+    if let Err(e) = apply.await {
+        tracing::error!(error = %e, "applying the new settings failed");
+    }
+}
+
 /// The file's new settings, plus the blacklist and allowlist entries added
-/// at runtime (through the admin API): those are not in `old`, the
-/// settings the file gave before. Entries of the file come back with it.
+/// at runtime (through the admin API): those in `current`, the service's
+/// settings now, that are not in `old`, the settings the file gave before.
+/// Entries of the file come back with it. Linear in the lists' length.
 pub fn keep_runtime_rules(
     old: &ServiceConfig,
-    service: &Service,
+    current: &ServiceConfig,
     mut new: ServiceConfig,
 ) -> ServiceConfig {
-    let current = service.config();
-    let carry = |now: &[IpNet], before: &[IpNet], into: &mut Vec<IpNet>| {
-        for net in now {
-            if !before.contains(net) && !into.contains(net) {
-                into.push(*net);
-            }
-        }
-    };
     carry(&current.blacklist, &old.blacklist, &mut new.blacklist);
     carry(&current.allowlist, &old.allowlist, &mut new.allowlist);
     new
+}
+
+/// Appends to `into` the entries of `now` that are neither in `before` nor
+/// already in `into`.
+fn carry(now: &[IpNet], before: &[IpNet], into: &mut Vec<IpNet>) {
+    if now == before {
+        return;
+    }
+    let before: HashSet<&IpNet> = before.iter().collect();
+    let added: Vec<IpNet> = now
+        .iter()
+        .filter(|net| !before.contains(net))
+        .copied()
+        .collect();
+    if added.is_empty() {
+        return;
+    }
+    let mut have: HashSet<IpNet> = into.iter().copied().collect();
+    into.extend(added.into_iter().filter(|net| have.insert(*net)));
 }
 
 /// Accepts in the shard of rank `shard`, and forwards each connection in
@@ -308,5 +339,31 @@ async fn connect(upstream: &Upstream) -> io::Result<TcpStream> {
                     format!("connect timed out after {limit:?}"),
                 ))
             }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nets(list: &[&str]) -> Vec<IpNet> {
+        list.iter().map(|s| s.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn runtime_rules_are_kept_and_file_rules_replaced() {
+        let old = ServiceConfig::default().with_blacklist(nets(&["10.0.0.1/32", "10.0.0.2/32"]));
+        // At runtime: 10.0.0.9 added, 10.0.0.2 released.
+        let current = ServiceConfig::default().with_blacklist(nets(&[
+            "10.0.0.1/32",
+            "10.0.0.9/32",
+            "10.0.0.3/32",
+        ]));
+        let new = ServiceConfig::default().with_blacklist(nets(&["10.0.0.1/32", "10.0.0.3/32"]));
+        let merged = keep_runtime_rules(&old, &current, new);
+        assert_eq!(
+            merged.blacklist,
+            nets(&["10.0.0.1/32", "10.0.0.3/32", "10.0.0.9/32"])
+        );
     }
 }

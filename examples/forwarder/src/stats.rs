@@ -1,8 +1,68 @@
-//! Stats lines: periodic (`--stats-interval`) and final (on exit).
+//! Stats: the `/stats` answer, and the lines logged periodically
+//! (`--stats-interval`) and printed on exit.
 
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-use monconn::{CloseReport, Registry, ServiceSnapshot};
+use monconn::{CloseReport, Registry, RegistrySnapshot, Service, ServiceSnapshot};
+use serde::Serialize;
+
+use crate::logging;
+
+/// The services removed by a reload whose connections have not all ended
+/// yet, each with the key of its [`Draining`] guard.
+static DRAINING: Mutex<Vec<(u64, Service)>> = Mutex::new(Vec::new());
+
+/// Keeps a removed service in `/stats` (under `draining`) until dropped.
+#[derive(Debug)]
+pub struct Draining(u64);
+
+impl Draining {
+    /// Lists `service` as draining until the guard is dropped.
+    pub fn list(service: Service) -> Draining {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let key = NEXT.fetch_add(1, Relaxed);
+        draining().push((key, service));
+        Draining(key)
+    }
+}
+
+impl Drop for Draining {
+    fn drop(&mut self) {
+        draining().retain(|(key, _)| *key != self.0);
+    }
+}
+
+fn draining() -> std::sync::MutexGuard<'static, Vec<(u64, Service)>> {
+    // Every change is one push or one retain: a panic cannot leave it half done.
+    DRAINING.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The `/stats` answer: `{"services": [...], "draining": [...],
+/// "log_lines_dropped": N}`, with a snapshot per running service, one per
+/// removed service whose connections are still draining, and the log
+/// lines dropped because stderr did not keep up. `services` comes first,
+/// as it did alone.
+#[derive(Debug, Serialize)]
+pub struct All {
+    #[serde(flatten)]
+    running: RegistrySnapshot,
+    draining: Vec<ServiceSnapshot>,
+    log_lines_dropped: u64,
+}
+
+/// The `/stats` answer now.
+pub fn all(registry: &Registry) -> All {
+    All {
+        running: registry.snapshot(false),
+        draining: draining()
+            .iter()
+            .map(|(_, service)| service.snapshot(false))
+            .collect(),
+        log_lines_dropped: logging::dropped(),
+    }
+}
 
 /// Logs one line per service every `period`.
 pub async fn log_every(registry: Registry, period: Duration) {

@@ -49,6 +49,10 @@ pub struct Setup {
     pub log: Option<&'static str>,
     /// The process's `RLIMIT_NOFILE` (soft, hard); by default the test's.
     pub nofile: Option<(u64, u64)>,
+    /// stderr goes to a pipe that nobody reads (a stalled log collector)
+    /// instead of the `stderr` file: once the pipe's buffer is full, every
+    /// write to it blocks. [`Forwarder::stderr`] is empty then.
+    pub stderr_unread: bool,
 }
 
 impl Setup {
@@ -167,7 +171,13 @@ impl Forwarder {
                 cmd.arg("-c").arg(dir.join("config.yaml"));
             }
             let stdout = std::fs::File::create(dir.join("stdout")).expect("stdout file");
-            let stderr = std::fs::File::create(dir.join("stderr")).expect("stderr file");
+            let stderr = if setup.stderr_unread {
+                Stdio::piped()
+            } else {
+                std::fs::File::create(dir.join("stderr"))
+                    .expect("stderr file")
+                    .into()
+            };
             cmd.args(&setup.args);
             if !setup.no_admin {
                 cmd.arg("--admin").arg(admin.to_string());
