@@ -87,7 +87,7 @@ fn churn_ip(n: u32) -> IpAddr {
 /// a reset (`SO_LINGER` 0: no TIME_WAIT left behind by 65,536 clients).
 async fn knock(src: IpAddr, addr: SocketAddr) -> Fate {
     let (fate, stream) = attempt(src, addr).await;
-    let _ = stream.set_linger(Some(Duration::ZERO));
+    let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
     fate
 }
 
@@ -218,4 +218,31 @@ async fn ipv4_counts_are_keyed_by_address_in_snapshots() {
         json["ips"],
         json!([{"ip": "127.0.0.7", "prefix": 32, "connections": 1}])
     );
+}
+
+#[tokio::test]
+async fn ipv6_prefix_128_keys_by_address_and_a_change_keeps_counts_exact() {
+    let service = Registry::new().create("v6p", quiet_config().with_ipv6_prefix(128));
+    let wrap = |peer: &str| service.wrap(tokio::io::empty(), v6(peer), local());
+    let a = wrap("[2001:db8::1]:1").unwrap();
+    let b = wrap("[2001:db8::2]:1").unwrap();
+    assert_eq!(service.ip_count(), 2);
+    // Admitted under /128; the prefix changes; they still leave their keys.
+    service.update_config(|c| c.ipv6_prefix = 48);
+    let c = wrap("[2001:db8:0:7::3]:1").unwrap();
+    let json = serde_json::to_value(service.snapshot(false)).unwrap();
+    assert_eq!(
+        json["ips"],
+        json!([
+            {"ip": "2001:db8::", "prefix": 48, "connections": 1},
+            {"ip": "2001:db8::1", "prefix": 128, "connections": 1},
+            {"ip": "2001:db8::2", "prefix": 128, "connections": 1},
+        ])
+    );
+    drop((a, b, c));
+    assert_eq!((service.connections(), service.ip_count()), (0, 0));
+    // Above 128 counts as 128.
+    service.update_config(|c| c.ipv6_prefix = 200);
+    let _d = wrap("[2001:db8::9]:1").unwrap();
+    assert_eq!(service.ips()[0].0.to_string(), "2001:db8::9/128");
 }

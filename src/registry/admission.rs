@@ -4,6 +4,8 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+
 use super::conn::{ConnRecord, Record};
 use super::service::ServiceInner;
 use crate::io::MonitoredIo;
@@ -18,15 +20,18 @@ use crate::io::MonitoredIo;
 pub struct Admission {
     service: Option<Arc<ServiceInner>>,
     peer: SocketAddr,
+    /// The `ipv6_prefix` the peer was counted under (the config may change).
+    prefix: u8,
 }
 
 // === impl Admission ===
 
 impl Admission {
-    pub(crate) fn new(service: Arc<ServiceInner>, peer: SocketAddr) -> Self {
+    pub(crate) fn new(service: Arc<ServiceInner>, peer: SocketAddr, prefix: u8) -> Self {
         Admission {
             service: Some(service),
             peer,
+            prefix,
         }
     }
 
@@ -40,14 +45,22 @@ impl Admission {
     pub fn attach<T>(mut self, io: T, local: SocketAddr) -> MonitoredIo<T> {
         let service = self.service.take().expect("an admission is attached once");
         let record = service.register(self.peer, local);
-        MonitoredIo::new(io, ConnGuard { service, record })
+        let prefix = self.prefix;
+        MonitoredIo::new(
+            io,
+            ConnGuard {
+                service,
+                record,
+                prefix,
+            },
+        )
     }
 }
 
 impl Drop for Admission {
     fn drop(&mut self) {
         if let Some(service) = self.service.take() {
-            service.release(self.peer.ip(), None);
+            service.release(client_key(self.peer.ip(), self.prefix), None);
         }
     }
 }
@@ -68,6 +81,7 @@ impl fmt::Debug for Admission {
 pub(crate) struct ConnGuard {
     service: Arc<ServiceInner>,
     record: Record,
+    prefix: u8,
 }
 
 impl ConnGuard {
@@ -82,8 +96,8 @@ impl ConnGuard {
 
 impl Drop for ConnGuard {
     fn drop(&mut self) {
-        self.service
-            .release(self.record.peer().ip(), Some(&self.record));
+        let key = client_key(self.record.peer().ip(), self.prefix);
+        self.service.release(key, Some(&self.record));
     }
 }
 
@@ -100,4 +114,29 @@ impl fmt::Debug for ConnGuard {
 /// (`::ffff:a.b.c.d`) become the IPv4 address.
 pub fn canonical_ip(ip: IpAddr) -> IpAddr {
     ip.to_canonical()
+}
+
+/// The key a client is counted and limited under (`ip_limit`,
+/// `per_ip_limit`, `rate_limit`, the per-IP table of snapshots): an IPv4
+/// client's address (a /32; IPv4-mapped IPv6 addresses count as IPv4), an
+/// IPv6 client's network of `ipv6_prefix` bits (above 128 counts as 128).
+///
+/// An IPv6 client is usually given a whole /64 and may pick any address in
+/// it: keyed by its address, it would dodge every per-IP limit.
+///
+/// # Examples
+/// ```
+/// use monconn::registry::client_key;
+///
+/// let key = |ip: &str| client_key(ip.parse().unwrap(), 64).to_string();
+/// assert_eq!(key("2001:db8:1:2::1"), "2001:db8:1:2::/64");
+/// assert_eq!(key("2001:db8:1:2:ffff::9"), "2001:db8:1:2::/64");
+/// assert_eq!(key("192.0.2.7"), "192.0.2.7/32");
+/// assert_eq!(key("::ffff:192.0.2.7"), "192.0.2.7/32");
+/// ```
+pub fn client_key(ip: IpAddr, ipv6_prefix: u8) -> IpNet {
+    match canonical_ip(ip) {
+        IpAddr::V4(v4) => Ipv4Net::from(v4).into(),
+        IpAddr::V6(v6) => Ipv6Net::new_assert(v6, ipv6_prefix.min(128)).trunc().into(),
+    }
 }
