@@ -178,7 +178,7 @@ impl Service {
     /// refilling, clients without a bucket share one overflow bucket (same
     /// rate and burst) until one refills: churn from other addresses can
     /// never hand a throttled client a fresh bucket, and the table stays
-    /// under about 3.2 MiB.
+    /// under 3.2 MiB (3.1 MiB measured at the cap).
     ///
     /// The refusal is not counted here: the caller counts it with
     /// [`Service::count_rejected`] (the [`Listener`](crate::Listener) and
