@@ -44,16 +44,8 @@ impl Admission {
     /// service, with `local` as the local address.
     pub fn attach<T>(mut self, io: T, local: SocketAddr) -> MonitoredIo<T> {
         let service = self.service.take().expect("an admission is attached once");
-        let record = service.register(self.peer, local);
-        let prefix = self.prefix;
-        MonitoredIo::new(
-            io,
-            ConnGuard {
-                service,
-                record,
-                prefix,
-            },
-        )
+        let record = service.register(self.peer, local, self.prefix);
+        MonitoredIo::new(io, ConnGuard { service, record })
     }
 }
 
@@ -81,7 +73,6 @@ impl fmt::Debug for Admission {
 pub(crate) struct ConnGuard {
     service: Arc<ServiceInner>,
     record: Record,
-    prefix: u8,
 }
 
 impl ConnGuard {
@@ -96,8 +87,8 @@ impl ConnGuard {
 
 impl Drop for ConnGuard {
     fn drop(&mut self) {
-        let key = client_key(self.record.peer().ip(), self.prefix);
-        self.service.release(key, Some(&self.record));
+        self.service
+            .release(self.record.client_key(), Some(&self.record));
     }
 }
 

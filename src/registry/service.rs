@@ -410,10 +410,10 @@ impl ServiceInner {
     }
 
     /// Creates and lists the record of an admitted connection.
-    pub(crate) fn register(&self, peer: SocketAddr, local: SocketAddr) -> Record {
+    pub(crate) fn register(&self, peer: SocketAddr, local: SocketAddr, prefix: u8) -> Record {
         let id = self.next_id.fetch_add(1, Relaxed);
         let print_bytes = self.config.load().print_bytes;
-        let record = Arc::new(ConnRecord::new(id, peer, local, print_bytes));
+        let record = Arc::new(ConnRecord::new(id, peer, local, print_bytes, prefix));
         lock(&self.table).conns.insert(id, record.clone());
         self.counters.accepted.fetch_add(1, Relaxed);
         record
