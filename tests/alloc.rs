@@ -265,7 +265,6 @@ fn the_rate_table_is_bounded_at_65536_clients() {
             burst: 1,
         })),
     );
-    let local = addr(Ipv4Addr::LOCALHOST.into(), 80);
     let mut kept = Vec::new();
     let mut admitted = 0;
     start();
