@@ -171,6 +171,8 @@ async fn ipv6_addresses_of_one_64_share_per_ip_limit_ip_limit_and_rate() {
     assert_eq!(err.reason(), &Reason::IpLimit, "another /64 is another IP");
     let json = serde_json::to_value(service.snapshot(false)).unwrap();
     assert_eq!(json["ip_count"], 1);
+    let key = &service.snapshot(false).ips[0];
+    assert_eq!(key.net().to_string(), "2001:db8:1:2::/64");
     assert_eq!(
         json["ips"],
         json!([{"ip": "2001:db8:1:2::", "prefix": 64, "connections": 2}])

@@ -74,9 +74,10 @@ pub struct IpConnections {
 }
 
 impl IpConnections {
-    /// The key as a network, e.g. `2001:db8:1:2::/64` or `192.0.2.7/32`.
+    /// The key as a network, e.g. `2001:db8:1:2::/64` or `192.0.2.7/32`
+    /// (a `prefix` too long for the address gives the address alone).
     pub fn net(&self) -> IpNet {
-        IpNet::new_assert(self.ip, self.prefix)
+        IpNet::new(self.ip, self.prefix).unwrap_or_else(|_| IpNet::from(self.ip))
     }
 }
 
