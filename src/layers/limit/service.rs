@@ -6,7 +6,7 @@ use crate::{Accepted, Service};
 
 /// The service built by [`LimitLayer`](super::LimitLayer): admits the
 /// connection into the service (or refuses it with the limit's
-/// [`Reason`]) and passes it on with its [`Admission`](crate::Admission).
+/// [`Reason`](crate::Reason)) and passes it on with its [`Admission`](crate::Admission).
 ///
 /// A connection that already carries an admission is passed on as it is.
 #[derive(Clone, Debug)]
