@@ -10,6 +10,9 @@
 //!   1,000 and 100,000 random IPv4 CIDRs (/8 to /32) and IPv6 CIDRs, over
 //!   4,096 random client addresses.
 //!
+//! - `MONCONN_RATE_ROUNDS=n`: the per-client rate table under churn (see
+//!   `rate_churn`).
+//!
 //! `cargo bench --bench accept`; the medians and their ratios are recorded
 //! in BENCHMARKS.md.
 
@@ -406,7 +409,56 @@ fn interleaved_filter(rounds: usize) {
 
 criterion_group!(benches, filter, accept);
 
+/// The rate table under churn (`MONCONN_RATE_ROUNDS=n`): `Service::admit`
+/// with a `rate_limit` of one token per 1,000 s, from 65,536 new addresses
+/// (each gets a bucket: the table fills to its cap), then 65,536 more new
+/// addresses (the table is full and nothing has refilled: they share the
+/// overflow bucket), then the first 65,536 again (known, throttled). Each
+/// admission is dropped at once. Prints the median ns per call of each phase.
+fn rate_churn(rounds: usize) {
+    const N: u32 = 65_536;
+    let peer = |n: u32| SocketAddr::new(IpAddr::V4((0x0a00_0000 + n).into()), 1);
+    let mut phases: [Vec<f64>; 3] = Default::default();
+    for _ in 0..rounds {
+        let service = Registry::new().create(
+            "rate",
+            ServiceConfig::default().with_rate_limit(Some(monconn::RateLimit {
+                per_sec: 0.001,
+                burst: 1,
+            })),
+        );
+        for (phase, range) in [(0, 0..N), (1, N..2 * N), (2, 0..N)] {
+            let started = Instant::now();
+            for n in range {
+                black_box(service.admit(black_box(peer(n))).is_ok());
+            }
+            phases[phase].push(started.elapsed().as_nanos() as f64 / f64::from(N));
+        }
+    }
+    for (name, mut v) in [
+        "new addresses, table filling",
+        "new addresses, table full",
+        "known, throttled",
+    ]
+    .into_iter()
+    .zip(phases)
+    {
+        v.sort_by(f64::total_cmp);
+        println!(
+            "{name:32} {:6.0} ns per admit (median of {rounds})",
+            v[v.len() / 2]
+        );
+    }
+}
+
 fn main() {
+    if let Some(rounds) = std::env::var("MONCONN_RATE_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+    {
+        rate_churn(rounds);
+        return;
+    }
     if let Some(rounds) = std::env::var("MONCONN_FILTER_ROUNDS")
         .ok()
         .and_then(|r| r.parse().ok())

@@ -4,6 +4,8 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+
 use super::conn::{ConnRecord, Record};
 use super::service::ServiceInner;
 use crate::io::MonitoredIo;
@@ -18,15 +20,18 @@ use crate::io::MonitoredIo;
 pub struct Admission {
     service: Option<Arc<ServiceInner>>,
     peer: SocketAddr,
+    /// The `ipv6_prefix` the peer was counted under (the config may change).
+    prefix: u8,
 }
 
 // === impl Admission ===
 
 impl Admission {
-    pub(crate) fn new(service: Arc<ServiceInner>, peer: SocketAddr) -> Self {
+    pub(crate) fn new(service: Arc<ServiceInner>, peer: SocketAddr, prefix: u8) -> Self {
         Admission {
             service: Some(service),
             peer,
+            prefix,
         }
     }
 
@@ -39,7 +44,7 @@ impl Admission {
     /// service, with `local` as the local address.
     pub fn attach<T: 'static>(mut self, io: T, local: SocketAddr) -> MonitoredIo<T> {
         let service = self.service.take().expect("an admission is attached once");
-        let record = service.register(self.peer, local);
+        let record = service.register(self.peer, local, self.prefix);
         MonitoredIo::new(io, ConnGuard { service, record })
     }
 }
@@ -47,7 +52,7 @@ impl Admission {
 impl Drop for Admission {
     fn drop(&mut self) {
         if let Some(service) = self.service.take() {
-            service.release(self.peer.ip(), None);
+            service.release(client_key(self.peer.ip(), self.prefix), None);
         }
     }
 }
@@ -83,7 +88,7 @@ impl ConnGuard {
 impl Drop for ConnGuard {
     fn drop(&mut self) {
         self.service
-            .release(self.record.peer().ip(), Some(&self.record));
+            .release(self.record.client_key(), Some(&self.record));
     }
 }
 
@@ -100,4 +105,29 @@ impl fmt::Debug for ConnGuard {
 /// (`::ffff:a.b.c.d`) become the IPv4 address.
 pub fn canonical_ip(ip: IpAddr) -> IpAddr {
     ip.to_canonical()
+}
+
+/// The key a client is counted and limited under (`ip_limit`,
+/// `per_ip_limit`, `rate_limit`, the per-IP table of snapshots): an IPv4
+/// client's address (a /32; IPv4-mapped IPv6 addresses count as IPv4), an
+/// IPv6 client's network of `ipv6_prefix` bits (above 128 counts as 128).
+///
+/// An IPv6 client is usually given a whole /64 and may pick any address in
+/// it: keyed by its address, it would dodge every per-IP limit.
+///
+/// # Examples
+/// ```
+/// use monconn::registry::client_key;
+///
+/// let key = |ip: &str| client_key(ip.parse().unwrap(), 64).to_string();
+/// assert_eq!(key("2001:db8:1:2::1"), "2001:db8:1:2::/64");
+/// assert_eq!(key("2001:db8:1:2:ffff::9"), "2001:db8:1:2::/64");
+/// assert_eq!(key("192.0.2.7"), "192.0.2.7/32");
+/// assert_eq!(key("::ffff:192.0.2.7"), "192.0.2.7/32");
+/// ```
+pub fn client_key(ip: IpAddr, ipv6_prefix: u8) -> IpNet {
+    match canonical_ip(ip) {
+        IpAddr::V4(v4) => Ipv4Net::from(v4).into(),
+        IpAddr::V6(v6) => Ipv6Net::new_assert(v6, ipv6_prefix.min(128)).trunc().into(),
+    }
 }

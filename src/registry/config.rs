@@ -70,6 +70,13 @@ pub struct ServiceConfig {
     /// Most new connections per second from one IP (a token bucket), with its burst.
     /// Default none.
     pub rate_limit: Option<RateLimit>,
+    /// How many leading bits of an IPv6 client's address make its key for
+    /// `ip_limit`, `per_ip_limit`, `rate_limit` and the per-IP counts (see
+    /// [`client_key`](crate::registry::client_key)): clients of one network
+    /// count as one. Default 64 (a client usually has a whole /64 and may use
+    /// any address in it); 128 keys by address; values above 128 count as
+    /// 128. IPv4 clients are keyed by address.
+    pub ipv6_prefix: u8,
     /// TCP keepalive period, `None` to leave keepalive off. Default 30 s.
     pub keepalive: Option<Duration>,
     /// Set `TCP_NODELAY` on accepted connections. Default false.
@@ -106,6 +113,7 @@ impl Default for ServiceConfig {
             ip_limit: None,
             per_ip_limit: None,
             rate_limit: None,
+            ipv6_prefix: 64,
             keepalive: Some(Duration::from_secs(30)),
             nodelay: false,
             print_bytes: false,
@@ -150,6 +158,8 @@ setters! {
     with_per_ip_limit: per_ip_limit: Option<usize>;
     /// Sets [`rate_limit`](Self::rate_limit).
     with_rate_limit: rate_limit: Option<RateLimit>;
+    /// Sets [`ipv6_prefix`](Self::ipv6_prefix).
+    with_ipv6_prefix: ipv6_prefix: u8;
     /// Sets [`keepalive`](Self::keepalive).
     with_keepalive: keepalive: Option<Duration>;
     /// Sets [`nodelay`](Self::nodelay).

@@ -61,6 +61,9 @@ pub struct ConnRecord {
     state: AtomicU8,
     errored: AtomicBool,
     print_bytes: bool,
+    /// The `ipv6_prefix` its client was counted under (the config may change
+    /// before it closes).
+    key_prefix: u8,
     read_waker: AtomicWaker,
     write_waker: AtomicWaker,
 }
@@ -68,7 +71,13 @@ pub struct ConnRecord {
 // === impl ConnRecord ===
 
 impl ConnRecord {
-    pub(crate) fn new(id: u64, peer: SocketAddr, local: SocketAddr, print_bytes: bool) -> Self {
+    pub(crate) fn new(
+        id: u64,
+        peer: SocketAddr,
+        local: SocketAddr,
+        print_bytes: bool,
+        key_prefix: u8,
+    ) -> Self {
         ConnRecord {
             id,
             peer,
@@ -85,6 +94,7 @@ impl ConnRecord {
             state: AtomicU8::new(OPEN),
             errored: AtomicBool::new(false),
             print_bytes,
+            key_prefix,
             read_waker: AtomicWaker::new(),
             write_waker: AtomicWaker::new(),
         }
@@ -93,6 +103,11 @@ impl ConnRecord {
     /// The connection's id, unique within its service.
     pub fn id(&self) -> u64 {
         self.id
+    }
+
+    /// The key its client is counted under ([`client_key`](super::client_key)).
+    pub(crate) fn client_key(&self) -> ipnet::IpNet {
+        super::client_key(self.peer.ip(), self.key_prefix)
     }
 
     /// The client's address.

@@ -24,6 +24,7 @@ mod admission;
 mod close;
 mod config;
 mod conn;
+mod rate;
 mod reason;
 mod rules;
 mod service;
@@ -31,12 +32,11 @@ mod snapshot;
 mod sweeper;
 
 pub(crate) use admission::ConnGuard;
-pub use admission::{canonical_ip, Admission};
+pub use admission::{canonical_ip, client_key, Admission};
 pub use close::CloseReport;
 pub use config::{RateLimit, ServiceConfig};
 pub use conn::ConnRecord;
 pub use reason::{CloseCause, Reason, Rejected};
-pub(crate) use service::lock;
 pub use service::Service;
 #[cfg(feature = "metrics")]
 pub(crate) use service::ServiceInner;

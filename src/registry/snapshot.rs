@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering::Relaxed;
 
+use ipnet::IpNet;
 use serde::Serialize;
 
 use super::reason::{CloseCause, Reason};
@@ -25,9 +26,10 @@ pub struct ServiceSnapshot {
     pub access_at: Option<u64>,
     /// Open connections.
     pub connections: usize,
-    /// Distinct client IPs with an open connection.
+    /// Distinct client keys (IPv4 addresses, IPv6 prefixes) with an open
+    /// connection.
     pub ip_count: usize,
-    /// Each client IP with its number of open connections, sorted by IP.
+    /// Each client key with its number of open connections, sorted.
     pub ips: Vec<IpConnections>,
     /// Bytes read from clients, closed and live connections (minus `take_bytes`).
     pub bytes_read: u64,
@@ -52,13 +54,31 @@ pub struct ServiceSnapshot {
     pub conns: Option<Vec<ConnSnapshot>>,
 }
 
-/// One client IP and its open connections.
+/// One client key and its open connections: the count `ip_limit` and
+/// `per_ip_limit` apply to.
+///
+/// The key is the network `ip`/`prefix` ([`client_key`](super::client_key)):
+/// an IPv4 client's address with `prefix` 32 (IPv4-mapped IPv6 shown as
+/// IPv4), an IPv6 client's network of
+/// [`ipv6_prefix`](super::ServiceConfig::ipv6_prefix) bits (`"2001:db8:1:2::"`
+/// with `prefix` 64 holds every client of 2001:db8:1:2::/64).
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct IpConnections {
-    /// The client IP (IPv4-mapped IPv6 shown as IPv4).
+    /// The key's network address.
     pub ip: IpAddr,
+    /// The key's prefix length: 32 for IPv4, the service's `ipv6_prefix` for
+    /// IPv6 (as it was when the connections were admitted).
+    pub prefix: u8,
     /// Its open connections.
     pub connections: u32,
+}
+
+impl IpConnections {
+    /// The key as a network, e.g. `2001:db8:1:2::/64` or `192.0.2.7/32`
+    /// (a `prefix` too long for the address gives the address alone).
+    pub fn net(&self) -> IpNet {
+        IpNet::new(self.ip, self.prefix).unwrap_or_else(|_| IpNet::from(self.ip))
+    }
 }
 
 /// One open connection's figures.
@@ -105,12 +125,13 @@ impl Service {
         let mut ips: Vec<_> = table
             .ips
             .iter()
-            .map(|(ip, n)| IpConnections {
-                ip: *ip,
+            .map(|(net, n)| IpConnections {
+                ip: net.addr(),
+                prefix: net.prefix_len(),
                 connections: *n,
             })
             .collect();
-        ips.sort_unstable_by_key(|e| e.ip);
+        ips.sort_unstable_by_key(|e| (e.ip, e.prefix));
         let conns = with_conns.then(|| {
             let mut list: Vec<_> = table
                 .conns

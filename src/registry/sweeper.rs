@@ -32,6 +32,7 @@ pub(crate) async fn run(service: Weak<ServiceInner>) {
             return;
         };
         service.sweep();
+        service.rates.prune();
         #[cfg(feature = "metrics")]
         crate::metrics::publish(&service);
         if service.is_stopped() && service.table().active == 0 {

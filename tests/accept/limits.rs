@@ -94,7 +94,7 @@ async fn per_ip_limit_counts_each_address_apart() {
 
     drop(a1);
     eventually("one of 127.0.0.2's closed", || {
-        service.ips().first() == Some(&(lo(2), 1))
+        service.ips().first() == Some(&(lo(2).into(), 1))
     })
     .await;
     assert_eq!(attempt(lo(2), server.addr).await.0, Fate::Admitted);

@@ -11,4 +11,5 @@ mod churn;
 mod fd;
 mod filter;
 mod limits;
+mod shared_limits;
 mod stack;

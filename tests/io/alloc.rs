@@ -252,6 +252,38 @@ fn memory_per_connection() {
     );
 }
 
+/// The per-client rate buckets of a service stay under their cap, however
+/// many clients come: 65,536 buckets of 24 B in a map with spare slots.
+/// Each admission is dropped at once, so what stays is the rate table (and
+/// the per-IP table's small capacity).
+#[test]
+fn the_rate_table_is_bounded_at_65536_clients() {
+    let service = Registry::new().create(
+        "rates",
+        quiet().with_rate_limit(Some(monconn::RateLimit {
+            per_sec: 0.01,
+            burst: 1,
+        })),
+    );
+    let mut kept = Vec::new();
+    let mut admitted = 0;
+    start();
+    for round in 0..4u32 {
+        for n in 0..65_536u32 {
+            let peer = addr(Ipv4Addr::from(0x0a00_0000 + round * 65_536 + n).into(), 1);
+            admitted += usize::from(service.admit(peer).is_ok());
+        }
+        kept.push(COUNTS.with(|c| c.get()).net_bytes);
+    }
+    stop();
+    println!("rate table after 65,536, 131,072, 196,608 and 262,144 new clients: {kept:?} B kept");
+    // The first 65,536 have a bucket each, the others share the overflow
+    // bucket (one token); the table does not grow after the first 65,536.
+    assert_eq!(admitted, 65_537);
+    assert!(kept[0] < 3_500_000, "{kept:?}");
+    assert!(kept.iter().all(|k| k - kept[0] < 1024), "{kept:?}");
+}
+
 /// With a real exporter (Prometheus, as the forwarder runs), a close records
 /// its duration through the exporter's `register_histogram`, which keeps a
 /// copy of the key: the service's key is retained (its labels shared), so

@@ -131,8 +131,8 @@ fn conn_lookup_and_ips() {
     assert_eq!(
         service.ips(),
         vec![
-            ("10.0.0.1".parse().unwrap(), 2),
-            ("10.0.0.9".parse().unwrap(), 1)
+            ("10.0.0.1/32".parse().unwrap(), 2),
+            ("10.0.0.9/32".parse().unwrap(), 1)
         ]
     );
     drop(b);

@@ -119,8 +119,8 @@ async fn snapshot_scene(service: &Service) -> (Vec<(MonitoredIo<TcpStream>, TcpS
         "sid": "snap", "boot_at": 0, "uptime_secs": 0, "access_at": 0,
         "connections": 3, "ip_count": 2,
         "ips": [
-            {"ip": "127.0.0.2", "connections": 2},
-            {"ip": "127.0.0.3", "connections": 1},
+            {"ip": "127.0.0.2", "prefix": 32, "connections": 2},
+            {"ip": "127.0.0.3", "prefix": 32, "connections": 1},
         ],
         "bytes_read": 20, "bytes_written": 29, "accepted": 4,
         "rejected": all_rejected(&[("blacklisted", 2), ("rate_limit", 1), ("tls_handshake", 1)]),
@@ -189,7 +189,10 @@ async fn ipv4_mapped_peers_are_counted_under_their_ipv4_address() {
     assert_eq!(value["ip_count"], 2);
     assert_eq!(
         value["ips"],
-        json!([{"ip": "127.0.0.5", "connections": 2}, {"ip": "::1", "connections": 1}])
+        json!([
+            {"ip": "127.0.0.5", "prefix": 32, "connections": 2},
+            {"ip": "::", "prefix": 64, "connections": 1},
+        ])
     );
     let peers: Vec<&str> = value["conns"]
         .as_array()

@@ -252,14 +252,17 @@ async fn kick_ip_closes_every_connection_from_that_ip() {
     let (local_conn, _local_client) = tcp_pair_from(&listener, &service, LOCALHOST).await;
     let local_rec: Arc<ConnRecord> = local_conn.record().clone();
     let local_handler = read_forever(local_conn);
-    assert_eq!(service.ips(), vec![(LOCALHOST, 1), (other, 3)]);
+    assert_eq!(
+        service.ips(),
+        vec![(LOCALHOST.into(), 1), (other.into(), 3)]
+    );
 
     assert_eq!(service.kick_ip(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 9))), 0);
     assert_eq!(service.kick_ip(other), 3);
     for handler in handlers {
         assert_eq!(error_of(handler).await, io::ErrorKind::ConnectionAborted);
     }
-    assert_eq!(service.ips(), vec![(LOCALHOST, 1)]);
+    assert_eq!(service.ips(), vec![(LOCALHOST.into(), 1)]);
     assert!(open(&local_rec));
 
     // An IPv4-mapped IPv6 address matches its IPv4 address.

@@ -154,6 +154,8 @@ seconds, fractions allowed; 0 means no limit for limits, timeouts and max_idle):
     per_ip_limit: 0         # most concurrent connections from one IP
     rate_limit: 0           # most new connections per second from one IP
     rate_burst: 0           # burst allowed by rate_limit (default: rate_limit)
+    ipv6_prefix: 64         # IPv6 clients count as one IP per network of this
+                            # many bits (0 to 128) for the limits above
     keepalive: true         # TCP keepalive (30 s), false, or a period in seconds
     nodelay: true           # TCP_NODELAY on both sides
     print_bytes: false      # hex-dump traffic (logged at trace level)

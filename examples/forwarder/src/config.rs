@@ -76,6 +76,7 @@ struct FileService {
     nodelay: Option<bool>,
     pause_at_limit: Option<bool>,
     half_close: Option<bool>,
+    ipv6_prefix: Option<Prefix>,
 }
 
 /// Reads and checks the config file: its services, sorted by name.
@@ -166,6 +167,7 @@ impl FileService {
             .with_ip_limit(limit(self.ip_limit, d.ip_limit))
             .with_per_ip_limit(limit(self.per_ip_limit, d.per_ip_limit))
             .with_rate_limit(rate_limit)
+            .with_ipv6_prefix(self.ipv6_prefix.map_or(d.ipv6_prefix, |p| p.0))
             .with_keepalive(self.keepalive.map_or(d.keepalive, |k| k.0))
             .with_nodelay(self.nodelay.unwrap_or(d.nodelay))
             .with_print_bytes(self.print_bytes.unwrap_or(d.print_bytes))
@@ -225,6 +227,10 @@ struct Net(IpNet);
 /// Seconds, whole or fractional.
 #[derive(Debug, Clone, Copy)]
 struct Secs(Duration);
+
+/// An IPv6 prefix length, 0 to 128.
+#[derive(Debug)]
+struct Prefix(u8);
 
 /// `true` (30 s period), `false`, or a period in seconds.
 #[derive(Debug)]
@@ -287,6 +293,16 @@ scalar!(Host, "an IP address or host name", |s| Ok(Host(
 scalar!(Net, "an IP address or network", |s| addr::parse_net(s)
     .map(Net));
 scalar!(Secs, "a number of seconds", |s| parse_secs(s).map(Secs));
+scalar!(
+    Prefix,
+    "an IPv6 prefix length",
+    |s| match s.trim().parse::<u8>() {
+        Ok(n) if n <= 128 => Ok(Prefix(n)),
+        _ => Err(format!(
+            "invalid IPv6 prefix length `{s}`: a number of bits from 0 to 128"
+        )),
+    }
+);
 scalar!(
     KeepAlive,
     "true, false or a number of seconds",
@@ -353,6 +369,22 @@ mod tests {
         for text in ["", " \n", "# only a comment\n", "---\n", "~\n", "{}\n"] {
             let err = parse(text).unwrap_err();
             assert!(err.contains("defines no service"), "{text:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn ipv6_prefix_is_read_and_checked() {
+        let spec = |extra: &str| parse(&format!("a: {{listen_port: 1, backend_port: 2{extra}}}"));
+        assert_eq!(spec("").unwrap()[0].config.ipv6_prefix, 64);
+        assert_eq!(spec(", ipv6_prefix: 48").unwrap()[0].config.ipv6_prefix, 48);
+        assert_eq!(
+            spec(", ipv6_prefix: 128").unwrap()[0].config.ipv6_prefix,
+            128
+        );
+        for bad in ["129", "300", "-1", "/64", "sixty"] {
+            let err = spec(&format!(", ipv6_prefix: {bad}")).unwrap_err();
+            assert!(err.contains("a.ipv6_prefix"), "{err}");
+            assert!(err.contains("invalid IPv6 prefix length"), "{err}");
         }
     }
 

@@ -125,8 +125,9 @@ fn bind_socket(
 impl Running {
     /// Starts accepting for `service`: on each socket of `tcps` (from
     /// [`bind`]), in the shard of the same rank. Every shard's connections
-    /// are counted, limited and listed in the one `service`, and they share
-    /// one accept stack (so one per-IP `rate_limit` bucket per client).
+    /// are counted, limited and listed in the one `service` (whose
+    /// `rate_limit` buckets every shard shares), and they share one accept
+    /// stack.
     /// With [`Accept::Shared`], the shards [balance](crate::balance) what
     /// they take.
     pub fn start(

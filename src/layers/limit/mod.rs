@@ -1,5 +1,6 @@
 //! The limits layer: connections, client IPs, connections per IP, and the
-//! per-IP connection rate.
+//! per-IP connection rate (IPv6 clients keyed by prefix; see
+//! [`client_key`](crate::registry::client_key)).
 //!
 //! # Examples
 //! ```
@@ -25,7 +26,6 @@
 //! ```
 
 mod layer;
-mod rate;
 mod service;
 
 pub use layer::LimitLayer;

@@ -1,35 +1,24 @@
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use super::rate::RateTable;
 use crate::layers::future::ResponseFuture;
 use crate::layers::BoxError;
-use crate::{Accepted, Reason, Rejected, Service};
+use crate::{Accepted, Service};
 
 /// The service built by [`LimitLayer`](super::LimitLayer): admits the
 /// connection into the service (or refuses it with the limit's
-/// [`Reason`]) and passes it on with its [`Admission`](crate::Admission).
+/// [`Reason`](crate::Reason)) and passes it on with its [`Admission`](crate::Admission).
 ///
 /// A connection that already carries an admission is passed on as it is.
 #[derive(Clone, Debug)]
 pub struct Limit<S> {
     inner: S,
     service: Service,
-    rates: Arc<RateTable>,
 }
 
 impl<S> Limit<S> {
     /// Applies `service`'s limits in front of `inner`.
     pub fn new(inner: S, service: Service) -> Self {
-        Limit::with_rates(inner, service, Arc::default())
-    }
-
-    pub(super) fn with_rates(inner: S, service: Service, rates: Arc<RateTable>) -> Self {
-        Limit {
-            inner,
-            service,
-            rates,
-        }
+        Limit { inner, service }
     }
 
     /// The inner service.
@@ -54,18 +43,7 @@ where
 
     fn call(&mut self, mut conn: Accepted<IO>) -> Self::Future {
         if conn.admission.is_none() {
-            let peer = conn.peer;
-            let rate = self.service.inner.config().rate_limit;
-            if let Some(rate) = rate {
-                if !self
-                    .rates
-                    .allow(crate::registry::canonical_ip(peer.ip()), rate)
-                {
-                    let rejected = Rejected::new(Reason::RateLimit, peer).holding(conn);
-                    return ResponseFuture::refused(rejected);
-                }
-            }
-            match self.service.admit(peer) {
+            match self.service.admit(conn.peer) {
                 Ok(admission) => conn.admission = Some(admission),
                 Err(rejected) => return ResponseFuture::refused(rejected.holding(conn)),
             }

@@ -57,7 +57,9 @@ async fn ipv6_and_host_name_backends_forward() {
         echo(&mut client, b"six").await;
         let sid = format!("[::1]:{v6_port}");
         let stats = fwd.stats(&sid).await;
-        assert_eq!(stats["ips"][0]["ip"], "::1");
+        // Counted under its /64, the default `ipv6_prefix`.
+        assert_eq!(stats["ips"][0]["ip"], "::");
+        assert_eq!(stats["ips"][0]["prefix"], 64);
         assert_eq!(stats["bytes_read"], 3);
     }
 }

@@ -142,6 +142,12 @@ fn bad_values_in_the_config_are_named() {
             "half_close",
             "sometimes",
         ),
+        (
+            "keepalive: true",
+            "keepalive: true\n  ipv6_prefix: 129",
+            "service_1.ipv6_prefix",
+            "from 0 to 128",
+        ),
     ];
     for (from, to, where_, what) in cases {
         expect_start_error(Some(&GO_CONFIG.replace(from, to)), &[], &[where_, what]);

@@ -224,3 +224,38 @@ async fn pause_at_limit_makes_the_next_client_wait_for_a_slot() {
     assert_eq!(stats["rejected"]["conn_limit"], 0);
     assert_eq!(stats["accepted"], 2);
 }
+
+/// `ipv6_prefix` from the config keys IPv6 clients: over ::1 (the one IPv6
+/// source a loopback test has), a /128 key and its rate bucket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipv6_prefix_from_the_config_keys_ipv6_clients() {
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        eprintln!("skipped: no IPv6 loopback");
+        return;
+    }
+    let backend = banner_backend().await;
+    let (fwd, [port]) = Forwarder::start_with_ports(|[port]| {
+        Setup::config(format!(
+            "svc:\n  listen_ip: \"::1\"\n  listen_port: {port}\n  backend_port: {}\n  \
+             ipv6_prefix: 128\n  rate_limit: 0.01\n  rate_burst: 1\n",
+            backend.port()
+        ))
+    });
+    let listen: SocketAddr = format!("[::1]:{port}").parse().unwrap();
+    let mut first = tokio::net::TcpStream::connect(listen).await.unwrap();
+    assert_eq!(greeting(&mut first).await, "hello");
+    let stats = fwd.stats("svc").await;
+    assert_eq!(
+        stats["ips"],
+        serde_json::json!([{"ip": "::1", "prefix": 128, "connections": 1}])
+    );
+    let mut second = tokio::net::TcpStream::connect(listen).await.unwrap();
+    assert!(
+        read_until_closed(&mut second).await.is_empty(),
+        "rate_limit"
+    );
+    fwd.wait_stats("svc", "refused by rate", |s| {
+        s["rejected"]["rate_limit"] == 1
+    })
+    .await;
+}
