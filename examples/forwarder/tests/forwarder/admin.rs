@@ -152,15 +152,7 @@ async fn an_admin_client_that_never_reads_is_cut() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bearer_scheme_is_case_insensitive_and_the_token_exact() {
     let backend = banner_backend().await;
-    let fwd = Forwarder::start(|| Setup {
-        args: vec![
-            "-p".into(),
-            format!("127.0.0.1:{}={backend}", free_port()),
-            "--admin-token".into(),
-            "t0ken".into(),
-        ],
-        ..Setup::default()
-    });
+    let fwd = start_with_token(backend, "t0ken");
     for auth in [
         "Bearer t0ken",
         "bearer t0ken",

@@ -218,15 +218,7 @@ fn help_documents_flags_keys_and_examples() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_token_is_required_on_every_request() {
     let backend = banner_backend().await;
-    let fwd = Forwarder::start(|| Setup {
-        args: vec![
-            "-p".into(),
-            format!("127.0.0.1:{}={backend}", free_port()),
-            "--admin-token".into(),
-            "s3cret".into(),
-        ],
-        ..Setup::default()
-    });
+    let fwd = start_with_token(backend, "s3cret");
     for path in ["/stats", "/metrics", "/nowhere"] {
         let (status, body) = http(fwd.admin, "GET", path, &[]).await;
         assert_eq!(status, 401, "{path}: {body}");

@@ -26,6 +26,20 @@ async fn start(backend: SocketAddr, extra: &str) -> (Forwarder, SocketAddr) {
     (fwd, local(port))
 }
 
+/// Waits for a backend connection's report of how its stream ended, and
+/// checks that it was a reset.
+async fn backend_sees_a_reset(ends: &mut mpsc::UnboundedReceiver<Result<(), io::ErrorKind>>) {
+    let end = tokio::time::timeout(Duration::from_secs(20), ends.recv())
+        .await
+        .expect("the backend's read ends")
+        .unwrap();
+    assert_eq!(
+        end,
+        Err(io::ErrorKind::ConnectionReset),
+        "the backend sees a reset"
+    );
+}
+
 /// Reads to the end: the bytes read, and how it ended (`Ok` for EOF).
 async fn drain(stream: &mut TcpStream) -> (u64, io::Result<()>) {
     let mut buf = vec![0u8; 64 * 1024];
@@ -143,15 +157,7 @@ async fn a_backend_that_stops_reading_is_cut_by_write_timeout() {
         .await;
     assert_eq!(stats["closed"]["write_timeout"], 1, "{stats}");
     client_cut.notify_one();
-    let end = tokio::time::timeout(Duration::from_secs(20), ends.recv())
-        .await
-        .expect("the backend's read ends")
-        .unwrap();
-    assert_eq!(
-        end,
-        Err(io::ErrorKind::ConnectionReset),
-        "the backend sees a reset"
-    );
+    backend_sees_a_reset(&mut ends).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -173,15 +179,7 @@ async fn a_read_timeout_cut_resets_both_peers() {
         Err(io::ErrorKind::ConnectionReset),
         "the client sees a reset"
     );
-    let end = tokio::time::timeout(Duration::from_secs(20), ends.recv())
-        .await
-        .expect("the backend's read ends")
-        .unwrap();
-    assert_eq!(
-        end,
-        Err(io::ErrorKind::ConnectionReset),
-        "the backend sees a reset"
-    );
+    backend_sees_a_reset(&mut ends).await;
     let stats = fwd
         .wait_stats("svc", "the pair cut", |s| s["connections"] == 0)
         .await;

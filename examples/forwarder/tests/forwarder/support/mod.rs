@@ -73,6 +73,20 @@ impl Setup {
     }
 }
 
+/// A forwarder of one `-p` mapping to `backend` whose admin API needs
+/// `token`.
+pub fn start_with_token(backend: SocketAddr, token: &str) -> Forwarder {
+    Forwarder::start(|| Setup {
+        args: vec![
+            "-p".into(),
+            format!("127.0.0.1:{}={backend}", free_port()),
+            "--admin-token".into(),
+            token.into(),
+        ],
+        ..Setup::default()
+    })
+}
+
 /// One service of a config file: `name` on 127.0.0.1:`port` to the
 /// backend port `backend` (on the default backend_ip), then `extra` (YAML
 /// lines, two spaces in).
