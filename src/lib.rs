@@ -62,7 +62,7 @@ pub mod registry;
 pub use accepted::Accepted;
 pub use integrations::ConnInfo;
 pub use io::MonitoredIo;
-pub use listener::{DefaultStack, Listener, ListenerBuilder};
+pub use listener::{AcceptStack, DefaultStack, Listener, ListenerBuilder};
 pub use registry::{
     Admission, CloseCause, CloseReport, ConnRecord, ConnSnapshot, IpConnections, RateLimit, Reason,
     Registry, RegistrySnapshot, Rejected, Service, ServiceConfig, ServiceSnapshot,

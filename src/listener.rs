@@ -25,6 +25,27 @@ use state::{Ctx, State};
 /// service's filters, then its limits.
 pub type DefaultStack = Filter<Limit<Pass>>;
 
+/// What a [`Listener`]'s accept stack is: a `tower::Service` of accepted
+/// TCP connections whose response is an [`Accepted`] transport (the same
+/// `TcpStream`, or one your layers made of it: a TLS stream, say). Any such
+/// stack has this trait (a blanket impl): it only names the transport
+/// ([`AcceptStack::Io`]), so that the framework integrations are written
+/// for every stack, not only the [`DefaultStack`].
+pub trait AcceptStack:
+    tower::Service<Accepted<TcpStream>, Response = Accepted<Self::Io>, Error: Into<BoxError>>
+{
+    /// The transport the stack hands out, monitored as `MonitoredIo<Io>`.
+    type Io;
+}
+
+impl<S, IO> AcceptStack for S
+where
+    S: tower::Service<Accepted<TcpStream>, Response = Accepted<IO>>,
+    S::Error: Into<BoxError>,
+{
+    type Io = IO;
+}
+
 /// Accepts TCP connections for a [`Service`] and yields them as
 /// [`MonitoredIo`]s.
 ///

@@ -4,7 +4,7 @@
 //! cargo run --example axum --features axum,metrics -- --listen 127.0.0.1:3000 \
 //!     --conn-limit 1000 --per-ip-limit 50 --blacklist 10.0.0.0/8
 //! curl localhost:3000/           # hello, with what the server knows of the connection
-//! curl localhost:3000/stats      # {"services": [...]}, ?conns=1 for the connection list
+//! curl localhost:3000/stats      # {"services": [...]}; /stats/{sid}, /stats/{sid}/connections
 //! curl localhost:3000/metrics    # Prometheus text
 //! ```
 //! Ctrl-C (or SIGTERM) stops accepting, lets requests finish for up to
@@ -18,10 +18,10 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::extract::{ConnectInfo, State};
-use axum::http::{header, Uri};
+use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::Router;
 use clap::Parser;
 use ipnet::IpNet;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
@@ -143,12 +143,12 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let app = Router::new()
         .route("/", get(hello))
         .route("/hello", get(hello_world))
-        .route("/stats", get(stats))
         .route("/metrics", get(prometheus_text))
         .with_state(AppState {
-            registry,
+            registry: registry.clone(),
             prometheus,
-        });
+        })
+        .nest("/stats", monconn::integrations::stats::router(registry));
     let shutdown = monconn::integrations::graceful(service, shutdown_signal());
     let report = shutdown.report();
     axum::serve(
@@ -180,16 +180,6 @@ async fn hello_world() -> &'static str {
 
 async fn hello_plain(ConnectInfo(peer): ConnectInfo<SocketAddr>) -> String {
     format!("Hello, {peer}!\n")
-}
-
-/// `{"services": [...]}`; `?conns=1` adds each service's connection list.
-async fn stats(State(state): State<AppState>, uri: Uri) -> Json<monconn::RegistrySnapshot> {
-    let with_conns = uri
-        .query()
-        .unwrap_or("")
-        .split('&')
-        .any(|kv| matches!(kv, "conns" | "conns=1" | "conns=true"));
-    Json(state.registry.snapshot(with_conns))
 }
 
 /// Publishes every service's figures, then renders them.

@@ -2,8 +2,9 @@
 //! and a client mode that calls it with a real tonic client.
 //!
 //! ```text
-//! cargo run --example tonic --features tonic -- --listen 127.0.0.1:50051
-//! cargo run --example tonic --features tonic -- --client --listen 127.0.0.1:50051
+//! cargo run --example tonic --features tonic,axum -- --listen 127.0.0.1:50051 --stats 127.0.0.1:9000
+//! cargo run --example tonic --features tonic,axum -- --client --listen 127.0.0.1:50051
+//! curl 127.0.0.1:9000/grpc/connections
 //! ```
 //! The server logs every call with the caller's address (tonic's
 //! `remote_addr`) and its connection as monconn sees it, and prints the
@@ -41,6 +42,9 @@ struct Args {
     /// On shutdown, how long calls may go on (seconds) before they are cut.
     #[arg(long, default_value_t = 5)]
     wait_timeout: u64,
+    /// Serve the stats as JSON on this address (`monconn::integrations::stats`).
+    #[arg(long)]
+    stats: Option<SocketAddr>,
     /// Print the service's stats this often (seconds; 0: never).
     #[arg(long, default_value_t = 10)]
     stats_every: u64,
@@ -89,6 +93,14 @@ async fn server(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         Ok(req)
     });
 
+    if let Some(addr) = args.stats {
+        tokio::spawn(async move {
+            let registry = Registry::global().clone();
+            if let Err(e) = monconn::integrations::stats::bind(addr, registry).await {
+                tracing::error!(error = %e, "stats server stopped");
+            }
+        });
+    }
     if args.stats_every > 0 {
         let every = Duration::from_secs(args.stats_every);
         let stats = service.clone();

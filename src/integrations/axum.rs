@@ -36,24 +36,31 @@ use std::time::Duration;
 
 use axum::extract::connect_info::Connected;
 use axum::serve::{IncomingStream, TapIo};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
 
 pub use super::{graceful, ConnInfo, Graceful, ShutdownReport};
-use crate::{Listener, MonitoredIo};
+use crate::{AcceptStack, Listener, MonitoredIo};
 
 /// How long `accept` waits after an error that [`Listener::accept`] does not
 /// handle itself, before trying again.
 const ERROR_BACKOFF: Duration = Duration::from_millis(200);
 
-/// `axum::serve` accepts through the monitored listener: connections are
-/// admitted by the service (refusals are closed at once and counted, never
-/// reach axum), and come out as [`MonitoredIo`]s.
+/// `axum::serve` accepts through the monitored listener, whatever its accept
+/// stack (the [`DefaultStack`](crate::DefaultStack), or one built with
+/// [`Listener::builder`] and your own layers): connections are admitted by
+/// the service (refusals are closed at once and counted, never reach axum),
+/// and come out as [`MonitoredIo`]s of the stack's transport.
 ///
 /// axum's `accept` cannot fail: errors that [`Listener::accept`] does not
 /// handle itself (those about one connection are skipped, resource errors
 /// back off) are logged and retried after 200 ms.
-impl axum::serve::Listener for Listener {
-    type Io = MonitoredIo<TcpStream>;
+impl<S> axum::serve::Listener for Listener<S>
+where
+    S: AcceptStack + Send + 'static,
+    S::Future: Send + 'static,
+    S::Io: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    type Io = MonitoredIo<S::Io>;
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
@@ -74,19 +81,43 @@ impl axum::serve::Listener for Listener {
 }
 
 /// For `into_make_service_with_connect_info::<ConnInfo>()`: handlers take
-/// `ConnectInfo<ConnInfo>`.
-impl Connected<IncomingStream<'_, Listener>> for ConnInfo {
-    fn connect_info(stream: IncomingStream<'_, Listener>) -> Self {
+/// `ConnectInfo<ConnInfo>`, the connection's live record.
+///
+/// Handlers that take `ConnectInfo<SocketAddr>` (and extractors that read
+/// it, such as `tower_governor`'s peer-IP key) keep working through axum's
+/// [`tap_io`](axum::serve::ListenerExt::tap_io), for which axum gives every
+/// listener's address as connect info:
+///
+/// ```no_run
+/// # async fn run(listener: monconn::Listener, app: axum::Router) -> std::io::Result<()> {
+/// use std::net::SocketAddr;
+/// use axum::serve::ListenerExt;
+///
+/// axum::serve(
+///     listener.tap_io(|_| ()),
+///     app.into_make_service_with_connect_info::<SocketAddr>(),
+/// )
+/// .await
+/// # }
+/// ```
+impl<S> Connected<IncomingStream<'_, Listener<S>>> for ConnInfo
+where
+    Listener<S>: axum::serve::Listener<Io = MonitoredIo<<S as AcceptStack>::Io>>,
+    S: AcceptStack,
+{
+    fn connect_info(stream: IncomingStream<'_, Listener<S>>) -> Self {
         ConnInfo::of(stream.io())
     }
 }
 
 /// The same through [`ListenerExt::tap_io`](axum::serve::ListenerExt::tap_io).
-impl<F> Connected<IncomingStream<'_, TapIo<Listener, F>>> for ConnInfo
+impl<S, F> Connected<IncomingStream<'_, TapIo<Listener<S>, F>>> for ConnInfo
 where
-    F: FnMut(&mut MonitoredIo<TcpStream>) + Send + 'static,
+    Listener<S>: axum::serve::Listener<Io = MonitoredIo<<S as AcceptStack>::Io>>,
+    S: AcceptStack,
+    F: FnMut(&mut MonitoredIo<S::Io>) + Send + 'static,
 {
-    fn connect_info(stream: IncomingStream<'_, TapIo<Listener, F>>) -> Self {
+    fn connect_info(stream: IncomingStream<'_, TapIo<Listener<S>, F>>) -> Self {
         ConnInfo::of(stream.io())
     }
 }

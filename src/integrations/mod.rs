@@ -14,6 +14,9 @@
 //! - [`tonic`](mod@tonic) (feature `tonic`): an incoming stream for
 //!   `serve_with_incoming`, and `tonic::transport::server::Connected` for
 //!   `MonitoredIo<TcpStream>`.
+//! - [`stats`] (feature `axum`): a registry's snapshots as JSON over HTTP,
+//!   as a `Router` to nest in any axum app or as a side server for tonic
+//!   and hyper servers.
 //! - [`hyper`](mod@hyper): a manual accept loop with hyper-util, documented
 //!   and tested; it needs nothing beyond [`Listener::accept`](crate::Listener::accept),
 //!   [`ConnInfo`] and [`graceful`], so this crate does not depend on hyper.
@@ -24,6 +27,9 @@ pub mod axum;
 mod conn_info;
 pub mod hyper;
 mod shutdown;
+#[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+pub mod stats;
 #[cfg(feature = "tonic")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tonic")))]
 pub mod tonic;

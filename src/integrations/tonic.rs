@@ -48,24 +48,24 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use tokio::net::TcpStream;
 use tokio::time::Sleep;
 use tokio_stream::Stream;
 
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
 pub use super::{graceful, ConnInfo, Graceful, ShutdownReport};
-use crate::{Listener, MonitoredIo, Service};
+use crate::{AcceptStack, DefaultStack, Listener, MonitoredIo, Service};
 
 /// How long the stream waits after yielding an error, before accepting
 /// again: tonic only traces incoming errors, it does not back off.
 const ERROR_BACKOFF: Duration = Duration::from_millis(200);
 
-type Accept =
-    Pin<Box<dyn Future<Output = io::Result<(MonitoredIo<TcpStream>, SocketAddr)>> + Send>>;
+type Accept<IO> = Pin<Box<dyn Future<Output = io::Result<(MonitoredIo<IO>, SocketAddr)>> + Send>>;
 
 /// The connections of a [`Listener`] as a stream, for tonic's
-/// `serve_with_incoming` and `serve_with_incoming_shutdown`.
+/// `serve_with_incoming` and `serve_with_incoming_shutdown`, whatever the
+/// listener's accept stack (the default one, or one built with
+/// [`Listener::builder`] and your own layers).
 ///
 /// Yields each admitted connection; refused ones are closed and counted by
 /// the listener and never reach tonic. An accept error the listener does not
@@ -75,17 +75,17 @@ type Accept =
 /// tonic's own TCP settings (`tcp_nodelay`, `tcp_keepalive`) do not apply to
 /// an incoming stream: set [`ServiceConfig::nodelay`](crate::ServiceConfig::nodelay)
 /// and [`ServiceConfig::keepalive`](crate::ServiceConfig::keepalive) instead.
-pub struct Incoming {
-    listener: Arc<Listener>,
-    accept: Option<Accept>,
+pub struct Incoming<S: AcceptStack = DefaultStack> {
+    listener: Arc<Listener<S>>,
+    accept: Option<Accept<S::Io>>,
     backoff: Option<Pin<Box<Sleep>>>,
 }
 
 // === impl Incoming ===
 
-impl Incoming {
+impl<S: AcceptStack> Incoming<S> {
     /// The connections of `listener`.
-    pub fn new(listener: Listener) -> Self {
+    pub fn new(listener: Listener<S>) -> Self {
         Incoming {
             listener: Arc::new(listener),
             accept: None,
@@ -94,20 +94,25 @@ impl Incoming {
     }
 
     /// The listener.
-    pub fn listener(&self) -> &Listener {
+    pub fn listener(&self) -> &Listener<S> {
         &self.listener
     }
 }
 
-impl Listener {
+impl<S: AcceptStack> Listener<S> {
     /// The listener's connections as a stream, for tonic; see [`Incoming`].
-    pub fn into_incoming(self) -> Incoming {
+    pub fn into_incoming(self) -> Incoming<S> {
         Incoming::new(self)
     }
 }
 
-impl Stream for Incoming {
-    type Item = io::Result<MonitoredIo<TcpStream>>;
+impl<S> Stream for Incoming<S>
+where
+    S: AcceptStack + Send + 'static,
+    S::Future: Send + 'static,
+    S::Io: Send + 'static,
+{
+    type Item = io::Result<MonitoredIo<S::Io>>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
@@ -132,7 +137,10 @@ impl Stream for Incoming {
     }
 }
 
-impl fmt::Debug for Incoming {
+// Nothing is pinned in place: the accept future and the backoff are boxed.
+impl<S: AcceptStack> Unpin for Incoming<S> {}
+
+impl<S: AcceptStack> fmt::Debug for Incoming<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Incoming")
             .field("listener", &self.listener)
@@ -142,8 +150,8 @@ impl fmt::Debug for Incoming {
 
 /// tonic's usual TCP connect info, taken from the connection's record, so
 /// that `Request::remote_addr()` and `local_addr` work as with tonic's own
-/// listener.
-impl Connected for MonitoredIo<TcpStream> {
+/// listener, whatever the transport the accept stack made.
+impl<IO> Connected for MonitoredIo<IO> {
     type ConnectInfo = TcpConnectInfo;
 
     fn connect_info(&self) -> TcpConnectInfo {

@@ -52,6 +52,35 @@
 //! let (conn, peer) = listener.accept().await?;
 //! # Ok(()) }
 //! ```
+//!
+//! A layer written as a closure, with the builder, in a spawned accept
+//! loop. Give the closure's error a concrete type (`std::io::Error` here):
+//! with `BoxError` written in a closure, rustc cannot prove the spawned
+//! loop `Send` ("implementation of `From` is not general enough"; a
+//! limitation of its auto-trait checks, not of the stack), while an `async
+//! fn` layer such as `handshake` above may return `BoxError`:
+//! ```no_run
+//! # async fn run() -> std::io::Result<()> {
+//! use monconn::{Accepted, Listener, Registry};
+//! use tokio::net::TcpStream;
+//!
+//! let service = Registry::new().service("tcp");
+//! let listener = Listener::builder(service)
+//!     .layer(tower::layer::layer_fn(|_| {
+//!         tower::service_fn(|conn: Accepted<TcpStream>| async move {
+//!             // ... inspect `conn` ...
+//!             Ok::<_, std::io::Error>(conn)
+//!         })
+//!     }))
+//!     .bind("127.0.0.1:0")
+//!     .await?;
+//! tokio::spawn(async move {
+//!     while let Ok((conn, _peer)) = listener.accept().await {
+//!         tokio::spawn(async move { drop(conn) });
+//!     }
+//! });
+//! # Ok(()) }
+//! ```
 
 pub mod filter;
 pub mod future;

@@ -7,7 +7,12 @@ use monconn_test_support as support;
 
 #[cfg(feature = "axum")]
 mod axum;
+#[cfg(feature = "axum")]
+mod connect_info;
+mod custom_stack;
 mod http_support;
 mod hyper;
+#[cfg(feature = "axum")]
+mod stats;
 #[cfg(feature = "tonic")]
 mod tonic;
