@@ -35,3 +35,4 @@ pub mod precheck;
 pub mod reload;
 pub mod service;
 pub mod stats;
+pub mod telemetry;

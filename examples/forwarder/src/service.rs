@@ -21,6 +21,7 @@ use crate::addr::{Backend, ListenAddr};
 use crate::balance::{Balance, Load, Slot};
 use crate::cli::Accept;
 use crate::config::ServiceSpec;
+use crate::telemetry;
 use monconn::forward::{self, Mode};
 
 /// Where new connections of a service go. Swapped on reload; connections
@@ -315,12 +316,14 @@ async fn forward(
     if service.config().nodelay {
         let _ = backend.set_nodelay(true);
     }
-    let id = client.record().id();
+    let record = client.record().clone();
+    let id = record.id();
     tracing::debug!(%sid, id, %peer, backend = %upstream.backend, shard, "connected");
-    match forward::copy_bidirectional(client, backend, upstream.mode).await {
-        Ok((up, down)) => tracing::debug!(%sid, id, %peer, up, down, "closed"),
-        Err(e) => tracing::debug!(%sid, id, %peer, error = %e, "closed with error"),
+    let result = forward::copy_bidirectional(client, backend, upstream.mode).await;
+    if let Err(e) = &result {
+        tracing::debug!(%sid, id, %peer, error = %e, "closed with error");
     }
+    telemetry::access_log(sid, &record, &upstream.backend, result.is_err());
 }
 
 async fn connect(upstream: &Upstream) -> io::Result<TcpStream> {

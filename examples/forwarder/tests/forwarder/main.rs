@@ -18,4 +18,5 @@ mod nofile;
 mod reliability;
 mod reload;
 mod signals;
+mod telemetry;
 mod timeouts;
