@@ -15,7 +15,6 @@
 //! | `monconn_client_ips_active` | gauge | `service` |
 //! | `monconn_bytes_read_total` | counter (bytes) | `service` |
 //! | `monconn_bytes_written_total` | counter (bytes) | `service` |
-//! | `monconn_backend_errors_total` | counter | `service` |
 //! | `monconn_accept_errors_total` | counter | `service` |
 //! | `monconn_connection_duration_seconds` | histogram (seconds) | `service` |
 //!
@@ -102,11 +101,6 @@ pub fn describe() {
         "Bytes written to clients."
     );
     describe_counter!(
-        "monconn_backend_errors_total",
-        Unit::Count,
-        "Failed connections to a backend."
-    );
-    describe_counter!(
         "monconn_accept_errors_total",
         Unit::Count,
         "Accepts that failed for lack of resources (out of file descriptors, say)."
@@ -149,7 +143,6 @@ pub(crate) fn publish(inner: &std::sync::Arc<ServiceInner>) {
     gauge!("monconn_client_ips_active", "service" => sid.clone()).set(s.ip_count as f64);
     counter!("monconn_bytes_read_total", "service" => sid.clone()).absolute(s.bytes_read);
     counter!("monconn_bytes_written_total", "service" => sid.clone()).absolute(s.bytes_written);
-    counter!("monconn_backend_errors_total", "service" => sid.clone()).absolute(s.backend_errors);
     counter!("monconn_accept_errors_total", "service" => sid).absolute(s.accept_errors);
 }
 

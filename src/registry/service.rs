@@ -89,7 +89,6 @@ pub(crate) struct Counters {
     pub(crate) rejected: [AtomicU64; Reason::BUILTIN.len()],
     pub(crate) rejected_other: Mutex<BTreeMap<String, u64>>,
     pub(crate) closed: [AtomicU64; CloseCause::ALL.len()],
-    pub(crate) backend_errors: AtomicU64,
     pub(crate) accept_errors: AtomicU64,
     /// Bytes of closed connections, folded in under the table lock.
     pub(crate) closed_read: AtomicU64,
@@ -235,11 +234,6 @@ impl Service {
         }
     }
 
-    /// Counts a failed connection to a backend (for proxies such as the forwarder).
-    pub fn count_backend_error(&self) {
-        self.inner.counters.backend_errors.fetch_add(1, Relaxed);
-    }
-
     /// Counts an accept that failed for lack of resources (`EMFILE`,
     /// `ENFILE`, `ENOBUFS`, `ENOMEM`); the [`Listener`](crate::Listener) does.
     pub fn count_accept_error(&self) {
@@ -304,13 +298,12 @@ impl Service {
         self.inner.counters.accepted.load(Relaxed)
     }
 
-    /// Resets accepted, rejected, closed, backend error and byte counters.
+    /// Resets accepted, rejected, closed, accept error and byte counters.
     /// Live connections and their own counters are untouched.
     pub fn reset_stats(&self) {
         let _ = self.take_bytes();
         let c = &self.inner.counters;
         c.accepted.store(0, Relaxed);
-        c.backend_errors.store(0, Relaxed);
         c.accept_errors.store(0, Relaxed);
         c.rejected.iter().for_each(|n| n.store(0, Relaxed));
         c.closed.iter().for_each(|n| n.store(0, Relaxed));

@@ -44,8 +44,6 @@ pub struct ServiceSnapshot {
     /// Connections ended, by cause (`normal`, `error`, `idle`,
     /// `read_timeout`, `write_timeout`, `kicked`, `shutdown`).
     pub closed: BTreeMap<String, u64>,
-    /// Failed connections to a backend (proxies only).
-    pub backend_errors: u64,
     /// Accepts that failed for lack of resources (out of file descriptors,
     /// say), each followed by a short back-off.
     pub accept_errors: u64,
@@ -178,7 +176,6 @@ impl Service {
             accepted: c.accepted.load(Relaxed),
             rejected,
             closed,
-            backend_errors: c.backend_errors.load(Relaxed),
             accept_errors: c.accept_errors.load(Relaxed),
             conns,
         }

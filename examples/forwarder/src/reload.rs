@@ -235,7 +235,10 @@ impl Forwarder {
     fn remove_now(&self, sid: String) {
         let registry = self.registry.clone();
         let mut drain = Box::pin(async move {
-            let _listed = registry.get(&sid).map(stats::Draining::list);
+            let backend_errors = crate::backend_errors::take(&sid);
+            let _listed = registry
+                .get(&sid)
+                .map(|service| stats::Draining::list(service, backend_errors));
             if let Some(report) = registry.remove(&sid).await {
                 tracing::info!(%sid, drained = report.drained, cut = report.cut, "service stopped");
             }
