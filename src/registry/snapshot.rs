@@ -7,9 +7,10 @@ use std::sync::atomic::Ordering::Relaxed;
 use ipnet::IpNet;
 use serde::Serialize;
 
-use super::reason::{CloseCause, Reason};
+use super::reason::Reason;
 use super::service::{lock, Service};
 use crate::clock::{now_ms, since, system_secs, unix_secs};
+use crate::io::CloseCause;
 
 /// A service's figures at one instant, as served by `/stats`.
 ///
@@ -55,7 +56,7 @@ pub struct ServiceSnapshot {
 /// One client key and its open connections: the count `ip_limit` and
 /// `per_ip_limit` apply to.
 ///
-/// The key is the network `ip`/`prefix` ([`client_key`](super::client_key)):
+/// The key is the network `ip`/`prefix` ([`client_key`](crate::client_key)):
 /// an IPv4 client's address with `prefix` 32 (IPv4-mapped IPv6 shown as
 /// IPv4), an IPv6 client's network of
 /// [`ipv6_prefix`](super::ServiceConfig::ipv6_prefix) bits (`"2001:db8:1:2::"`

@@ -349,7 +349,7 @@ fn blacklist(service: &Service, net: IpNet, add: bool, kick: bool) -> Reply {
 
 /// Clients the kernel keeps waiting for an accept past [`MAX_CONNECTIONS`]
 /// (capped by `net.core.somaxconn`): they hold no descriptor of ours.
-const BACKLOG: u32 = 1024;
+pub const BACKLOG: u32 = 1024;
 
 /// Binds the admin address, with a [`BACKLOG`] for the clients past the cap
 /// (std's 128 would leave the next ones retrying their SYNs for seconds).
