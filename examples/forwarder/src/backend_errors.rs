@@ -16,8 +16,8 @@ pub struct BackendErrors(Arc<AtomicU64>);
 
 /// The counters of the services in the registry, by sid. A service keeps
 /// its counter across reloads (moved or changed); one a reload removes takes
-/// it along while it drains ([`take`]), and a service added later under the
-/// same sid starts from zero, as its `monconn::Service` does.
+/// it along while it drains ([`take`]); a service created in the registry
+/// gets a new one ([`fresh`]), from zero, as its `monconn::Service` starts.
 static RUNNING: Mutex<BTreeMap<String, BackendErrors>> = Mutex::new(BTreeMap::new());
 
 fn running() -> MutexGuard<'static, BTreeMap<String, BackendErrors>> {
@@ -40,6 +40,13 @@ impl BackendErrors {
     pub fn get(&self) -> u64 {
         self.0.load(Relaxed)
     }
+}
+
+/// Gives the service `sid` a new counter at zero: for a service just
+/// created in the registry (a forwarder started again in the same process,
+/// say, starts from zero, as its `monconn::Service` does).
+pub fn fresh(sid: &str) {
+    running().insert(sid.to_owned(), BackendErrors::default());
 }
 
 /// Takes the counter of the service `sid` out of the running ones (a

@@ -88,6 +88,7 @@ impl Forwarder {
 
     fn launch(&mut self, spec: ServiceSpec, tcp: Vec<TcpListener>) -> Result<(), String> {
         let service = self.registry.create(&spec.sid, spec.config.clone());
+        crate::backend_errors::fresh(&spec.sid);
         let sid = spec.sid.clone();
         let running = Running::start(spec, service, tcp, &self.shards, self.accept)
             .map_err(|e| format!("service `{sid}`: {e}"))?;
@@ -207,7 +208,10 @@ impl Forwarder {
                     let (registry, config) = (self.registry.clone(), spec.config.clone());
                     let id = sid.clone();
                     match tokio::task::spawn_blocking(move || registry.create(&id, config)).await {
-                        Ok(service) => service,
+                        Ok(service) => {
+                            crate::backend_errors::fresh(&sid);
+                            service
+                        }
                         Err(e) => {
                             errors.push(format!("service `{sid}`: {e}"));
                             continue;
