@@ -25,9 +25,10 @@
 //! connection back through a one-method private trait (`Release`) that the
 //! service implements and that the record holds, so the wrapper stays a
 //! pointer to its record. The registry publishes to the `metrics` facade
-//! through a private seam of its own (`registry/export.rs`); the
-//! [`metrics`](mod@metrics) module, the [`integrations`] and [`forward`](mod@forward)
-//! read the registry and io; nothing calls back up.
+//! through a private seam of its own (`registry/export.rs`); the `metrics`
+//! and `forward` modules (features of those names) and [`integrations`]
+//! read the registry and io; nothing calls back up. `.ci/module-deps`
+//! lists who imports whom and fails on a circle.
 //!
 //! # Examples
 //! ```

@@ -2,7 +2,7 @@
 //! its [`ConnRecord`] and fails once the connection is closed from outside
 //! (with a [`CloseCause`]). A leaf: it imports nothing of the crate but the
 //! clock and the address helpers; the registry's service is reached only
-//! through [`Release`](guard::Release), which it implements.
+//! through [`Release`](guard::Release), which the service implements.
 //!
 //! # Examples
 //! ```
