@@ -11,6 +11,25 @@
 //!   exact counters, the live connection table, JSON snapshots, one sweeper
 //!   task per service for idle and timed-out connections, graceful close.
 //!
+//! # How it fits together
+//! A connection flows one way, and so do the imports: the
+//! [`Listener`] accepts it and passes it, as an [`Accepted`], through the
+//! accept stack of [`layers`] (filter, limits, your own); a layer admits it
+//! into its [`Service`] (an [`Admission`]), and the service wraps it in a
+//! [`MonitoredIo`] that counts into the connection's own [`ConnRecord`].
+//! Modules import downwards only: listener → layers → `Accepted` → registry
+//! ([`Registry`], [`Service`], snapshots, sweeper, limits, rules) → io
+//! ([`MonitoredIo`], [`ConnRecord`], [`CloseCause`]) → the leaves (the
+//! address helpers [`client_key`], [`canonical_ip`], [`IpSet`], and a
+//! coarse clock). io knows nothing of the registry: it hands a dropped
+//! connection back through a one-method private trait (`Release`) that the
+//! service implements and that the record holds, so the wrapper stays a
+//! pointer to its record. The registry publishes to the `metrics` facade
+//! through a private seam of its own (`registry/export.rs`); the `metrics`
+//! and `forward` modules (features of those names) and [`integrations`]
+//! read the registry and io; nothing calls back up. `.ci/module-deps`
+//! lists who imports whom and fails on a circle.
+//!
 //! # Examples
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
@@ -51,21 +70,22 @@ mod clock;
 #[cfg_attr(docsrs, doc(cfg(feature = "forward")))]
 pub mod forward;
 pub mod integrations;
-pub mod io;
+mod io;
+mod ip;
 pub mod layers;
 mod listener;
 #[cfg(feature = "metrics")]
 #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
 pub mod metrics;
-pub mod registry;
+mod registry;
 
 pub use accepted::Accepted;
-pub use integrations::ConnInfo;
-pub use io::MonitoredIo;
+pub use io::{CloseCause, ConnRecord, MonitoredIo};
+pub use ip::{canonical_ip, client_key, IpSet};
 pub use listener::{AcceptStack, DefaultStack, Listener, ListenerBuilder};
 pub use registry::{
-    Admission, CloseCause, CloseReport, ConnRecord, ConnSnapshot, IpConnections, RateLimit, Reason,
-    Registry, RegistrySnapshot, Rejected, Service, ServiceConfig, ServiceSnapshot,
+    Admission, CloseReport, ConnSnapshot, IpConnections, RateLimit, Reason, Registry,
+    RegistrySnapshot, Rejected, Service, ServiceConfig, ServiceSnapshot,
 };
 
 /// The README's examples, compiled as doctests.

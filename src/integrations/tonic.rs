@@ -53,7 +53,7 @@ use tokio_stream::Stream;
 
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
-pub use super::{graceful, ConnInfo, Graceful, ShutdownReport};
+use super::ConnInfo;
 use crate::{AcceptStack, DefaultStack, Listener, MonitoredIo, Service};
 
 /// How long the stream waits after yielding an error, before accepting

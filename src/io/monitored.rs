@@ -13,8 +13,9 @@ use socket2::SockRef;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
+use super::guard::ConnGuard;
 use super::hexdump::{self, Direction};
-use crate::registry::{ConnGuard, ConnRecord};
+use super::record::{ConnRecord, Record};
 
 pin_project! {
     /// A transport whose reads and writes are counted into its connection's
@@ -82,13 +83,14 @@ fn reset_tcp<T: 'static>(io: &T) {
 // === impl MonitoredIo ===
 
 impl<T> MonitoredIo<T> {
-    pub(crate) fn new(inner: T, guard: ConnGuard) -> Self
+    /// Monitors `inner`, counted into `record`, which it releases when dropped.
+    pub(crate) fn new(inner: T, record: Record) -> Self
     where
         T: 'static,
     {
         MonitoredIo {
             inner,
-            guard,
+            guard: ConnGuard::new(record),
             reset: reset_of::<T>(),
         }
     }
@@ -101,7 +103,7 @@ impl<T> MonitoredIo<T> {
 
     /// The id of the service the connection belongs to.
     pub fn sid(&self) -> &str {
-        self.guard.sid()
+        self.guard.record().sid()
     }
 
     /// The wrapped transport.
@@ -125,7 +127,7 @@ impl<T> MonitoredIo<T> {
 #[cold]
 fn dump(guard: &ConnGuard, dir: Direction, offset: u64, bytes: &[u8]) {
     let r = guard.record();
-    hexdump::trace(guard.sid(), r.id(), r.peer(), dir, offset, bytes);
+    hexdump::trace(r.sid(), r.id(), r.peer(), dir, offset, bytes);
 }
 
 impl<T: AsyncRead> AsyncRead for MonitoredIo<T> {

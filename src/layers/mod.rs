@@ -82,12 +82,13 @@
 //! # Ok(()) }
 //! ```
 
-pub mod filter;
-pub mod future;
-pub mod limit;
+mod filter;
+mod future;
+mod limit;
 mod pass;
 
-pub use filter::{Filter, FilterLayer, IpSet};
+pub use filter::{Filter, FilterLayer};
+pub use future::ResponseFuture;
 pub use limit::{Limit, LimitLayer};
 pub use pass::Pass;
 

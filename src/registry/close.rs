@@ -3,9 +3,9 @@
 use std::net::IpAddr;
 use std::sync::atomic::Ordering::Relaxed;
 
-use super::admission::canonical_ip;
-use super::reason::CloseCause;
 use super::service::{lock, Service, DRAINING, STOPPED};
+use crate::io::CloseCause;
+use crate::ip::canonical_ip;
 
 /// What a graceful [`Service::close`] did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]

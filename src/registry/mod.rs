@@ -23,7 +23,9 @@
 mod admission;
 mod close;
 mod config;
-mod conn;
+#[cfg(feature = "metrics")]
+mod export;
+mod lookup;
 mod rate;
 mod reason;
 mod rules;
@@ -31,15 +33,13 @@ mod service;
 mod snapshot;
 mod sweeper;
 
-pub(crate) use admission::ConnGuard;
-pub use admission::{canonical_ip, client_key, Admission};
+pub use admission::Admission;
 pub use close::CloseReport;
 pub use config::{RateLimit, ServiceConfig};
-pub use conn::ConnRecord;
-pub use reason::{CloseCause, Reason, Rejected};
-pub use service::Service;
 #[cfg(feature = "metrics")]
-pub(crate) use service::ServiceInner;
+pub(crate) use export::describe as describe_metrics;
+pub use reason::{Reason, Rejected};
+pub use service::Service;
 pub use snapshot::{ConnSnapshot, IpConnections, ServiceSnapshot};
 
 use std::collections::BTreeMap;

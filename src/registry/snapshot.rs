@@ -7,9 +7,10 @@ use std::sync::atomic::Ordering::Relaxed;
 use ipnet::IpNet;
 use serde::Serialize;
 
-use super::reason::{CloseCause, Reason};
+use super::reason::Reason;
 use super::service::{lock, Service};
 use crate::clock::{now_ms, since, system_secs, unix_secs};
+use crate::io::CloseCause;
 
 /// A service's figures at one instant, as served by `/stats`.
 ///
@@ -44,8 +45,6 @@ pub struct ServiceSnapshot {
     /// Connections ended, by cause (`normal`, `error`, `idle`,
     /// `read_timeout`, `write_timeout`, `kicked`, `shutdown`).
     pub closed: BTreeMap<String, u64>,
-    /// Failed connections to a backend (proxies only).
-    pub backend_errors: u64,
     /// Accepts that failed for lack of resources (out of file descriptors,
     /// say), each followed by a short back-off.
     pub accept_errors: u64,
@@ -57,7 +56,7 @@ pub struct ServiceSnapshot {
 /// One client key and its open connections: the count `ip_limit` and
 /// `per_ip_limit` apply to.
 ///
-/// The key is the network `ip`/`prefix` ([`client_key`](super::client_key)):
+/// The key is the network `ip`/`prefix` ([`client_key`](crate::client_key)):
 /// an IPv4 client's address with `prefix` 32 (IPv4-mapped IPv6 shown as
 /// IPv4), an IPv6 client's network of
 /// [`ipv6_prefix`](super::ServiceConfig::ipv6_prefix) bits (`"2001:db8:1:2::"`
@@ -178,7 +177,6 @@ impl Service {
             accepted: c.accepted.load(Relaxed),
             rejected,
             closed,
-            backend_errors: c.backend_errors.load(Relaxed),
             accept_errors: c.accept_errors.load(Relaxed),
             conns,
         }

@@ -7,8 +7,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use monconn::integrations::tonic::{conn_info, ConnInfoLayer, Incoming};
+use monconn::integrations::ConnInfo;
 use monconn::integrations::ShutdownReport;
-use monconn::{CloseReport, ConnInfo, Registry, Service};
+use monconn::{CloseReport, Registry, Service};
 use support::{
     bind_monitored, eventually, graceful_on_stop, quiet_config, stop_and_wait_out, within,
 };

@@ -80,7 +80,7 @@ async fn fresh_service_snapshot() {
             "connections": 0, "ip_count": 0, "ips": [],
             "bytes_read": 0, "bytes_written": 0, "accepted": 0,
             "rejected": all_rejected(&[]), "closed": all_closed(&[]),
-            "backend_errors": 0, "accept_errors": 0,
+            "accept_errors": 0,
         })
     );
     let with_conns = serde_json::to_value(service.snapshot(true)).unwrap();
@@ -104,7 +104,6 @@ async fn snapshot_scene(service: &Service) -> (Vec<(MonitoredIo<TcpStream>, TcpS
     service.count_rejected(&Reason::Blacklisted);
     service.count_rejected(&Reason::RateLimit);
     service.count_rejected(&Reason::Other("tls_handshake".into()));
-    service.count_backend_error();
 
     let conn = |i: usize, up: u64, down: u64| {
         let (server, client) = &conns[i];
@@ -125,7 +124,7 @@ async fn snapshot_scene(service: &Service) -> (Vec<(MonitoredIo<TcpStream>, TcpS
         "bytes_read": 20, "bytes_written": 29, "accepted": 4,
         "rejected": all_rejected(&[("blacklisted", 2), ("rate_limit", 1), ("tls_handshake", 1)]),
         "closed": all_closed(&[("normal", 1)]),
-        "backend_errors": 1, "accept_errors": 0,
+        "accept_errors": 0,
         "conns": [conn(0, 10, 20), conn(1, 0, 5), conn(2, 7, 0)],
     });
     (conns, expected)

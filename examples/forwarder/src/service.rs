@@ -18,6 +18,7 @@ use tokio::task::JoinHandle;
 use tower::Layer;
 
 use crate::addr::{Backend, ListenAddr};
+use crate::backend_errors::BackendErrors;
 use crate::balance::{Balance, Load, Slot};
 use crate::cli::Accept;
 use crate::config::ServiceSpec;
@@ -51,6 +52,8 @@ impl Upstream {
 pub struct Running {
     pub spec: ServiceSpec,
     pub service: Service,
+    /// Its failed backend connects, counted by every shard.
+    pub backend_errors: BackendErrors,
     upstream: Arc<RwLock<Arc<Upstream>>>,
     accept: Vec<JoinHandle<()>>,
 }
@@ -154,6 +157,7 @@ impl Running {
             return Err(io::Error::other("no socket to listen on"));
         };
         let upstream = Arc::new(RwLock::new(Arc::new(Upstream::new(&spec))));
+        let backend_errors = BackendErrors::of(service.sid());
         let mut slots = match accept {
             Accept::Shared if listeners.len() > 1 => Balance::slots(listeners.len()),
             _ => Vec::new(),
@@ -164,13 +168,20 @@ impl Running {
             .zip(shards)
             .enumerate()
             .map(|(rank, (listener, shard))| {
-                shard.spawn(accept_loop(listener, upstream.clone(), rank, slots.next()))
+                shard.spawn(accept_loop(
+                    listener,
+                    upstream.clone(),
+                    backend_errors.clone(),
+                    rank,
+                    slots.next(),
+                ))
             })
             .collect();
         tracing::info!(sid = %spec.sid, listen = %local, backend = %spec.backend, "forwarding");
         Ok(Running {
             spec,
             service,
+            backend_errors,
             upstream,
             accept,
         })
@@ -261,6 +272,7 @@ fn carry(now: &[IpNet], before: &[IpNet], into: &mut Vec<IpNet>) {
 async fn accept_loop(
     listener: Listener,
     upstream: Arc<RwLock<Arc<Upstream>>>,
+    backend_errors: BackendErrors,
     shard: usize,
     slot: Option<Slot>,
 ) {
@@ -273,7 +285,10 @@ async fn accept_loop(
                 let upstream = upstream.read().unwrap_or_else(|e| e.into_inner()).clone();
                 let service = listener.service().clone();
                 let load = slot.as_ref().map(Slot::load);
-                tokio::spawn(forward(client, peer, upstream, service, shard, load));
+                let errors = backend_errors.clone();
+                tokio::spawn(forward(
+                    client, peer, upstream, service, errors, shard, load,
+                ));
             }
             Err(e) => {
                 tracing::error!(sid = %listener.service().sid(), error = %e, "accept failed");
@@ -299,6 +314,7 @@ async fn forward(
     peer: SocketAddr,
     upstream: Arc<Upstream>,
     service: Service,
+    backend_errors: BackendErrors,
     shard: usize,
     _load: Option<Load>,
 ) {
@@ -308,7 +324,7 @@ async fn forward(
     let backend = match Box::pin(connect(&upstream)).await {
         Ok(backend) => backend,
         Err(e) => {
-            service.count_backend_error();
+            backend_errors.count();
             tracing::warn!(%sid, %peer, backend = %upstream.backend, error = %e, "backend connect failed; closing client");
             return;
         }
