@@ -82,6 +82,8 @@ mod registry;
 pub use accepted::Accepted;
 pub use io::{CloseCause, ConnRecord, MonitoredIo};
 pub use ip::{canonical_ip, client_key, IpSet};
+/// The `ipnet` crate, whose `IpNet` the blacklist and allowlist take.
+pub use ipnet;
 pub use listener::{AcceptStack, DefaultStack, Listener, ListenerBuilder};
 pub use registry::{
     Admission, CloseReport, ConnSnapshot, IpConnections, RateLimit, Reason, Registry,

@@ -72,9 +72,11 @@ type Accept<IO> = Pin<Box<dyn Future<Output = io::Result<(MonitoredIo<IO>, Socke
 /// handle itself is yielded once (tonic traces it), then the stream waits
 /// 200 ms before accepting again, so that it never spins. It never ends.
 ///
-/// tonic's own TCP settings (`tcp_nodelay`, `tcp_keepalive`) do not apply to
-/// an incoming stream: set [`ServiceConfig::nodelay`](crate::ServiceConfig::nodelay)
-/// and [`ServiceConfig::keepalive`](crate::ServiceConfig::keepalive) instead.
+/// `TCP_NODELAY` is on, as tonic's own server sets it by default, unless
+/// the listener was given [`Listener::with_nodelay`]. tonic's own TCP
+/// settings (`tcp_nodelay`, `tcp_keepalive`) do not apply to an incoming
+/// stream: use [`Listener::with_nodelay`] and
+/// [`ServiceConfig::keepalive`](crate::ServiceConfig::keepalive).
 pub struct Incoming<S: AcceptStack = DefaultStack> {
     listener: Arc<Listener<S>>,
     accept: Option<Accept<S::Io>>,
@@ -84,10 +86,11 @@ pub struct Incoming<S: AcceptStack = DefaultStack> {
 // === impl Incoming ===
 
 impl<S: AcceptStack> Incoming<S> {
-    /// The connections of `listener`.
+    /// The connections of `listener`, with `TCP_NODELAY` on unless the
+    /// listener says otherwise ([`Listener::with_nodelay`]).
     pub fn new(listener: Listener<S>) -> Self {
         Incoming {
-            listener: Arc::new(listener),
+            listener: Arc::new(listener.nodelay_unless_set(true)),
             accept: None,
             backoff: None,
         }

@@ -8,7 +8,7 @@ use crate::io::CloseCause;
 use crate::ip::canonical_ip;
 
 /// What a graceful [`Service::close`] did.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CloseReport {
     /// Connections that ended by themselves within `wait_timeout`.
     pub drained: usize,

@@ -58,7 +58,7 @@ pub struct Registry {
 }
 
 /// Every service's snapshot, as `{"services": [...]}`.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct RegistrySnapshot {
     /// One snapshot per service, sorted by sid.
     pub services: Vec<ServiceSnapshot>,

@@ -5,7 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering::Relaxed;
 
 use ipnet::IpNet;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::reason::Reason;
 use super::service::{lock, Service};
@@ -15,7 +15,7 @@ use crate::io::CloseCause;
 /// A service's figures at one instant, as served by `/stats`.
 ///
 /// Every counter is exact: bytes include the live connections' bytes.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ServiceSnapshot {
     /// The service's id.
     pub sid: String,
@@ -49,7 +49,7 @@ pub struct ServiceSnapshot {
     /// say), each followed by a short back-off.
     pub accept_errors: u64,
     /// The open connections, when asked for; absent otherwise.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub conns: Option<Vec<ConnSnapshot>>,
 }
 
@@ -61,7 +61,7 @@ pub struct ServiceSnapshot {
 /// IPv4), an IPv6 client's network of
 /// [`ipv6_prefix`](super::ServiceConfig::ipv6_prefix) bits (`"2001:db8:1:2::"`
 /// with `prefix` 64 holds every client of 2001:db8:1:2::/64).
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct IpConnections {
     /// The key's network address.
     pub ip: IpAddr,
@@ -81,7 +81,7 @@ impl IpConnections {
 }
 
 /// One open connection's figures.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ConnSnapshot {
     /// The connection's id within its service.
     pub id: u64,

@@ -211,3 +211,33 @@ async fn ipv4_mapped_peers_are_counted_under_their_ipv4_address() {
     );
     assert_eq!(value["closed"]["normal"], 3);
 }
+
+#[tokio::test]
+async fn snapshots_read_back_from_their_json() {
+    // A client of the JSON API reads the snapshots back into the same types.
+    let registry = Registry::new();
+    let service = registry.create("back", quiet_config());
+    let (_conns, _) = snapshot_scene(&service).await;
+    let with_conns = service.snapshot(true);
+    let text = serde_json::to_string(&with_conns).unwrap();
+    let read: monconn::ServiceSnapshot = serde_json::from_str(&text).unwrap();
+    assert_eq!(read, with_conns);
+    assert!(read.conns.as_ref().is_some_and(|c| !c.is_empty()));
+
+    let without = service.snapshot(false);
+    let read: monconn::ServiceSnapshot =
+        serde_json::from_str(&serde_json::to_string(&without).unwrap()).unwrap();
+    assert_eq!(read.conns, None);
+    assert_eq!(read, without);
+
+    let all = registry.snapshot(false);
+    let read: monconn::RegistrySnapshot =
+        serde_json::from_str(&serde_json::to_string(&all).unwrap()).unwrap();
+    assert_eq!(read, all);
+    let report: monconn::CloseReport = serde_json::from_str(r#"{"drained": 3, "cut": 1}"#).unwrap();
+    assert_eq!((report.drained, report.cut), (3, 1));
+    // The re-exported ipnet builds the lists' networks.
+    let net: monconn::ipnet::IpNet = "10.0.0.0/8".parse().unwrap();
+    service.reject_ip(net);
+    assert!(service.config().blacklist.contains(&net));
+}
