@@ -2,14 +2,72 @@
 //!
 //! `monconn` answers, for any tokio server or proxy: who is connected, how
 //! much each connection read and wrote, which connections are idle; and it
-//! decides at accept time who may connect and how many.
+//! decides at accept time who may connect and how many. It plugs into the
+//! accept loop of axum, tonic, hyper or your own server: a [`Listener`]
+//! instead of tokio's `TcpListener`, and every connection is counted, limited
+//! and visible in a [`Registry`].
 //!
-//! - [`MonitoredIo`] wraps a connection and counts its bytes, live and exact,
-//!   on the connection's own atomics: no lock, no allocation, no task and no
-//!   timer per connection.
-//! - [`Registry`] holds [`Service`]s by id: settings ([`ServiceConfig`]),
-//!   exact counters, the live connection table, JSON snapshots, one sweeper
-//!   task per service for idle and timed-out connections, graceful close.
+//! # Quick start: axum
+//! ```no_run
+//! # async fn run() -> std::io::Result<()> {
+//! use axum::{routing::get, Router};
+//! use monconn::integrations::{graceful, stats};
+//! use monconn::{Listener, Registry, ServiceConfig};
+//!
+//! let registry = Registry::new();
+//! let service = registry.create("web", ServiceConfig::default().with_conn_limit(Some(10_000)));
+//! let app = Router::new()
+//!     .route("/", get(|| async { "hello" }))
+//!     .nest("/stats", stats::router(registry.clone())); // JSON snapshots
+//! let listener = Listener::bind("127.0.0.1:3000", service.clone()).await?;
+//! let ctrl_c = async { let _ = tokio::signal::ctrl_c().await; };
+//! axum::serve(listener, app)
+//!     .with_graceful_shutdown(graceful(service, ctrl_c)) // bounded by wait_timeout
+//!     .await
+//! # }
+//! ```
+//!
+//! # Quick start: tonic
+//! One line changes: `serve_with_incoming(Incoming::new(listener))` instead
+//! of `serve(addr)`; `request.remote_addr()` keeps working, and the stats go
+//! on a side port with [`integrations::stats::bind`]:
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use monconn::integrations::tonic::Incoming;
+//! use monconn::{Listener, Registry};
+//!
+//! let registry = Registry::new();
+//! let listener = Listener::bind("127.0.0.1:50051", registry.service("grpc")).await?;
+//! tokio::spawn(monconn::integrations::stats::bind("127.0.0.1:9000", registry));
+//! let (_reporter, health) = tonic_health::server::health_reporter();
+//! tonic::transport::Server::builder()
+//!     .add_service(health)
+//!     .serve_with_incoming(Incoming::new(listener))
+//!     .await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # Features
+//! | feature | what it adds |
+//! |---|---|
+//! | *(none)* | [`MonitoredIo`], [`Registry`], [`Service`], [`Listener`], the accept [`layers`], [`integrations::graceful`], [`integrations::ConnInfo`], the hyper recipe |
+//! | `axum` | `axum::serve` takes a [`Listener`] of any stack; `ConnectInfo<ConnInfo>`; [`integrations::stats`], the JSON router and side server |
+//! | `tonic` | [`integrations::tonic::Incoming`], `Connected`, `ConnInfoLayer` |
+//! | `metrics` | service figures on the `metrics` facade ([`metrics`]) |
+//! | `forward` | [`forward::copy_bidirectional`], a monitored, half-close-correct copy for your own proxy |
+//!
+//! # Map of the types
+//! - Accepting: [`Listener`] (with [`Listener::builder`] for your own layers,
+//!   any stack being an [`AcceptStack`]), [`Accepted`] (a connection in the
+//!   stack), [`layers`] (`FilterLayer`, `LimitLayer`), [`Rejected`] and
+//!   [`Reason`] (why a connection was refused).
+//! - Counting: [`MonitoredIo`] (the wrapper), [`ConnRecord`] (one
+//!   connection's live counters), [`CloseCause`] (why it was cut).
+//! - Owning: [`Registry`] of [`Service`]s by id, each with a
+//!   [`ServiceConfig`] (timeouts, limits, lists), an [`Admission`] per
+//!   connection, [`ServiceSnapshot`] / [`RegistrySnapshot`] /
+//!   [`ConnSnapshot`] (serde), [`CloseReport`] of a graceful close.
+//! - Serving: [`integrations`] (axum, tonic, hyper, `graceful`, `stats`).
 //!
 //! # How it fits together
 //! A connection flows one way, and so do the imports: the
@@ -30,7 +88,7 @@
 //! read the registry and io; nothing calls back up. `.ci/module-deps`
 //! lists who imports whom and fails on a circle.
 //!
-//! # Examples
+//! # A connection accepted by hand
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> std::io::Result<()> {

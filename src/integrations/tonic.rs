@@ -77,6 +77,21 @@ type Accept<IO> = Pin<Box<dyn Future<Output = io::Result<(MonitoredIo<IO>, Socke
 /// settings (`tcp_nodelay`, `tcp_keepalive`) do not apply to an incoming
 /// stream: use [`Listener::with_nodelay`] and
 /// [`ServiceConfig::keepalive`](crate::ServiceConfig::keepalive).
+///
+/// # Examples
+/// ```no_run
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// use monconn::integrations::tonic::Incoming;
+///
+/// let service = monconn::Registry::new().service("grpc");
+/// let listener = monconn::Listener::bind("127.0.0.1:50051", service).await?;
+/// let (_reporter, health) = tonic_health::server::health_reporter();
+/// tonic::transport::Server::builder()
+///     .add_service(health)
+///     .serve_with_incoming(Incoming::new(listener))
+///     .await?;
+/// # Ok(()) }
+/// ```
 pub struct Incoming<S: AcceptStack = DefaultStack> {
     listener: Arc<Listener<S>>,
     accept: Option<Accept<S::Io>>,
@@ -184,6 +199,20 @@ fn lookup(tcp: &TcpConnectInfo, service: &Service) -> Option<ConnInfo> {
 ///
 /// Each request costs a scan of the service's connection table (see
 /// [`Service::find_conn`]). Clones share the service.
+///
+/// # Examples
+/// ```no_run
+/// # async fn run(listener: monconn::Listener, service: monconn::Service) -> Result<(), tonic::transport::Error> {
+/// use monconn::integrations::tonic::{ConnInfoLayer, Incoming};
+///
+/// let (_reporter, health) = tonic_health::server::health_reporter();
+/// tonic::transport::Server::builder()
+///     .layer(ConnInfoLayer::new(service))
+///     .add_service(health)
+///     .serve_with_incoming(Incoming::new(listener))
+///     .await
+/// # }
+/// ```
 #[derive(Clone, Debug)]
 pub struct ConnInfoLayer {
     service: Service,

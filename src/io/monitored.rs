@@ -46,6 +46,25 @@ pin_project! {
     /// bytes into the service totals and releases its admission.
     ///
     /// `Unpin` when `T` is.
+    ///
+    /// # Examples
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> std::io::Result<()> {
+    /// use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    ///
+    /// let service = monconn::Registry::new().service("demo");
+    /// let (mut client, server) = tokio::io::duplex(64);
+    /// let addr = "127.0.0.1:1".parse().unwrap();
+    /// let mut server = service.wrap(server, addr, addr)?;
+    /// client.write_all(b"ping").await?;
+    /// let mut buf = [0; 4];
+    /// server.read_exact(&mut buf).await?;
+    /// server.write_all(b"pong!").await?;
+    /// let record = server.record();
+    /// assert_eq!((record.bytes_read(), record.bytes_written()), (4, 5));
+    /// # Ok(()) }
+    /// ```
     pub struct MonitoredIo<T> {
         #[pin]
         inner: T,

@@ -52,6 +52,19 @@ use serde::Serialize;
 ///
 /// [`Registry::global`] is a process-wide default, like the Go tool's
 /// package-level table.
+///
+/// # Examples
+/// ```
+/// use monconn::{Registry, ServiceConfig};
+///
+/// let registry = Registry::new();
+/// let web = registry.create("web", ServiceConfig::default().with_conn_limit(Some(100)));
+/// let ssh = registry.service("ssh"); // created with the defaults
+/// assert_eq!(registry.get("web").unwrap().sid(), web.sid());
+/// let sids: Vec<_> = registry.snapshot(false).services.into_iter().map(|s| s.sid).collect();
+/// assert_eq!(sids, ["ssh", "web"]);
+/// # drop(ssh);
+/// ```
 #[derive(Clone, Default)]
 pub struct Registry {
     services: Arc<RwLock<BTreeMap<Arc<str>, Service>>>,

@@ -15,6 +15,18 @@ use crate::io::CloseCause;
 /// A service's figures at one instant, as served by `/stats`.
 ///
 /// Every counter is exact: bytes include the live connections' bytes.
+///
+/// # Examples
+/// ```
+/// let service = monconn::Registry::new().service("web");
+/// let snap = service.snapshot(false);
+/// assert_eq!((snap.connections, snap.accepted, snap.bytes_read), (0, 0, 0));
+/// assert_eq!(snap.rejected["blacklisted"], 0);
+/// // The JSON of `/stats/{sid}`, and back.
+/// let json = serde_json::to_string(&snap).unwrap();
+/// let back: monconn::ServiceSnapshot = serde_json::from_str(&json).unwrap();
+/// assert_eq!(back, snap);
+/// ```
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ServiceSnapshot {
     /// The service's id.
