@@ -66,9 +66,12 @@ pin_project! {
     /// # Ok(()) }
     /// ```
     pub struct MonitoredIo<T> {
+        // Dropped first (fields drop in order): the connection is released
+        // (unlisted, its bytes in the totals) before its socket closes, so a
+        // peer that saw the close reads stats that include it.
+        guard: ConnGuard,
         #[pin]
         inner: T,
-        guard: ConnGuard,
         // Makes the transport's close a reset, run on drop after a cut;
         // `Some` for a `tokio::net::TcpStream`.
         reset: Option<fn(&T)>,
