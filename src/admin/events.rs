@@ -120,7 +120,10 @@ fn conns<'a>(rows: Option<&'a [Row]>, total: usize, view: &View) -> Conns<'a> {
     let mut matched: Vec<&Row> = rows
         .unwrap_or_default()
         .iter()
-        .filter(|r| view.filter.is_none_or(|net| net.contains(&canonical(r.peer.ip()))))
+        .filter(|r| {
+            view.filter
+                .is_none_or(|net| net.contains(&canonical(r.peer.ip())))
+        })
         .collect();
     let count = matched.len();
     if matched.len() > view.limit {
@@ -169,7 +172,11 @@ pub(super) async fn connections(
     };
     shared.sampler.want_rows();
     let tick = shared.sampler.latest.borrow().clone();
-    let conns = conns(tick.rows.as_deref(), tick.services.iter().map(|s| s.connections).sum(), &view);
+    let conns = conns(
+        tick.rows.as_deref(),
+        tick.services.iter().map(|s| s.connections).sum(),
+        &view,
+    );
     json(StatusCode::OK, &conns)
 }
 
@@ -193,12 +200,15 @@ pub(super) async fn events(
     let mut rx = shared.sampler.latest.subscribe();
     rx.mark_changed();
     let watching = Watching::new(shared);
-    let ticks = stream::unfold((rx, watching, view), |(mut rx, watching, view)| async move {
-        rx.changed().await.ok()?;
-        let tick = rx.borrow_and_update().clone();
-        let event = Event::default().event("tick").data(frame(&tick, &view));
-        Some((Ok::<_, Infallible>(event), (rx, watching, view)))
-    });
+    let ticks = stream::unfold(
+        (rx, watching, view),
+        |(mut rx, watching, view)| async move {
+            rx.changed().await.ok()?;
+            let tick = rx.borrow_and_update().clone();
+            let event = Event::default().event("tick").data(frame(&tick, &view));
+            Some((Ok::<_, Infallible>(event), (rx, watching, view)))
+        },
+    );
     let events = stream::once(async move { Ok::<_, Infallible>(first) }).chain(ticks);
     Sse::new(events)
         .keep_alive(KeepAlive::default())

@@ -45,7 +45,10 @@ pub(super) fn build(admin: Admin) -> Router {
     }
     let mut router = Router::new()
         .route("/", get(|| async { Html(DASHBOARD) }))
-        .route("/healthz", get(|| async { json(StatusCode::OK, &json!({"alive": true})) }))
+        .route(
+            "/healthz",
+            get(|| async { json(StatusCode::OK, &json!({"alive": true})) }),
+        )
         .route("/readyz", get(readyz))
         .route("/events", get(events::events))
         .route("/connections", get(events::connections))
@@ -54,10 +57,7 @@ pub(super) fn build(admin: Admin) -> Router {
         .route("/stats/{sid}/connections", get(connections))
         .route("/services/{sid}/connections/{id}/kick", post(kick))
         .route("/services/{sid}/blacklist", get(blacklist))
-        .route(
-            "/services/{sid}/blacklist/{*net}",
-            post(ban).delete(unban),
-        )
+        .route("/services/{sid}/blacklist/{*net}", post(ban).delete(unban))
         .route(
             "/session",
             post(auth::open_session).delete(auth::close_session),
@@ -67,14 +67,19 @@ pub(super) fn build(admin: Admin) -> Router {
     }
     router
         .fallback(|uri: axum::http::Uri| async move {
-            error(StatusCode::NOT_FOUND, format!("no such route: {}", uri.path()))
-        })
-        .method_not_allowed_fallback(|method: axum::http::Method, uri: axum::http::Uri| async move {
             error(
-                StatusCode::METHOD_NOT_ALLOWED,
-                format!("method {method} is not allowed on {}", uri.path()),
+                StatusCode::NOT_FOUND,
+                format!("no such route: {}", uri.path()),
             )
         })
+        .method_not_allowed_fallback(
+            |method: axum::http::Method, uri: axum::http::Uri| async move {
+                error(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    format!("method {method} is not allowed on {}", uri.path()),
+                )
+            },
+        )
         .layer(axum::middleware::from_fn_with_state(
             shared.clone(),
             auth::guard,
@@ -106,7 +111,10 @@ async fn all(State(shared): State<Arc<Shared>>) -> Response {
     json(StatusCode::OK, &shared.registry.snapshot(false))
 }
 
-async fn one(State(shared): State<Arc<Shared>>, sid: Result<Path<String>, PathRejection>) -> Response {
+async fn one(
+    State(shared): State<Arc<Shared>>,
+    sid: Result<Path<String>, PathRejection>,
+) -> Response {
     with_service(&shared, sid, |s| json(StatusCode::OK, &s.snapshot(false)))
 }
 
@@ -128,7 +136,10 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
         return error(StatusCode::NOT_FOUND, "no metrics renderer");
     };
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         render(),
     )
         .into_response()
@@ -302,9 +313,18 @@ mod tests {
     fn nets_parse_or_name_the_bad_text() {
         assert_eq!(parse_net("10.1.2.3/8").unwrap().to_string(), "10.0.0.0/8");
         assert_eq!(parse_net("192.0.2.7").unwrap().to_string(), "192.0.2.7/32");
-        assert_eq!(parse_net("2001:db8::1/32").unwrap().to_string(), "2001:db8::/32");
-        assert_eq!(parse_net("10.0.0.300").unwrap_err(), "bad IP or CIDR \"10.0.0.300\"");
-        assert_eq!(parse_net("10.0.0.0/33").unwrap_err(), "bad IP or CIDR \"10.0.0.0/33\"");
+        assert_eq!(
+            parse_net("2001:db8::1/32").unwrap().to_string(),
+            "2001:db8::/32"
+        );
+        assert_eq!(
+            parse_net("10.0.0.300").unwrap_err(),
+            "bad IP or CIDR \"10.0.0.300\""
+        );
+        assert_eq!(
+            parse_net("10.0.0.0/33").unwrap_err(),
+            "bad IP or CIDR \"10.0.0.0/33\""
+        );
         assert!(parse_net("").is_err());
     }
 }
