@@ -61,7 +61,10 @@ impl Driver {
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let deadline = tokio::time::Instant::now() + PATIENCE;
         while TcpStream::connect(addr).await.is_err() {
-            assert!(tokio::time::Instant::now() < deadline, "chromedriver does not listen on {addr}");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "chromedriver does not listen on {addr}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         driver
@@ -76,7 +79,9 @@ impl Driver {
                          "--disable-dev-shm-usage", "--window-size=1280,1500"],
             }
         });
-        let Value::Object(caps) = caps else { unreachable!() };
+        let Value::Object(caps) = caps else {
+            unreachable!()
+        };
         ClientBuilder::new(HttpConnector::new())
             .capabilities(caps)
             .connect(&format!("http://127.0.0.1:{}", self.port))
@@ -98,13 +103,15 @@ async fn until(page: &Client, what: &str, script: &str) -> Value {
     let deadline = tokio::time::Instant::now() + PATIENCE;
     loop {
         let v = page.execute(script, vec![]).await.expect("a script");
-        let truthy = !matches!(&v, Value::Null | Value::Bool(false))
-            && v != json!("")
-            && v != json!(0);
+        let truthy =
+            !matches!(&v, Value::Null | Value::Bool(false)) && v != json!("") && v != json!(0);
         if truthy {
             return v;
         }
-        assert!(tokio::time::Instant::now() < deadline, "{what}: not seen on the page after {PATIENCE:?}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not seen on the page after {PATIENCE:?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -141,8 +148,9 @@ async fn type_into(page: &Client, css: &str, text: &str) {
 fn traffic(addr: SocketAddr, src: IpAddr, chunk: usize, every: Duration) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut client = connect_from(src, addr).await;
-        let payload = vec![b'm'; chunk];
-        loop {
+        // Uneven, so that the sparklines have a shape.
+        for k in 0usize.. {
+            let payload = vec![b'm'; chunk * (1 + (k / 10) % 5) / 3];
             round_trip(&mut client, &payload).await;
             tokio::time::sleep(every).await;
         }
@@ -168,10 +176,23 @@ async fn the_dashboard_shows_live_traffic_kicks_and_bans_in_chromium() {
     let (web_addr, api_addr) = (echo(&web).await, echo(&api).await);
     let localhost: IpAddr = "127.0.0.1".parse().unwrap();
     let mut load = Vec::new();
-    for (i, src) in ["127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4"].iter().enumerate() {
+    for (i, src) in ["127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4"]
+        .iter()
+        .enumerate()
+    {
         let src = src.parse().unwrap();
-        load.push(traffic(web_addr, src, 8_000 * (i + 1), Duration::from_millis(40)));
-        load.push(traffic(api_addr, src, 2_000, Duration::from_millis(25 * (i as u64 + 1))));
+        load.push(traffic(
+            web_addr,
+            src,
+            8_000 * (i + 1),
+            Duration::from_millis(40),
+        ));
+        load.push(traffic(
+            api_addr,
+            src,
+            2_000,
+            Duration::from_millis(25 * (i as u64 + 1)),
+        ));
     }
     let mut victim = held(web_addr, localhost).await;
     let mut nine = held(web_addr, "127.0.0.9".parse().unwrap()).await;
@@ -180,68 +201,152 @@ async fn the_dashboard_shows_live_traffic_kicks_and_bans_in_chromium() {
     let page = driver.browser().await;
     page.goto(&format!("http://{admin}/")).await.unwrap();
     // The token, once, in the page's form: it buys a session cookie.
-    until(&page, "the sign-in form", "return !document.getElementById('auth').hidden;").await;
+    until(
+        &page,
+        "the sign-in form",
+        "return !document.getElementById('auth').hidden;",
+    )
+    .await;
     type_into(&page, "#token", "wrong").await;
     click(&page, "#token-btn").await;
-    let err = until(&page, "the wrong token's error", "return document.getElementById('token-err').textContent;").await;
+    let err = until(
+        &page,
+        "the wrong token's error",
+        "return document.getElementById('token-err').textContent;",
+    )
+    .await;
     assert_eq!(err, "missing or wrong bearer token (or session cookie)");
     type_into(&page, "#token", TOKEN).await;
     click(&page, "#token-btn").await;
-    until(&page, "the live status", "return document.getElementById('status').textContent === 'live';").await;
+    until(
+        &page,
+        "the live status",
+        "return document.getElementById('status').textContent === 'live';",
+    )
+    .await;
     assert!(!page.current_url().await.unwrap().as_str().contains(TOKEN));
 
     // Live counters: 4 loaders and 2 held clients on web, bytes moving.
-    let conns = until(&page, "web's 6 connections", &figure("web", "connections", "v == 6")).await;
+    let conns = until(
+        &page,
+        "web's 6 connections",
+        &figure("web", "connections", "v == 6"),
+    )
+    .await;
     assert_eq!(conns, json!(6));
     let before = until(&page, "web's bytes", &figure("web", "bytes_read", "v > 0")).await;
     let before = before.as_f64().unwrap();
-    let after = until(&page, "web's bytes growing", &figure("web", "bytes_read", &format!("v > {before}"))).await;
+    let after = until(
+        &page,
+        "web's bytes growing",
+        &figure("web", "bytes_read", &format!("v > {before}")),
+    )
+    .await;
     assert!(after.as_f64().unwrap() > before);
-    let out = until(&page, "web's bytes out", &figure("web", "bytes_written", "v > 0")).await;
+    let out = until(
+        &page,
+        "web's bytes out",
+        &figure("web", "bytes_written", "v > 0"),
+    )
+    .await;
     assert!(out.as_f64().unwrap() > 0.0);
     let _extra = held(web_addr, localhost).await;
-    until(&page, "a 7th connection", &figure("web", "connections", "v == 7")).await;
+    until(
+        &page,
+        "a 7th connection",
+        &figure("web", "connections", "v == 7"),
+    )
+    .await;
 
     // Kick the victim from its row: the client sees its connection close.
-    let victim_row = format!("tr[data-peer=\"{}\"] button[data-kick]", victim.local_addr().unwrap());
-    until(&page, "the victim's row", &format!("return !!document.querySelector('{}');", victim_row.replace('\'', "\\'"))).await;
+    let victim_row = format!(
+        "tr[data-peer=\"{}\"] button[data-kick]",
+        victim.local_addr().unwrap()
+    );
+    until(
+        &page,
+        "the victim's row",
+        &format!(
+            "return !!document.querySelector('{}');",
+            victim_row.replace('\'', "\\'")
+        ),
+    )
+    .await;
     click(&page, &victim_row).await;
     within("the kick", closed_by_server(&mut victim)).await;
-    let msg = until(&page, "the kick's message", "return document.getElementById('kick-msg').textContent;").await;
-    assert!(msg.as_str().unwrap().starts_with("kicked connection"), "{msg}");
+    let msg = until(
+        &page,
+        "the kick's message",
+        "return document.getElementById('kick-msg').textContent;",
+    )
+    .await;
+    assert!(
+        msg.as_str().unwrap().starts_with("kicked connection"),
+        "{msg}"
+    );
 
     // Bad input: the API's error next to the field.
     type_into(&page, "#ban-ip", "10.0.0.300").await;
     click(&page, "#ban-btn").await;
-    let err = until(&page, "the ban's error", "return document.getElementById('ban-err').textContent;").await;
+    let err = until(
+        &page,
+        "the ban's error",
+        "return document.getElementById('ban-err').textContent;",
+    )
+    .await;
     assert_eq!(err, "bad IP or CIDR \"10.0.0.300\"");
     type_into(&page, "#filter", "1.2.3").await;
     click(&page, "#filter-btn").await;
-    let err = until(&page, "the filter's error", "return document.getElementById('filter-err').textContent;").await;
+    let err = until(
+        &page,
+        "the filter's error",
+        "return document.getElementById('filter-err').textContent;",
+    )
+    .await;
     assert_eq!(err, "bad IP or CIDR \"1.2.3\"");
 
     // Ban a CIDR with its live connections kicked; a new client from it is refused.
-    page.find(Locator::Css("#ban-sid")).await.unwrap().select_by_value("web").await.unwrap();
+    page.find(Locator::Css("#ban-sid"))
+        .await
+        .unwrap()
+        .select_by_value("web")
+        .await
+        .unwrap();
     type_into(&page, "#ban-ip", "127.0.0.8/30").await;
     click(&page, "#ban-btn").await;
-    let ok = until(&page, "the ban's message", "return document.getElementById('ban-ok').textContent;").await;
+    let ok = until(
+        &page,
+        "the ban's message",
+        "return document.getElementById('ban-ok').textContent;",
+    )
+    .await;
     assert_eq!(ok, "banned 127.0.0.8/30 on web (kicked 1)");
     within("the banned client's close", closed_by_server(&mut nine)).await;
     let mut refused = connect_from("127.0.0.9".parse().unwrap(), web_addr).await;
     within("the refusal", closed_by_server(&mut refused)).await;
     eventually("counted as blacklisted", || blacklisted(&web) == 1).await;
     until(&page, "blacklisted on the page", "return document.querySelector('.svc[data-sid=\"web\"] [data-k=\"reasons\"]').textContent.includes('blacklisted');").await;
-    until(&page, "the blacklist chip", "return !!document.querySelector('[data-net=\"127.0.0.8/30\"]');").await;
+    until(
+        &page,
+        "the blacklist chip",
+        "return !!document.querySelector('[data-net=\"127.0.0.8/30\"]');",
+    )
+    .await;
 
     // A filter that matches narrows the table to 127.0.0.2.
     type_into(&page, "#filter", "127.0.0.2").await;
     click(&page, "#filter-btn").await;
     until(&page, "the filtered table", "const r = [...document.querySelectorAll('#conns tbody tr')]; return r.length == 2 && r.every(t => t.dataset.peer.startsWith('127.0.0.2:'));").await;
     click(&page, "#filter-clear").await;
-    until(&page, "the whole table", "return document.querySelectorAll('#conns tbody tr').length >= 8;").await;
+    until(
+        &page,
+        "the whole table",
+        "return document.querySelectorAll('#conns tbody tr').length >= 8;",
+    )
+    .await;
 
     // The screenshot, under load, with some history in the sparklines.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
     let png = page.screenshot().await.unwrap();
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(SCREENSHOT);
@@ -250,7 +355,12 @@ async fn the_dashboard_shows_live_traffic_kicks_and_bans_in_chromium() {
 
     // Unban from the chip: the next client is welcome.
     click(&page, ".chip[data-net=\"127.0.0.8/30\"] button").await;
-    let ok = until(&page, "the unban's message", "return document.getElementById('ban-ok').textContent.startsWith('unbanned');").await;
+    let ok = until(
+        &page,
+        "the unban's message",
+        "return document.getElementById('ban-ok').textContent.startsWith('unbanned');",
+    )
+    .await;
     assert_eq!(ok, json!(true));
     let _back = held(web_addr, "127.0.0.9".parse().unwrap()).await;
 
