@@ -67,11 +67,12 @@ impl Sort {
     }
 }
 
-fn view(query: Result<Query<RowQuery>, QueryRejection>, max_rows: usize) -> Result<View, Response> {
-    let Query(q) = query.map_err(|e| error(StatusCode::BAD_REQUEST, e.body_text()))?;
+/// The page's view from its query; the error names the bad value (a 400).
+fn view(query: Result<Query<RowQuery>, QueryRejection>, max_rows: usize) -> Result<View, String> {
+    let Query(q) = query.map_err(|e| e.body_text())?;
     let filter = match q.filter.as_deref().map(str::trim) {
         None | Some("") => None,
-        Some(text) => Some(parse_net(text).map_err(|e| error(StatusCode::BAD_REQUEST, e))?),
+        Some(text) => Some(parse_net(text)?),
     };
     let sort = match q.sort.as_deref() {
         None | Some("" | "rate") => Sort::Rate,
@@ -80,9 +81,8 @@ fn view(query: Result<Query<RowQuery>, QueryRejection>, max_rows: usize) -> Resu
         Some("age") => Sort::Age,
         Some("idle") => Sort::Idle,
         Some(other) => {
-            return Err(error(
-                StatusCode::BAD_REQUEST,
-                format!("bad sort \"{other}\": use rate, in, out, age or idle"),
+            return Err(format!(
+                "bad sort \"{other}\": use rate, in, out, age or idle"
             ))
         }
     };
@@ -168,7 +168,7 @@ pub(super) async fn connections(
 ) -> Response {
     let view = match view(query, shared.max_rows) {
         Ok(view) => view,
-        Err(response) => return response,
+        Err(message) => return error(StatusCode::BAD_REQUEST, message),
     };
     shared.sampler.want_rows();
     let tick = shared.sampler.latest.borrow().clone();
@@ -188,7 +188,7 @@ pub(super) async fn events(
 ) -> Response {
     let view = match view(query, shared.max_rows) {
         Ok(view) => view,
-        Err(response) => return response,
+        Err(message) => return error(StatusCode::BAD_REQUEST, message),
     };
     let history = json!({
         "t": unix_ms(),
