@@ -20,13 +20,8 @@ const OPEN: [&str; 3] = ["/", "/healthz", "/readyz"];
 pub(super) async fn guard(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Response {
     shared.start_sampler();
     let safe = matches!(*req.method(), Method::GET | Method::HEAD);
-    if !safe && !has_request_header(req.headers()) {
-        return error(
-            StatusCode::FORBIDDEN,
-            format!("a {} needs the header `X-Monconn-Request: 1`", req.method()),
-        );
-    }
     let open = safe && OPEN.contains(&req.uri().path());
+    // The token first: without it, every refusal is the same 401.
     if !open && !shared.authorized(req.headers()) {
         let mut response = error(
             StatusCode::UNAUTHORIZED,
@@ -36,6 +31,12 @@ pub(super) async fn guard(State(shared): State<Arc<Shared>>, req: Request, next:
             .headers_mut()
             .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         return response;
+    }
+    if !safe && !has_request_header(req.headers()) {
+        return error(
+            StatusCode::FORBIDDEN,
+            format!("a {} needs the header `X-Monconn-Request: 1`", req.method()),
+        );
     }
     next.run(req).await
 }

@@ -196,7 +196,12 @@ pub(super) async fn events(
         "capacity": HISTORY,
         "services": shared.sampler.history(),
     });
-    let first = Event::default().event("history").data(history.to_string());
+    // `retry`: a page whose stream was cut (a proxy's or server's deadline)
+    // is back within a second.
+    let first = Event::default()
+        .event("history")
+        .retry(std::time::Duration::from_secs(1))
+        .data(history.to_string());
     let mut rx = shared.sampler.latest.subscribe();
     rx.mark_changed();
     let watching = Watching::new(shared);

@@ -33,7 +33,8 @@
 //!   Path=/`): the dashboard's way, as `EventSource` cannot send headers.
 //!   The token is never read from a URL.
 //! - Every state-changing request (any method but GET and HEAD) needs the
-//!   header `X-Monconn-Request: 1`, token or not, else 403: a form or an
+//!   header `X-Monconn-Request: 1`, token or not, else 403 (the token is
+//!   checked first: without it, the answer is 401): a form or an
 //!   image on another origin cannot send it, and a script there would need a
 //!   CORS preflight that this router never grants (it sends no CORS header
 //!   at all).

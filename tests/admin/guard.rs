@@ -136,6 +136,19 @@ async fn state_changing_requests_need_the_header_and_the_token() {
         ],
     )
     .await;
+    unauthorized(&preflight);
+    no_cors(&preflight);
+    let preflight = call(
+        addr,
+        Method::OPTIONS,
+        path,
+        &[
+            ("authorization", &bearer),
+            ("origin", "https://evil.example"),
+            ("access-control-request-method", "POST"),
+        ],
+    )
+    .await;
     assert_eq!(preflight.status, StatusCode::FORBIDDEN);
     no_cors(&preflight);
 }
