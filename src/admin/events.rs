@@ -17,6 +17,7 @@ use serde_json::json;
 
 use super::routes::{error, json, parse_net, Shared};
 use super::sampler::{unix_ms, Row, ServiceTick, Talkers, Tick, Watching, HISTORY, INTERVAL};
+use crate::canonical_ip as canonical;
 
 /// `?filter=IP-or-CIDR&sort=rate|in|out|age|idle&limit=N`.
 #[derive(Debug, Default, Deserialize)]
@@ -140,13 +141,6 @@ fn conns<'a>(rows: Option<&'a [Row]>, total: usize, view: &View) -> Conns<'a> {
         sort: view.sort.name(),
         filter: view.filter.map(|n| n.to_string()),
         rows: matched,
-    }
-}
-
-fn canonical(ip: std::net::IpAddr) -> std::net::IpAddr {
-    match ip {
-        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
-        v4 => v4,
     }
 }
 

@@ -15,7 +15,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use super::routes::Shared;
-use crate::{Registry, ServiceSnapshot};
+use crate::{canonical_ip as canonical, Registry, ServiceSnapshot};
 
 /// How often the sampler reads the counters.
 pub(super) const INTERVAL: Duration = Duration::from_secs(1);
@@ -342,14 +342,6 @@ fn talkers(rows: &[Row]) -> Talkers {
 
 fn as_str<S: serde::Serializer>(s: &Arc<str>, serializer: S) -> Result<S::Ok, S::Error> {
     serializer.serialize_str(s)
-}
-
-/// IPv4-mapped IPv6 addresses as their IPv4 address.
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    }
 }
 
 pub(super) fn unix_ms() -> u64 {
