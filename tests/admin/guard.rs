@@ -278,3 +278,31 @@ async fn a_session_cookie_stands_for_the_token_but_not_for_the_header() {
         .unwrap()
         .contains("Max-Age=0"));
 }
+
+#[tokio::test]
+async fn nested_under_a_prefix_the_page_is_open_and_the_rest_guarded() {
+    let registry = Registry::new();
+    registry.create("web", quiet_config());
+    let app = axum::Router::new().nest(
+        "/monconn",
+        monconn::admin::router(Admin::new(registry).with_token(TOKEN)),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    for path in ["/monconn", "/monconn/healthz", "/monconn/readyz"] {
+        assert_eq!(get(addr, path).await.status, 200, "{path}");
+    }
+    for path in ["/monconn/stats", "/monconn/events", "/monconn/nowhere"] {
+        unauthorized(&get(addr, path).await);
+    }
+    let bearer = format!("Bearer {TOKEN}");
+    let stats = call(
+        addr,
+        Method::GET,
+        "/monconn/stats/web",
+        &[("authorization", &bearer)],
+    )
+    .await;
+    assert_eq!(stats.json()["sid"], "web");
+}
