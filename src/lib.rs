@@ -123,6 +123,9 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod accepted;
+#[cfg(feature = "admin")]
+#[cfg_attr(docsrs, doc(cfg(feature = "admin")))]
+pub mod admin;
 mod clock;
 #[cfg(feature = "forward")]
 #[cfg_attr(docsrs, doc(cfg(feature = "forward")))]
