@@ -20,7 +20,9 @@ use crate::support::{connect_from, eventually, quiet_config, within, PATIENCE};
 
 const TOKEN: &str = "browser-test-token";
 
-/// Where the screenshot goes: the forwarder's docs (its README shows it).
+/// Where the screenshot goes with `MONCONN_UPDATE_SCREENSHOT=1`: the
+/// forwarder's docs (its README shows it). Otherwise it goes to a
+/// temporary file, so that a test run leaves the work tree as it was.
 const SCREENSHOT: &str = "examples/forwarder/docs/dashboard.png";
 
 /// `name`'s path on `PATH`, if any.
@@ -349,8 +351,14 @@ async fn the_dashboard_shows_live_traffic_kicks_and_bans_in_chromium() {
     tokio::time::sleep(Duration::from_secs(6)).await;
     let png = page.screenshot().await.unwrap();
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(SCREENSHOT);
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let path = if std::env::var_os("MONCONN_UPDATE_SCREENSHOT").is_some() {
+        root.join(SCREENSHOT)
+    } else {
+        std::env::temp_dir().join(format!("monconn-dashboard-{}.png", std::process::id()))
+    };
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    println!("screenshot: {}", path.display());
     std::fs::write(&path, &png).unwrap();
 
     // Unban from the chip: the next client is welcome.

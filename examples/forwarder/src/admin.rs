@@ -228,6 +228,16 @@ impl Admin {
                 return r;
             }
         }
+        // A cross-site form can POST but cannot set a header: every state
+        // change needs this one, token or not (as the dashboard's API).
+        if !matches!(*req.method(), Method::GET | Method::HEAD)
+            && !req.headers().contains_key(monconn::admin::REQUEST_HEADER)
+        {
+            return error(
+                StatusCode::FORBIDDEN,
+                format!("a {} needs the header `X-Monconn-Request: 1`", req.method()),
+            );
+        }
         let segments: Result<Vec<String>, _> = req
             .uri()
             .path()
