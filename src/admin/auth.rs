@@ -98,11 +98,7 @@ impl Shared {
             .get_all(AUTHORIZATION)
             .iter()
             .filter_map(|v| v.to_str().ok())
-            .filter_map(|v| v.split_once(' '))
-            .any(|(scheme, given)| {
-                scheme.eq_ignore_ascii_case("Bearer")
-                    && same_secret(given.trim_start_matches(' ').as_bytes(), token.as_bytes())
-            })
+            .any(|v| bearer_matches(v, token))
     }
 
     fn cookie_ok(&self, headers: &HeaderMap) -> bool {
@@ -116,6 +112,27 @@ impl Shared {
                 name == SESSION_COOKIE && same_secret(value.as_bytes(), self.session.as_bytes())
             })
     }
+}
+
+/// Whether an `Authorization` header's value is `Bearer <token>`: the
+/// scheme in any case (RFC 9110 §11.1), one or more spaces after it, the
+/// token compared exactly, in a time that depends only on the given
+/// token's length. An empty `token` matches nothing. For servers of your
+/// own that guard something with the same token as the admin router.
+///
+/// ```
+/// use monconn::admin::bearer_matches;
+/// assert!(bearer_matches("bearer  s3cret", "s3cret"));
+/// assert!(!bearer_matches("Bearer s3cre", "s3cret"));
+/// assert!(!bearer_matches("Basic czNjcmV0", "s3cret"));
+/// ```
+pub fn bearer_matches(authorization: &str, token: &str) -> bool {
+    authorization
+        .split_once(' ')
+        .is_some_and(|(scheme, given)| {
+            scheme.eq_ignore_ascii_case("Bearer")
+                && same_secret(given.trim_start_matches(' ').as_bytes(), token.as_bytes())
+        })
 }
 
 /// `given == secret`, in a time that depends on `given`'s length alone:

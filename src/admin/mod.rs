@@ -78,6 +78,8 @@ mod events;
 mod routes;
 mod sampler;
 
+pub use auth::bearer_matches;
+
 use std::fmt;
 use std::io;
 use std::sync::Arc;

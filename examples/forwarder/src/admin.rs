@@ -337,31 +337,10 @@ impl Admin {
 /// is case-insensitive (RFC 9110 §11.1) and one or more spaces follow it
 /// (`1*SP`, §11.4); the token is compared exactly, in constant time.
 fn authorized(req: &Request<Incoming>, token: &str) -> bool {
-    let Some((scheme, given)) = req
-        .headers()
+    req.headers()
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-    else {
-        return false;
-    };
-    scheme.eq_ignore_ascii_case("Bearer")
-        && same_secret(given.trim_start_matches(' ').as_bytes(), token.as_bytes())
-}
-
-/// `given == secret`, in a time that depends on `given`'s length alone:
-/// neither on where the two differ nor on the secret's length. An empty
-/// secret matches nothing.
-fn same_secret(given: &[u8], secret: &[u8]) -> bool {
-    if secret.is_empty() {
-        return false;
-    }
-    let mut diff = u8::from(given.len() != secret.len());
-    for (i, &g) in given.iter().enumerate() {
-        diff |= g ^ secret[i % secret.len()];
-    }
-    // Keeps the optimiser from turning the loop into an early exit.
-    std::hint::black_box(diff) == 0
+        .is_some_and(|v| monconn::admin::bearer_matches(v, token))
 }
 
 /// Adds `net` to, or removes it from, the service's blacklist: the rule set
