@@ -12,7 +12,7 @@ use crate::config::{self, ServiceSpec, CONNECT_TIMEOUT};
 /// idle and timeout closing, IP blacklists and allowlists, connection and
 /// IP limits, JSON stats and Prometheus metrics.
 #[derive(Debug, Parser)]
-#[command(name = "forwarder", version, after_help = AFTER_HELP)]
+#[command(name = "monconn-forwarder", version, after_help = AFTER_HELP)]
 pub struct Args {
     /// Forward LISTEN to BACKEND (repeatable). LISTEN is `:PORT` (every
     /// interface), `IP:PORT` or `[IPv6]:PORT`; BACKEND is `IP:PORT`,
