@@ -27,6 +27,7 @@ use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -104,6 +105,12 @@ pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// within [`GRACE`], and is cut with a reset otherwise.
 pub const CONNECTION_DEADLINE: Duration = Duration::from_secs(10);
 
+/// How long a connection carrying the dashboard's event stream (`GET
+/// /events`) may last: then it ends as others do, and the page's
+/// `EventSource` reconnects within a second. Bounded still, so that a
+/// client that never reads its stream holds a slot for ten minutes at most.
+pub const STREAM_DEADLINE: Duration = Duration::from_secs(600);
+
 /// See [`CONNECTION_DEADLINE`].
 pub const GRACE: Duration = Duration::from_secs(5);
 
@@ -158,9 +165,16 @@ async fn serve_connection(
     admin: Admin,
     dashboard: axum::Router,
 ) {
+    // Set once the connection carries the dashboard's event stream, which
+    // lasts: it gets [`STREAM_DEADLINE`] rather than [`CONNECTION_DEADLINE`].
+    let streaming = Arc::new(AtomicBool::new(false));
+    let stream_seen = streaming.clone();
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let admin = admin.clone();
         let dashboard = dashboard.clone();
+        if req.uri().path() == "/events" {
+            stream_seen.store(true, Relaxed);
+        }
         async move {
             if DASHBOARD.contains(&req.uri().path()) {
                 let Ok(response) = dashboard.oneshot(req).await;
@@ -179,6 +193,13 @@ async fn serve_connection(
     if tokio::time::timeout(CONNECTION_DEADLINE, &mut conn)
         .await
         .is_ok()
+    {
+        return;
+    }
+    if streaming.load(Relaxed)
+        && tokio::time::timeout(STREAM_DEADLINE - CONNECTION_DEADLINE, &mut conn)
+            .await
+            .is_ok()
     {
         return;
     }

@@ -66,3 +66,30 @@ async fn the_admin_address_serves_the_dashboard_its_events_and_probes() {
         "{seen}"
     );
 }
+
+/// The dashboard's event stream outlives the admin API's 10 s connection
+/// deadline (plus its 5 s grace): a page stays live without reconnecting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_event_stream_outlives_the_connection_deadline() {
+    let backend = banner_backend().await;
+    let fwd = start_with_token(backend, "t0ken");
+    let mut stream = TcpStream::connect(fwd.admin).await.unwrap();
+    let req = "GET /events HTTP/1.1\r\nHost: admin\r\nAuthorization: Bearer t0ken\r\n\r\n";
+    stream.write_all(req.as_bytes()).await.unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut ticks_late = 0;
+    while started.elapsed() < std::time::Duration::from_secs(17) {
+        let n = tokio::time::timeout(std::time::Duration::from_secs(5), stream.read(&mut buf))
+            .await
+            .expect("an event within 5 s")
+            .expect("the stream reads");
+        assert!(n > 0, "the stream ended after {:?}", started.elapsed());
+        if started.elapsed() > std::time::Duration::from_secs(16) {
+            ticks_late += String::from_utf8_lossy(&buf[..n])
+                .matches("event: tick")
+                .count();
+        }
+    }
+    assert!(ticks_late > 0, "no tick past 16 s");
+}
