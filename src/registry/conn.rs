@@ -12,6 +12,7 @@ use atomic_waker::AtomicWaker;
 
 use super::reason::CloseCause;
 use crate::clock::{now_ms, since};
+use crate::layers::proxy::ProxyInfo;
 
 const OPEN: u8 = u8::MAX;
 
@@ -66,6 +67,8 @@ pub struct ConnRecord {
     key_prefix: u8,
     read_waker: AtomicWaker,
     write_waker: AtomicWaker,
+    /// The PROXY header it came through, and its socket's peer.
+    proxy: Option<Box<ProxyInfo>>,
 }
 
 // === impl ConnRecord ===
@@ -77,6 +80,7 @@ impl ConnRecord {
         local: SocketAddr,
         print_bytes: bool,
         key_prefix: u8,
+        proxy: Option<Box<ProxyInfo>>,
     ) -> Self {
         ConnRecord {
             id,
@@ -97,6 +101,7 @@ impl ConnRecord {
             key_prefix,
             read_waker: AtomicWaker::new(),
             write_waker: AtomicWaker::new(),
+            proxy,
         }
     }
 
@@ -118,6 +123,17 @@ impl ConnRecord {
     /// The local address the client connected to.
     pub fn local(&self) -> SocketAddr {
         self.local
+    }
+
+    /// The socket's own peer: the load balancer when the connection came
+    /// through a PROXY header, else [`ConnRecord::peer`].
+    pub fn socket_peer(&self) -> SocketAddr {
+        self.proxy.as_ref().map_or(self.peer, |p| p.socket_peer)
+    }
+
+    /// The PROXY header the connection came through, with its socket's peer.
+    pub fn proxy(&self) -> Option<&ProxyInfo> {
+        self.proxy.as_deref()
     }
 
     /// Bytes read from the client so far.

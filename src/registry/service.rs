@@ -412,10 +412,16 @@ impl ServiceInner {
     /// Creates and lists the record of an admitted connection, counted under
     /// `prefix`; closed with [`CloseCause::Shutdown`] when the service is
     /// stopped.
-    pub(crate) fn register(&self, peer: SocketAddr, local: SocketAddr, prefix: u8) -> Record {
+    pub(crate) fn register(
+        &self,
+        peer: SocketAddr,
+        local: SocketAddr,
+        prefix: u8,
+        proxy: Option<Box<crate::layers::proxy::ProxyInfo>>,
+    ) -> Record {
         let id = self.next_id.fetch_add(1, Relaxed);
         let print_bytes = self.config.load().print_bytes;
-        let record = Arc::new(ConnRecord::new(id, peer, local, print_bytes, prefix));
+        let record = Arc::new(ConnRecord::new(id, peer, local, print_bytes, prefix, proxy));
         let mut table = lock(&self.table);
         // Under the lock, as `close` sets the state and cuts: an admission
         // attached after the cut was counted as cut, and is born closed.

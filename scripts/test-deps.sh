@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The system packages that the tests run against real peers need: HAProxy
+# (a load balancer sending the PROXY protocol) and nginx with its stream
+# module (a backend reading it). Idempotent: quick when they are installed.
+set -euo pipefail
+
+missing=()
+command -v haproxy >/dev/null 2>&1 || missing+=(haproxy)
+command -v nginx >/dev/null 2>&1 || missing+=(nginx)
+# The stream module, loaded by the tests' nginx.conf.
+[ -e /usr/lib/nginx/modules/ngx_stream_module.so ] || missing+=(libnginx-mod-stream)
+
+if [ "${#missing[@]}" -gt 0 ]; then
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    export DEBIAN_FRONTEND=noninteractive
+    $sudo apt-get update -qq
+    $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
