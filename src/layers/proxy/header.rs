@@ -56,6 +56,7 @@ impl ProxyHeader {
         }
     }
 
+    #[cfg_attr(not(feature = "proxy-protocol"), allow(dead_code))]
     pub(crate) fn new(
         version: u8,
         command: Command,

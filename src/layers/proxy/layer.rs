@@ -140,12 +140,15 @@ where
         }
         let config = self.config.clone();
         Box::pin(async move {
-            let read = tokio::time::timeout(config.timeout, read_header(&mut conn.io, config.max_len));
+            let read =
+                tokio::time::timeout(config.timeout, read_header(&mut conn.io, config.max_len));
             let header = match read.await {
                 Ok(Ok(header)) => header,
                 Ok(Err(error)) => return Err(ProxyRefused::new(error, conn).into()),
                 Err(_) => {
-                    return Err(ProxyRefused::new(HeaderError::Timeout(config.timeout), conn).into())
+                    return Err(
+                        ProxyRefused::new(HeaderError::Timeout(config.timeout), conn).into(),
+                    )
                 }
             };
             if let Some(client) = header.source() {

@@ -57,11 +57,12 @@ pub enum HeaderError {
 impl fmt::Display for HeaderError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            HeaderError::NotProxy { start } if start.is_empty() => {
-                f.write_str("no PROXY header: connection closed before any byte")
-            }
             HeaderError::NotProxy { start } => {
-                write!(f, "not a PROXY header: starts with {:?}", start.escape_ascii().to_string())
+                write!(
+                    f,
+                    "not a PROXY header: starts with {:?}",
+                    start.escape_ascii().to_string()
+                )
             }
             HeaderError::Malformed { version, detail } => {
                 write!(f, "malformed PROXY v{version} header: {detail}")
@@ -69,6 +70,7 @@ impl fmt::Display for HeaderError {
             HeaderError::Oversized { len, max } => {
                 write!(f, "PROXY header too long: {len} bytes, at most {max}")
             }
+            HeaderError::Truncated { got: 0 } => f.write_str("closed before its PROXY header"),
             HeaderError::Truncated { got } => {
                 write!(f, "PROXY header truncated after {got} bytes")
             }
@@ -257,5 +259,10 @@ pub(crate) fn parse_frame(bytes: &[u8]) -> Result<ProxyHeader, HeaderError> {
         v2::Command::Proxy => Command::Proxy,
         v2::Command::Local => Command::Local,
     };
-    Ok(ProxyHeader::new(2, command, addresses, header.tlv_bytes().into()))
+    Ok(ProxyHeader::new(
+        2,
+        command,
+        addresses,
+        header.tlv_bytes().into(),
+    ))
 }

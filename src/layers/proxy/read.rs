@@ -17,7 +17,10 @@ const FIRST_LOOK: usize = 256;
 /// The bytes are peeked, then exactly the header's are read: what follows
 /// stays in the socket for whoever reads it next. A header sent in pieces is
 /// gathered piece by piece (each peek waits for new bytes).
-pub(crate) async fn read_header(io: &mut TcpStream, max: usize) -> Result<ProxyHeader, HeaderError> {
+pub(crate) async fn read_header(
+    io: &mut TcpStream,
+    max: usize,
+) -> Result<ProxyHeader, HeaderError> {
     let mut buf = vec![0u8; FIRST_LOOK.min(max.max(16))];
     let mut got = 0;
     loop {
@@ -30,10 +33,7 @@ pub(crate) async fn read_header(io: &mut TcpStream, max: usize) -> Result<ProxyH
         }
         let n = io.peek(&mut buf[got..]).await.map_err(HeaderError::Io)?;
         if n == 0 {
-            return Err(match got {
-                0 => HeaderError::NotProxy { start: Vec::new() },
-                got => HeaderError::Truncated { got },
-            });
+            return Err(HeaderError::Truncated { got });
         }
         // The header's bytes among those peeked: all of them, or up to its end.
         let take = match frame(&buf[..got + n], max)? {
