@@ -21,12 +21,13 @@ use super::parse::V2_MAX;
 /// assert!(config.is_trusted("::ffff:10.1.2.3".parse().unwrap()));
 /// assert!(!config.is_trusted("192.0.2.7".parse().unwrap()));
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProxyConfig {
     pub(crate) trusted: Vec<IpNet>,
     pub(crate) serve_untrusted: bool,
     pub(crate) timeout: Duration,
     pub(crate) max_len: usize,
+    pub(crate) version: Option<u8>,
 }
 
 impl Default for ProxyConfig {
@@ -36,6 +37,7 @@ impl Default for ProxyConfig {
             serve_untrusted: false,
             timeout: Duration::from_secs(5),
             max_len: 4096,
+            version: None,
         }
     }
 }
@@ -76,6 +78,15 @@ impl ProxyConfig {
     /// 4096 bytes; at least 16, at most 65,551.
     pub fn max_header_len(mut self, len: usize) -> Self {
         self.max_len = len.clamp(16, V2_MAX);
+        self
+    }
+
+    /// Accepts only headers of `version` (1, text; 2, binary); one of the
+    /// other version is refused as
+    /// [`Reason::ProxyMalformed`](crate::Reason::ProxyMalformed). Default:
+    /// either.
+    pub fn only_version(mut self, version: u8) -> Self {
+        self.version = Some(version);
         self
     }
 

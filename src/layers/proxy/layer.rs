@@ -143,7 +143,17 @@ where
             let read =
                 tokio::time::timeout(config.timeout, read_header(&mut conn.io, config.max_len));
             let header = match read.await {
-                Ok(Ok(header)) => header,
+                Ok(Ok(header)) if config.version.is_none_or(|v| v == header.version()) => header,
+                Ok(Ok(header)) => {
+                    let error = HeaderError::Malformed {
+                        version: header.version(),
+                        detail: format!(
+                            "only v{} headers are accepted here",
+                            config.version.unwrap_or(0)
+                        ),
+                    };
+                    return Err(ProxyRefused::new(error, conn).into());
+                }
                 Ok(Err(error)) => return Err(ProxyRefused::new(error, conn).into()),
                 Err(_) => {
                     return Err(

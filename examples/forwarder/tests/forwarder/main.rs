@@ -15,6 +15,7 @@ mod limits;
 mod logs;
 mod memory;
 mod nofile;
+mod proxy;
 mod reliability;
 mod reload;
 mod signals;
