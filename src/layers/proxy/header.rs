@@ -26,7 +26,7 @@ pub enum Command {
 ///
 /// let bytes = b"PROXY TCP4 192.0.2.7 10.0.0.1 51000 443\r\nGET / HTTP/1.1\r\n";
 /// let (header, len) = ProxyHeader::parse(bytes).unwrap();
-/// assert_eq!(len, 40); // the payload starts at bytes[40]
+/// assert_eq!(len, 41); // the payload starts at bytes[41]
 /// assert_eq!((header.version(), header.command()), (1, Command::Proxy));
 /// assert_eq!(header.source(), Some("192.0.2.7:51000".parse().unwrap()));
 /// # }
