@@ -67,7 +67,9 @@ pub struct ConnRecord {
     key_prefix: u8,
     read_waker: AtomicWaker,
     write_waker: AtomicWaker,
-    /// The PROXY header it came through, and its socket's peer.
+    /// The PROXY header it came through, and its socket's peer: one
+    /// pointer, kept only with the `proxy-protocol` feature.
+    #[cfg(feature = "proxy-protocol")]
     proxy: Option<Box<ProxyInfo>>,
 }
 
@@ -82,6 +84,8 @@ impl ConnRecord {
         key_prefix: u8,
         proxy: Option<Box<ProxyInfo>>,
     ) -> Self {
+        #[cfg(not(feature = "proxy-protocol"))]
+        let _ = proxy;
         ConnRecord {
             id,
             peer,
@@ -101,6 +105,7 @@ impl ConnRecord {
             key_prefix,
             read_waker: AtomicWaker::new(),
             write_waker: AtomicWaker::new(),
+            #[cfg(feature = "proxy-protocol")]
             proxy,
         }
     }
@@ -128,12 +133,16 @@ impl ConnRecord {
     /// The socket's own peer: the load balancer when the connection came
     /// through a PROXY header, else [`ConnRecord::peer`].
     pub fn socket_peer(&self) -> SocketAddr {
-        self.proxy.as_ref().map_or(self.peer, |p| p.socket_peer)
+        self.proxy().map_or(self.peer, |p| p.socket_peer)
     }
 
-    /// The PROXY header the connection came through, with its socket's peer.
+    /// The PROXY header the connection came through, with its socket's peer
+    /// (always `None` without the `proxy-protocol` feature).
     pub fn proxy(&self) -> Option<&ProxyInfo> {
-        self.proxy.as_deref()
+        #[cfg(feature = "proxy-protocol")]
+        return self.proxy.as_deref();
+        #[cfg(not(feature = "proxy-protocol"))]
+        None
     }
 
     /// Bytes read from the client so far.
