@@ -2,8 +2,6 @@
 //! sources and hands them on as from the client it names.
 
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -11,9 +9,10 @@ use tokio::net::TcpStream;
 use tower_layer::Layer;
 
 use super::config::ProxyConfig;
-use super::header::ProxyInfo;
+use super::future::ResponseFuture;
+use super::header::{ProxyHeader, ProxyInfo};
 use super::parse::HeaderError;
-use super::read::read_header;
+use super::read::{read_header, read_now};
 use crate::layers::BoxError;
 use crate::{Accepted, Reason, Rejected};
 
@@ -107,9 +106,6 @@ impl<S> ProxyProtocol<S> {
     }
 }
 
-/// The future of [`ProxyProtocol`].
-pub type ResponseFuture<T> = Pin<Box<dyn Future<Output = Result<T, BoxError>> + Send>>;
-
 impl<S> tower::Service<Accepted<TcpStream>> for ProxyProtocol<S>
 where
     S: tower::Service<Accepted<TcpStream>> + Clone + Send + 'static,
@@ -119,58 +115,76 @@ where
 {
     type Response = S::Response;
     type Error = BoxError;
-    type Future = ResponseFuture<S::Response>;
+    type Future = ResponseFuture<S::Future, S::Response>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
     fn call(&mut self, mut conn: Accepted<TcpStream>) -> Self::Future {
-        // The service made ready goes with the future; a clone stays.
+        let config = &self.config;
+        if !config.is_trusted(conn.peer.ip()) {
+            if config.serve_untrusted {
+                return ResponseFuture::inner(self.inner.call(conn));
+            }
+            let rejected = Rejected::new(Reason::ProxyUntrusted, conn.peer).holding(conn);
+            return ResponseFuture::refused(rejected);
+        }
+        // The header is usually there already: handed on at once.
+        if let Some(read) = read_now(&conn.io, config.max_len) {
+            return match checked(config, read) {
+                Ok(header) => ResponseFuture::inner(self.inner.call(with_header(conn, header))),
+                Err(error) => ResponseFuture::refused(ProxyRefused::new(error, conn)),
+            };
+        }
+        // Else wait for it, under the timeout. The service made ready goes
+        // with the future; a clone stays.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let socket_peer = conn.peer;
-        if !self.config.is_trusted(socket_peer.ip()) {
-            if self.config.serve_untrusted {
-                let future = inner.call(conn);
-                return Box::pin(async move { future.await.map_err(Into::into) });
-            }
-            let rejected = Rejected::new(Reason::ProxyUntrusted, socket_peer).holding(conn);
-            return Box::pin(std::future::ready(Err(rejected.into())));
-        }
         let config = self.config.clone();
-        Box::pin(async move {
-            let read =
-                tokio::time::timeout(config.timeout, read_header(&mut conn.io, config.max_len));
-            let header = match read.await {
-                Ok(Ok(header)) if config.version.is_none_or(|v| v == header.version()) => header,
-                Ok(Ok(header)) => {
-                    let error = HeaderError::Malformed {
-                        version: header.version(),
-                        detail: format!(
-                            "only v{} headers are accepted here",
-                            config.version.unwrap_or(0)
-                        ),
-                    };
-                    return Err(ProxyRefused::new(error, conn).into());
-                }
-                Ok(Err(error)) => return Err(ProxyRefused::new(error, conn).into()),
-                Err(_) => {
-                    return Err(
-                        ProxyRefused::new(HeaderError::Timeout(config.timeout), conn).into(),
-                    )
-                }
+        ResponseFuture::waiting(Box::pin(async move {
+            let read = read_header(&mut conn.io, config.max_len);
+            let read = match tokio::time::timeout(config.timeout, read).await {
+                Ok(read) => read,
+                Err(_) => Err(HeaderError::Timeout(config.timeout)),
             };
-            if let Some(client) = header.source() {
-                conn.peer = client;
+            match checked(&config, read) {
+                Ok(header) => inner
+                    .call(with_header(conn, header))
+                    .await
+                    .map_err(Into::into),
+                Err(error) => Err(ProxyRefused::new(error, conn).into()),
             }
-            conn.proxy = Some(Box::new(ProxyInfo {
-                socket_peer,
-                header,
-            }));
-            inner.call(conn).await.map_err(Into::into)
-        })
+        }))
     }
+}
+
+/// The header read, if of a version `config` accepts.
+fn checked(
+    config: &ProxyConfig,
+    read: Result<ProxyHeader, HeaderError>,
+) -> Result<ProxyHeader, HeaderError> {
+    let header = read?;
+    match config.version {
+        Some(want) if want != header.version() => Err(HeaderError::Malformed {
+            version: header.version(),
+            detail: format!("only v{want} headers are accepted here"),
+        }),
+        _ => Ok(header),
+    }
+}
+
+/// The connection as from the client `header` names, the header kept.
+fn with_header(mut conn: Accepted<TcpStream>, header: ProxyHeader) -> Accepted<TcpStream> {
+    let socket_peer = conn.peer;
+    if let Some(client) = header.source() {
+        conn.peer = client;
+    }
+    conn.proxy = Some(Box::new(ProxyInfo {
+        socket_peer,
+        header,
+    }));
+    conn
 }
 
 /// A connection refused for its PROXY header: the [`Rejected`] that the

@@ -33,6 +33,8 @@
 
 #[cfg(feature = "proxy-protocol")]
 mod config;
+#[cfg(feature = "proxy-protocol")]
+pub mod future;
 mod header;
 #[cfg(feature = "proxy-protocol")]
 mod layer;
@@ -45,6 +47,6 @@ mod read;
 pub use config::ProxyConfig;
 pub use header::{Command, ProxyHeader, ProxyInfo};
 #[cfg(feature = "proxy-protocol")]
-pub use layer::{ProxyProtocol, ProxyProtocolLayer, ProxyRefused, ResponseFuture};
+pub use layer::{ProxyProtocol, ProxyProtocolLayer, ProxyRefused};
 #[cfg(feature = "proxy-protocol")]
 pub use parse::HeaderError;

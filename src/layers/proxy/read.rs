@@ -47,3 +47,91 @@ pub(crate) async fn read_header(
         got += take;
     }
 }
+
+/// Reads the header if it is all there already, without waiting: `None`
+/// when it is not (nothing consumed then; [`read_header`] waits for it).
+///
+/// Right after the accept, tokio has not seen the socket readable yet
+/// (that takes a turn of its event loop), so this asks the socket itself
+/// (`recv` with `MSG_PEEK | MSG_DONTWAIT`, on Linux). A header that is there
+/// is read and the connection handed on at once: no task woken, no timer,
+/// no allocation.
+pub(crate) fn read_now(io: &TcpStream, max: usize) -> Option<Result<ProxyHeader, HeaderError>> {
+    let mut buf = [0u8; FIRST_LOOK];
+    let n = match now::peek(io, &mut buf) {
+        None => return None,
+        Some(Err(e)) => return Some(Err(HeaderError::Io(e))),
+        Some(Ok(0)) => return Some(Err(HeaderError::Truncated { got: 0 })),
+        Some(Ok(n)) => n,
+    };
+    let len = match frame(&buf[..n], max) {
+        Err(e) => return Some(Err(e)),
+        Ok(Frame::More(_)) => return None,
+        Ok(Frame::Done(len)) => len,
+    };
+    // Exactly the header's bytes, already in the socket's buffer.
+    let mut got = 0;
+    while got < len {
+        match now::read(io, &mut buf[got..len]) {
+            Some(Ok(0)) => return Some(Err(HeaderError::Truncated { got })),
+            Some(Ok(n)) => got += n,
+            Some(Err(e)) => return Some(Err(HeaderError::Io(e))),
+            // Peeked, so there; were it not, the connection is unusable.
+            None => return Some(Err(HeaderError::Truncated { got })),
+        }
+    }
+    Some(parse_frame(&buf[..len]))
+}
+
+/// Non-blocking peek and read: `None` for "nothing there yet".
+#[cfg(target_os = "linux")]
+mod now {
+    use std::io;
+
+    use rustix::net::{recv, RecvFlags};
+    use tokio::net::TcpStream;
+
+    fn recv_now(io: &TcpStream, buf: &mut [u8], flags: RecvFlags) -> Option<io::Result<usize>> {
+        match recv(io, buf, flags | RecvFlags::DONTWAIT) {
+            Ok((n, _)) => Some(Ok(n)),
+            Err(rustix::io::Errno::AGAIN | rustix::io::Errno::INTR) => None,
+            Err(e) => Some(Err(e.into())),
+        }
+    }
+
+    pub(super) fn peek(io: &TcpStream, buf: &mut [u8]) -> Option<io::Result<usize>> {
+        recv_now(io, buf, RecvFlags::PEEK)
+    }
+
+    pub(super) fn read(io: &TcpStream, buf: &mut [u8]) -> Option<io::Result<usize>> {
+        recv_now(io, buf, RecvFlags::empty())
+    }
+}
+
+/// Non-blocking peek and read through tokio, which knows of bytes only
+/// after a turn of its event loop: `None` for "not yet".
+#[cfg(not(target_os = "linux"))]
+mod now {
+    use std::io;
+    use std::task::{Context, Poll, Waker};
+
+    use tokio::io::ReadBuf;
+    use tokio::net::TcpStream;
+
+    pub(super) fn peek(io: &TcpStream, buf: &mut [u8]) -> Option<io::Result<usize>> {
+        let mut buf = ReadBuf::new(buf);
+        // A `Pending` only means "wait", which `read_header` then does with
+        // the task's own waker.
+        match io.poll_peek(&mut Context::from_waker(Waker::noop()), &mut buf) {
+            Poll::Pending => None,
+            Poll::Ready(r) => Some(r),
+        }
+    }
+
+    pub(super) fn read(io: &TcpStream, buf: &mut [u8]) -> Option<io::Result<usize>> {
+        match io.try_read(buf) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
+            r => Some(r),
+        }
+    }
+}
