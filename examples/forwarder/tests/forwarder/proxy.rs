@@ -157,3 +157,41 @@ async fn untrusted_sources_garbage_and_silence_are_refused_by_reason() {
     assert_eq!(rejected["proxy_timeout"], 1, "{stats}");
     assert_eq!(stats["accepted"], 0, "{stats}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_turns_proxy_protocol_on() {
+    let backend = banner_backend().await;
+    let (fwd, addr) = start(backend, "");
+    let mut plain = open(CLIENT, addr).await.expect("no header needed yet");
+
+    let on = "  proxy_protocol: v1\n  proxy_trusted: [127.0.0.1/32]\n";
+    fwd.write_config(&service_yaml("svc", addr.port(), backend.port(), on));
+    fwd.signal(libc::SIGHUP);
+    fwd.wait_stderr("config reloaded").await;
+    // The live connection goes on; new ones need a header from 127.0.0.1.
+    echo(&mut plain, b"still here").await;
+    assert!(
+        open(CLIENT, addr).await.is_none(),
+        "127.0.0.7 is not trusted"
+    );
+    let mut lb = connect_from([127, 0, 0, 1], addr).await;
+    lb.write_all(b"PROXY TCP4 192.0.2.8 127.0.0.1 4242 80\r\n")
+        .await
+        .unwrap();
+    let mut hello = [0u8; 6];
+    tokio::time::timeout(WAIT, lb.read_exact(&mut hello))
+        .await
+        .expect("greeted")
+        .unwrap();
+    let stats = fwd
+        .wait_stats("svc", "two live connections", |s| s["connections"] == 2)
+        .await;
+    let ips: Vec<&str> = stats["ips"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["ip"].as_str().unwrap())
+        .collect();
+    assert_eq!(ips, ["127.0.0.7", "192.0.2.8"], "{stats}");
+    assert_eq!(stats["rejected"]["proxy_untrusted"], 1, "{stats}");
+}
