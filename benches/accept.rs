@@ -378,7 +378,7 @@ fn interleaved_filter(rounds: usize) {
             "filter",
             ServiceConfig::default().with_blacklist(cidrs(entries, 3)),
         );
-        let set = monconn::layers::IpSet::new(service.config().blacklist.iter().copied());
+        let set = monconn::IpSet::new(service.config().blacklist.iter().copied());
         println!("{entries} entries: {} ranges", set.ranges());
         cases.push((format!("v4/{entries}"), service.clone(), &v4));
         cases.push((format!("v6/{entries}"), service, &v6));

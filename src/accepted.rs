@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 
-use crate::layers::proxy::ProxyInfo;
+use crate::proxied::ProxyInfo;
 use crate::{Admission, MonitoredIo, Service};
 
 /// A connection just accepted, as it flows through the accept stack (a

@@ -2,16 +2,93 @@
 //!
 //! `monconn` answers, for any tokio server or proxy: who is connected, how
 //! much each connection read and wrote, which connections are idle; and it
-//! decides at accept time who may connect and how many.
+//! decides at accept time who may connect and how many. It plugs into the
+//! accept loop of axum, tonic, hyper or your own server: a [`Listener`]
+//! instead of tokio's `TcpListener`, and every connection is counted, limited
+//! and visible in a [`Registry`].
 //!
-//! - [`MonitoredIo`] wraps a connection and counts its bytes, live and exact,
-//!   on the connection's own atomics: no lock, no allocation, no task and no
-//!   timer per connection.
-//! - [`Registry`] holds [`Service`]s by id: settings ([`ServiceConfig`]),
-//!   exact counters, the live connection table, JSON snapshots, one sweeper
-//!   task per service for idle and timed-out connections, graceful close.
+//! # Quick start: axum
+//! ```no_run
+//! # async fn run() -> std::io::Result<()> {
+//! use axum::{routing::get, Router};
+//! use monconn::integrations::{graceful, stats};
+//! use monconn::{Listener, Registry, ServiceConfig};
 //!
-//! # Examples
+//! let registry = Registry::new();
+//! let service = registry.create("web", ServiceConfig::default().with_conn_limit(Some(10_000)));
+//! let app = Router::new()
+//!     .route("/", get(|| async { "hello" }))
+//!     .nest("/stats", stats::router(registry.clone())); // JSON snapshots
+//! let listener = Listener::bind("127.0.0.1:3000", service.clone()).await?;
+//! let ctrl_c = async { let _ = tokio::signal::ctrl_c().await; };
+//! axum::serve(listener, app)
+//!     .with_graceful_shutdown(graceful(service, ctrl_c)) // bounded by wait_timeout
+//!     .await
+//! # }
+//! ```
+//!
+//! # Quick start: tonic
+//! One line changes: `serve_with_incoming(Incoming::new(listener))` instead
+//! of `serve(addr)`; `request.remote_addr()` keeps working, and the stats go
+//! on a side port with [`integrations::stats::bind`]:
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use monconn::integrations::tonic::Incoming;
+//! use monconn::{Listener, Registry};
+//!
+//! let registry = Registry::new();
+//! let listener = Listener::bind("127.0.0.1:50051", registry.service("grpc")).await?;
+//! tokio::spawn(monconn::integrations::stats::bind("127.0.0.1:9000", registry));
+//! let (_reporter, health) = tonic_health::server::health_reporter();
+//! tonic::transport::Server::builder()
+//!     .add_service(health)
+//!     .serve_with_incoming(Incoming::new(listener))
+//!     .await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # Features
+//! | feature | what it adds |
+//! |---|---|
+//! | *(none)* | [`MonitoredIo`], [`Registry`], [`Service`], [`Listener`], the accept [`layers`], [`integrations::graceful`], [`integrations::ConnInfo`], the hyper recipe |
+//! | `axum` | `axum::serve` takes a [`Listener`] of any stack; `ConnectInfo<ConnInfo>`; [`integrations::stats`], the JSON router and side server |
+//! | `tonic` | [`integrations::tonic::Incoming`], `Connected`, `ConnInfoLayer` |
+//! | `metrics` | service figures on the `metrics` facade ([`metrics`]) |
+//! | `forward` | [`forward::copy_bidirectional`], a monitored, half-close-correct copy for your own proxy |
+//!
+//! # Map of the types
+//! - Accepting: [`Listener`] (with [`Listener::builder`] for your own layers,
+//!   any stack being an [`AcceptStack`]), [`Accepted`] (a connection in the
+//!   stack), [`layers`] (`FilterLayer`, `LimitLayer`), [`Rejected`] and
+//!   [`Reason`] (why a connection was refused).
+//! - Counting: [`MonitoredIo`] (the wrapper), [`ConnRecord`] (one
+//!   connection's live counters), [`CloseCause`] (why it was cut).
+//! - Owning: [`Registry`] of [`Service`]s by id, each with a
+//!   [`ServiceConfig`] (timeouts, limits, lists), an [`Admission`] per
+//!   connection, [`ServiceSnapshot`] / [`RegistrySnapshot`] /
+//!   [`ConnSnapshot`] (serde), [`CloseReport`] of a graceful close.
+//! - Serving: [`integrations`] (axum, tonic, hyper, `graceful`, `stats`).
+//!
+//! # How it fits together
+//! A connection flows one way, and so do the imports: the
+//! [`Listener`] accepts it and passes it, as an [`Accepted`], through the
+//! accept stack of [`layers`] (filter, limits, your own); a layer admits it
+//! into its [`Service`] (an [`Admission`]), and the service wraps it in a
+//! [`MonitoredIo`] that counts into the connection's own [`ConnRecord`].
+//! Modules import downwards only: listener → layers → `Accepted` → registry
+//! ([`Registry`], [`Service`], snapshots, sweeper, limits, rules) → io
+//! ([`MonitoredIo`], [`ConnRecord`], [`CloseCause`]) → the leaves (the
+//! address helpers [`client_key`], [`canonical_ip`], [`IpSet`], and a
+//! coarse clock). io knows nothing of the registry: it hands a dropped
+//! connection back through a one-method private trait (`Release`) that the
+//! service implements and that the record holds, so the wrapper stays a
+//! pointer to its record. The registry publishes to the `metrics` facade
+//! through a private seam of its own (`registry/export.rs`); the `metrics`
+//! and `forward` modules (features of those names) and [`integrations`]
+//! read the registry and io; nothing calls back up. `.ci/module-deps`
+//! lists who imports whom and fails on a circle.
+//!
+//! # A connection accepted by hand
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> std::io::Result<()> {
@@ -51,21 +128,25 @@ mod clock;
 #[cfg_attr(docsrs, doc(cfg(feature = "forward")))]
 pub mod forward;
 pub mod integrations;
-pub mod io;
+mod io;
+mod ip;
 pub mod layers;
 mod listener;
 #[cfg(feature = "metrics")]
 #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
 pub mod metrics;
-pub mod registry;
+mod proxied;
+mod registry;
 
 pub use accepted::Accepted;
-pub use integrations::ConnInfo;
-pub use io::MonitoredIo;
+pub use io::{CloseCause, ConnRecord, MonitoredIo};
+pub use ip::{canonical_ip, client_key, IpSet};
+/// The `ipnet` crate, whose `IpNet` the blacklist and allowlist take.
+pub use ipnet;
 pub use listener::{AcceptStack, DefaultStack, Listener, ListenerBuilder};
 pub use registry::{
-    Admission, CloseCause, CloseReport, ConnRecord, ConnSnapshot, IpConnections, RateLimit, Reason,
-    Registry, RegistrySnapshot, Rejected, Service, ServiceConfig, ServiceSnapshot,
+    Admission, CloseReport, ConnSnapshot, IpConnections, RateLimit, Reason, Registry,
+    RegistrySnapshot, Rejected, Service, ServiceConfig, ServiceSnapshot,
 };
 
 /// The README's examples, compiled as doctests.

@@ -175,6 +175,25 @@ where
         })
     }
 
+    /// Sets `TCP_NODELAY` on this listener's connections, whatever the
+    /// service's [`nodelay`](crate::ServiceConfig::nodelay) says (other
+    /// listeners of the service keep following it). tonic's
+    /// [`Incoming`](crate::integrations::tonic::Incoming) turns it on, as
+    /// tonic's own server does, unless this was called.
+    #[must_use]
+    pub fn with_nodelay(mut self, on: bool) -> Self {
+        self.state.get_mut().sockopts.nodelay = Some(on);
+        self
+    }
+
+    /// [`Self::with_nodelay`] unless it was called already.
+    #[cfg_attr(not(feature = "tonic"), allow(dead_code))]
+    pub(crate) fn nodelay_unless_set(mut self, on: bool) -> Self {
+        let opts = &mut self.state.get_mut().sockopts;
+        opts.nodelay.get_or_insert(on);
+        self
+    }
+
     /// The bound address.
     pub fn local_addr(&self) -> SocketAddr {
         self.local

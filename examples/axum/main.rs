@@ -25,7 +25,8 @@ use axum::Router;
 use clap::Parser;
 use ipnet::IpNet;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use monconn::{ConnInfo, Listener, Registry, ServiceConfig};
+use monconn::integrations::ConnInfo;
+use monconn::{Listener, Registry, ServiceConfig};
 
 /// An axum app served through a monitored listener.
 #[derive(Parser, Debug)]

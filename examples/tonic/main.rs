@@ -17,7 +17,8 @@ use std::time::Duration;
 
 use clap::Parser;
 use monconn::integrations::tonic::{ConnInfoLayer, Incoming};
-use monconn::{ConnInfo, Listener, Registry, ServiceConfig};
+use monconn::integrations::ConnInfo;
+use monconn::{Listener, Registry, ServiceConfig};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Server};
 use tonic_health::pb::health_client::HealthClient;

@@ -1,12 +1,13 @@
 //! axum: [`Listener`] implements [`axum::serve::Listener`], [`ConnInfo`] is
-//! connect info, and [`graceful`] bounds the graceful shutdown.
+//! connect info, and [`graceful`](super::graceful) bounds the graceful shutdown.
 //!
 //! # Examples
 //! ```no_run
 //! # async fn run() -> std::io::Result<()> {
 //! use std::time::Duration;
 //! use axum::{extract::ConnectInfo, routing::get, Router};
-//! use monconn::{ConnInfo, Listener, Registry, ServiceConfig};
+//! use monconn::integrations::ConnInfo;
+//! use monconn::{Listener, Registry, ServiceConfig};
 //!
 //! let service = Registry::global().create(
 //!     "web",
@@ -38,7 +39,7 @@ use axum::extract::connect_info::Connected;
 use axum::serve::{IncomingStream, TapIo};
 use tokio::io::{AsyncRead, AsyncWrite};
 
-pub use super::{graceful, ConnInfo, Graceful, ShutdownReport};
+use super::ConnInfo;
 use crate::{AcceptStack, Listener, MonitoredIo};
 
 /// How long `accept` waits after an error that [`Listener::accept`] does not

@@ -4,7 +4,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use crate::{ConnRecord, MonitoredIo, Service};
+use crate::io::{ConnRecord, MonitoredIo};
 
 /// A handler's view of its connection: peer and local addresses, the
 /// connection's id within its service, and its live byte counters.
@@ -22,7 +22,7 @@ use crate::{ConnRecord, MonitoredIo, Service};
 /// let local = "127.0.0.1:80".parse().unwrap();
 /// let io = service.wrap(server, peer, local)?;
 ///
-/// let info = monconn::ConnInfo::of(&io);
+/// let info = monconn::integrations::ConnInfo::of(&io);
 /// assert_eq!((info.peer(), info.local(), info.id()), (peer, local, 1));
 /// assert_eq!(info.bytes_read(), 0);
 /// # Ok(()) }
@@ -62,12 +62,12 @@ impl ConnInfo {
     }
 
     /// The PROXY header the connection came through (its TLVs, say).
-    pub fn proxy_header(&self) -> Option<&crate::layers::proxy::ProxyHeader> {
+    pub fn proxy_header(&self) -> Option<&crate::proxied::ProxyHeader> {
         self.record.proxy().map(|p| &p.header)
     }
 
-    /// The connection's id, unique within its service (see [`Service::conn`]
-    /// and [`Service::kick`]).
+    /// The connection's id, unique within its service (see [`Service::conn`](crate::Service::conn)
+    /// and [`Service::kick`](crate::Service::kick)).
     pub fn id(&self) -> u64 {
         self.record.id()
     }
@@ -103,25 +103,5 @@ impl fmt::Debug for ConnInfo {
             .field("bytes_read", &self.bytes_read())
             .field("bytes_written", &self.bytes_written())
             .finish()
-    }
-}
-
-// === impl Service ===
-
-impl Service {
-    /// The live record of the open connection from `peer` to `local`, if
-    /// there is one: for servers that hand their handlers only the addresses
-    /// (tonic's `Request::remote_addr`, say).
-    ///
-    /// Scans the service's connection table under its lock: cheap for
-    /// hundreds of connections, not meant for every request of a server with
-    /// tens of thousands.
-    pub fn find_conn(&self, peer: SocketAddr, local: SocketAddr) -> Option<Arc<ConnRecord>> {
-        let table = self.inner.table();
-        table
-            .conns
-            .values()
-            .find(|r| r.peer() == peer && r.local() == local)
-            .cloned()
     }
 }

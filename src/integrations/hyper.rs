@@ -19,7 +19,8 @@
 //! use hyper_util::rt::{TokioExecutor, TokioIo};
 //! use hyper_util::server::conn::auto;
 //! use hyper_util::server::graceful::GracefulShutdown;
-//! use monconn::{ConnInfo, Listener, Registry, ServiceConfig};
+//! use monconn::integrations::ConnInfo;
+//! use monconn::{Listener, Registry, ServiceConfig};
 //!
 //! async fn hello(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
 //!     let conn = req.extensions().get::<ConnInfo>().expect("inserted by the accept loop");

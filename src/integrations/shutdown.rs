@@ -72,6 +72,29 @@ pin_project! {
     /// see [`graceful`].
     ///
     /// Not `Clone`: it starts the close once, when it resolves.
+    ///
+    /// # Examples
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use std::time::Duration;
+    /// use monconn::{Registry, ServiceConfig};
+    ///
+    /// let service = Registry::new().create(
+    ///     "web",
+    ///     ServiceConfig::default().with_wait_timeout(Duration::from_secs(5)),
+    /// );
+    /// let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    /// let shutdown = monconn::integrations::graceful(service, async {
+    ///     let _ = stopped.await;
+    /// });
+    /// let report = shutdown.report();
+    /// stop.send(()).unwrap();
+    /// shutdown.await; // what axum's with_graceful_shutdown awaits
+    /// let report = report.wait().await.unwrap();
+    /// assert_eq!((report.drained, report.cut), (0, 0));
+    /// # }
+    /// ```
     #[must_use = "futures do nothing unless polled"]
     pub struct Graceful<F> {
         #[pin]

@@ -53,7 +53,7 @@ use tokio_stream::Stream;
 
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
-pub use super::{graceful, ConnInfo, Graceful, ShutdownReport};
+use super::ConnInfo;
 use crate::{AcceptStack, DefaultStack, Listener, MonitoredIo, Service};
 
 /// How long the stream waits after yielding an error, before accepting
@@ -72,9 +72,26 @@ type Accept<IO> = Pin<Box<dyn Future<Output = io::Result<(MonitoredIo<IO>, Socke
 /// handle itself is yielded once (tonic traces it), then the stream waits
 /// 200 ms before accepting again, so that it never spins. It never ends.
 ///
-/// tonic's own TCP settings (`tcp_nodelay`, `tcp_keepalive`) do not apply to
-/// an incoming stream: set [`ServiceConfig::nodelay`](crate::ServiceConfig::nodelay)
-/// and [`ServiceConfig::keepalive`](crate::ServiceConfig::keepalive) instead.
+/// `TCP_NODELAY` is on, as tonic's own server sets it by default, unless
+/// the listener was given [`Listener::with_nodelay`]. tonic's own TCP
+/// settings (`tcp_nodelay`, `tcp_keepalive`) do not apply to an incoming
+/// stream: use [`Listener::with_nodelay`] and
+/// [`ServiceConfig::keepalive`](crate::ServiceConfig::keepalive).
+///
+/// # Examples
+/// ```no_run
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// use monconn::integrations::tonic::Incoming;
+///
+/// let service = monconn::Registry::new().service("grpc");
+/// let listener = monconn::Listener::bind("127.0.0.1:50051", service).await?;
+/// let (_reporter, health) = tonic_health::server::health_reporter();
+/// tonic::transport::Server::builder()
+///     .add_service(health)
+///     .serve_with_incoming(Incoming::new(listener))
+///     .await?;
+/// # Ok(()) }
+/// ```
 pub struct Incoming<S: AcceptStack = DefaultStack> {
     listener: Arc<Listener<S>>,
     accept: Option<Accept<S::Io>>,
@@ -84,10 +101,11 @@ pub struct Incoming<S: AcceptStack = DefaultStack> {
 // === impl Incoming ===
 
 impl<S: AcceptStack> Incoming<S> {
-    /// The connections of `listener`.
+    /// The connections of `listener`, with `TCP_NODELAY` on unless the
+    /// listener says otherwise ([`Listener::with_nodelay`]).
     pub fn new(listener: Listener<S>) -> Self {
         Incoming {
-            listener: Arc::new(listener),
+            listener: Arc::new(listener.nodelay_unless_set(true)),
             accept: None,
             backoff: None,
         }
@@ -181,6 +199,20 @@ fn lookup(tcp: &TcpConnectInfo, service: &Service) -> Option<ConnInfo> {
 ///
 /// Each request costs a scan of the service's connection table (see
 /// [`Service::find_conn`]). Clones share the service.
+///
+/// # Examples
+/// ```no_run
+/// # async fn run(listener: monconn::Listener, service: monconn::Service) -> Result<(), tonic::transport::Error> {
+/// use monconn::integrations::tonic::{ConnInfoLayer, Incoming};
+///
+/// let (_reporter, health) = tonic_health::server::health_reporter();
+/// tonic::transport::Server::builder()
+///     .layer(ConnInfoLayer::new(service))
+///     .add_service(health)
+///     .serve_with_incoming(Incoming::new(listener))
+///     .await
+/// # }
+/// ```
 #[derive(Clone, Debug)]
 pub struct ConnInfoLayer {
     service: Service,

@@ -1,6 +1,8 @@
 //! The monitored transport: [`MonitoredIo`] counts a connection's bytes into
-//! its [`ConnRecord`](crate::ConnRecord) and fails once the connection is
-//! closed from outside.
+//! its [`ConnRecord`] and fails once the connection is closed from outside
+//! (with a [`CloseCause`]). A leaf: it imports nothing of the crate but the
+//! clock, the address helpers and the PROXY header it may keep (`proxied`); the registry's service is reached only
+//! through [`Release`](guard::Release), which the service implements.
 //!
 //! # Examples
 //! ```
@@ -22,7 +24,15 @@
 //! # Ok(()) }
 //! ```
 
+mod cause;
+mod guard;
 mod hexdump;
 mod monitored;
+mod record;
 
+pub use cause::CloseCause;
+pub(crate) use guard::Release;
 pub use monitored::MonitoredIo;
+pub use record::ConnRecord;
+pub(crate) use record::ReadProbe;
+pub(crate) use record::Record;

@@ -13,8 +13,9 @@ use socket2::SockRef;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
+use super::guard::ConnGuard;
 use super::hexdump::{self, Direction};
-use crate::registry::{ConnGuard, ConnRecord};
+use super::record::{ConnRecord, Record};
 
 pin_project! {
     /// A transport whose reads and writes are counted into its connection's
@@ -45,10 +46,32 @@ pin_project! {
     /// bytes into the service totals and releases its admission.
     ///
     /// `Unpin` when `T` is.
+    ///
+    /// # Examples
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> std::io::Result<()> {
+    /// use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    ///
+    /// let service = monconn::Registry::new().service("demo");
+    /// let (mut client, server) = tokio::io::duplex(64);
+    /// let addr = "127.0.0.1:1".parse().unwrap();
+    /// let mut server = service.wrap(server, addr, addr)?;
+    /// client.write_all(b"ping").await?;
+    /// let mut buf = [0; 4];
+    /// server.read_exact(&mut buf).await?;
+    /// server.write_all(b"pong!").await?;
+    /// let record = server.record();
+    /// assert_eq!((record.bytes_read(), record.bytes_written()), (4, 5));
+    /// # Ok(()) }
+    /// ```
     pub struct MonitoredIo<T> {
+        // Dropped first (fields drop in order): the connection is released
+        // (unlisted, its bytes in the totals) before its socket closes, so a
+        // peer that saw the close reads stats that include it.
+        guard: ConnGuard,
         #[pin]
         inner: T,
-        guard: ConnGuard,
         // Makes the transport's close a reset, run on drop after a cut;
         // `Some` for a `tokio::net::TcpStream`.
         reset: Option<fn(&T)>,
@@ -82,13 +105,14 @@ fn reset_tcp<T: 'static>(io: &T) {
 // === impl MonitoredIo ===
 
 impl<T> MonitoredIo<T> {
-    pub(crate) fn new(inner: T, guard: ConnGuard) -> Self
+    /// Monitors `inner`, counted into `record`, which it releases when dropped.
+    pub(crate) fn new(inner: T, record: Record) -> Self
     where
         T: 'static,
     {
         MonitoredIo {
             inner,
-            guard,
+            guard: ConnGuard::new(record),
             reset: reset_of::<T>(),
         }
     }
@@ -101,7 +125,7 @@ impl<T> MonitoredIo<T> {
 
     /// The id of the service the connection belongs to.
     pub fn sid(&self) -> &str {
-        self.guard.sid()
+        self.guard.record().sid()
     }
 
     /// The wrapped transport.
@@ -125,7 +149,7 @@ impl<T> MonitoredIo<T> {
 #[cold]
 fn dump(guard: &ConnGuard, dir: Direction, offset: u64, bytes: &[u8]) {
     let r = guard.record();
-    hexdump::trace(guard.sid(), r.id(), r.peer(), dir, offset, bytes);
+    hexdump::trace(r.sid(), r.id(), r.peer(), dir, offset, bytes);
 }
 
 impl<T: AsyncRead> AsyncRead for MonitoredIo<T> {

@@ -84,13 +84,14 @@
 //! # Ok(()) }
 //! ```
 
-pub mod filter;
-pub mod future;
-pub mod limit;
+mod filter;
+mod future;
+mod limit;
 mod pass;
 pub mod proxy;
 
-pub use filter::{Filter, FilterLayer, IpSet};
+pub use filter::{Filter, FilterLayer};
+pub use future::ResponseFuture;
 pub use limit::{Limit, LimitLayer};
 pub use pass::Pass;
 #[cfg(feature = "proxy-protocol")]

@@ -63,7 +63,7 @@ impl<L, P> ListenerBuilder<L, P> {
 
     /// Reads a PROXY-protocol header (v1 or v2) first, before the filter and
     /// the limits, from the sources `config` trusts: every guard, the per-IP
-    /// table, snapshots and [`ConnInfo`](crate::ConnInfo) see the client it
+    /// table, snapshots and [`ConnInfo`](crate::integrations::ConnInfo) see the client it
     /// names. See [`ProxyProtocolLayer`](crate::layers::ProxyProtocolLayer).
     ///
     /// ```no_run

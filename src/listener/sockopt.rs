@@ -19,6 +19,9 @@ type Wanted = (Option<Duration>, bool);
 /// The settings last put on the listening socket.
 #[derive(Debug, Default)]
 pub(super) struct SockOpts {
+    /// `TCP_NODELAY` for this listener whatever the service's config says
+    /// (see `Listener::with_nodelay`).
+    pub(super) nodelay: Option<bool>,
     applied: Option<Wanted>,
     /// Set each accepted socket until the accept queue is empty: it may hold
     /// connections cloned from the listening socket before a change.
@@ -29,7 +32,7 @@ impl SockOpts {
     /// Puts `config`'s settings on the listening socket (Linux).
     pub(super) fn on_listener(&mut self, tcp: &TcpListener, config: &ServiceConfig) {
         if cfg!(target_os = "linux") {
-            let wanted = (config.keepalive, config.nodelay);
+            let wanted = self.wanted(config);
             set(SockRef::from(tcp), wanted);
             self.applied = Some(wanted);
             // Connections queued before (a listener passed in) lack them.
@@ -44,10 +47,10 @@ impl SockOpts {
         stream: &TcpStream,
         config: &ServiceConfig,
     ) {
-        let wanted = (config.keepalive, config.nodelay);
+        let wanted = self.wanted(config);
         if !cfg!(target_os = "linux") {
             // Only what differs from a fresh socket's defaults.
-            if config.nodelay {
+            if wanted.1 {
                 let _ = stream.set_nodelay(true);
             }
             if config.keepalive.is_some() {
@@ -63,6 +66,10 @@ impl SockOpts {
                 set(SockRef::from(stream), wanted);
             }
         }
+    }
+
+    fn wanted(&self, config: &ServiceConfig) -> Wanted {
+        (config.keepalive, self.nodelay.unwrap_or(config.nodelay))
     }
 
     /// The accept queue is empty: every connection from now on was cloned

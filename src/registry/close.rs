@@ -3,12 +3,12 @@
 use std::net::IpAddr;
 use std::sync::atomic::Ordering::Relaxed;
 
-use super::admission::canonical_ip;
-use super::reason::CloseCause;
 use super::service::{lock, Service, DRAINING, STOPPED};
+use crate::io::CloseCause;
+use crate::ip::canonical_ip;
 
 /// What a graceful [`Service::close`] did.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CloseReport {
     /// Connections that ended by themselves within `wait_timeout`.
     pub drained: usize,

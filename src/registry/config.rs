@@ -72,7 +72,7 @@ pub struct ServiceConfig {
     pub rate_limit: Option<RateLimit>,
     /// How many leading bits of an IPv6 client's address make its key for
     /// `ip_limit`, `per_ip_limit`, `rate_limit` and the per-IP counts (see
-    /// [`client_key`](crate::registry::client_key)): clients of one network
+    /// [`client_key`](crate::client_key)): clients of one network
     /// count as one. Default 64 (a client usually has a whole /64 and may use
     /// any address in it); 128 keys by address; values above 128 count as
     /// 128. IPv4 clients are keyed by address.

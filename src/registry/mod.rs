@@ -23,7 +23,9 @@
 mod admission;
 mod close;
 mod config;
-mod conn;
+#[cfg(feature = "metrics")]
+mod export;
+mod lookup;
 mod rate;
 mod reason;
 mod rules;
@@ -31,15 +33,13 @@ mod service;
 mod snapshot;
 mod sweeper;
 
-pub(crate) use admission::ConnGuard;
-pub use admission::{canonical_ip, client_key, Admission};
+pub use admission::Admission;
 pub use close::CloseReport;
 pub use config::{RateLimit, ServiceConfig};
-pub use conn::ConnRecord;
-pub use reason::{CloseCause, Reason, Rejected};
-pub use service::Service;
 #[cfg(feature = "metrics")]
-pub(crate) use service::ServiceInner;
+pub(crate) use export::describe as describe_metrics;
+pub use reason::{Reason, Rejected};
+pub use service::Service;
 pub use snapshot::{ConnSnapshot, IpConnections, ServiceSnapshot};
 
 use std::collections::BTreeMap;
@@ -52,13 +52,26 @@ use serde::Serialize;
 ///
 /// [`Registry::global`] is a process-wide default, like the Go tool's
 /// package-level table.
+///
+/// # Examples
+/// ```
+/// use monconn::{Registry, ServiceConfig};
+///
+/// let registry = Registry::new();
+/// let web = registry.create("web", ServiceConfig::default().with_conn_limit(Some(100)));
+/// let ssh = registry.service("ssh"); // created with the defaults
+/// assert_eq!(registry.get("web").unwrap().sid(), web.sid());
+/// let sids: Vec<_> = registry.snapshot(false).services.into_iter().map(|s| s.sid).collect();
+/// assert_eq!(sids, ["ssh", "web"]);
+/// # drop(ssh);
+/// ```
 #[derive(Clone, Default)]
 pub struct Registry {
     services: Arc<RwLock<BTreeMap<Arc<str>, Service>>>,
 }
 
 /// Every service's snapshot, as `{"services": [...]}`.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct RegistrySnapshot {
     /// One snapshot per service, sorted by sid.
     pub services: Vec<ServiceSnapshot>,

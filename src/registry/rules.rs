@@ -10,9 +10,9 @@ use arc_swap::ArcSwap;
 use ipnet::IpNet;
 
 use super::service::lock;
-use super::{CloseCause, Reason, Service, ServiceConfig};
-use crate::layers::filter::canonical_net;
-use crate::layers::IpSet;
+use super::{Reason, Service, ServiceConfig};
+use crate::io::CloseCause;
+use crate::ip::{canonical_ip, canonical_net, IpSet};
 
 /// The compiled lists, with the config they were compiled from.
 pub(crate) struct Compiled {
@@ -187,7 +187,7 @@ impl Service {
         table
             .conns
             .values()
-            .filter(|r| net.contains(&crate::registry::canonical_ip(r.peer().ip())))
+            .filter(|r| net.contains(&canonical_ip(r.peer().ip())))
             .filter(|r| r.close(CloseCause::Kicked))
             .count()
     }

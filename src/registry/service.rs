@@ -11,13 +11,13 @@ use arc_swap::ArcSwap;
 use ipnet::IpNet;
 use tokio::sync::Notify;
 
-use super::admission::{client_key, Admission};
-use super::conn::{ConnRecord, Record};
+use super::admission::Admission;
 use super::rate::RateTable;
-use super::reason::{CloseCause, Reason, Rejected};
+use super::reason::{Reason, Rejected};
 use super::ServiceConfig;
 use crate::clock::now_ms;
-use crate::io::MonitoredIo;
+use crate::io::{CloseCause, ConnRecord, MonitoredIo, Record, Release};
+use crate::ip::client_key;
 
 const RUNNING: u8 = 0;
 pub(super) const DRAINING: u8 = 1;
@@ -89,7 +89,6 @@ pub(crate) struct Counters {
     pub(crate) rejected: [AtomicU64; Reason::BUILTIN.len()],
     pub(crate) rejected_other: Mutex<BTreeMap<String, u64>>,
     pub(crate) closed: [AtomicU64; CloseCause::ALL.len()],
-    pub(crate) backend_errors: AtomicU64,
     pub(crate) accept_errors: AtomicU64,
     /// Bytes of closed connections, folded in under the table lock.
     pub(crate) closed_read: AtomicU64,
@@ -113,7 +112,7 @@ impl Service {
         Service {
             inner: Arc::new(ServiceInner {
                 #[cfg(feature = "metrics")]
-                duration_key: crate::metrics::duration_key(&sid),
+                duration_key: super::export::duration_key(&sid),
                 sid,
                 rules: super::rules::Rules::new(config.clone()),
                 rates: RateTable::default(),
@@ -167,7 +166,7 @@ impl Service {
     /// reservation are one step under the table lock, so no number of
     /// concurrent callers can pass a limit.
     ///
-    /// Clients are keyed by [`client_key`](crate::registry::client_key): an
+    /// Clients are keyed by [`client_key`](crate::client_key): an
     /// IPv4 address, or an IPv6 network of
     /// [`ipv6_prefix`](ServiceConfig::ipv6_prefix) bits. The rate buckets
     /// belong to the service: every [`Listener`](crate::Listener), accept
@@ -235,11 +234,6 @@ impl Service {
         }
     }
 
-    /// Counts a failed connection to a backend (for proxies such as the forwarder).
-    pub fn count_backend_error(&self) {
-        self.inner.counters.backend_errors.fetch_add(1, Relaxed);
-    }
-
     /// Counts an accept that failed for lack of resources (`EMFILE`,
     /// `ENFILE`, `ENOBUFS`, `ENOMEM`); the [`Listener`](crate::Listener) does.
     pub fn count_accept_error(&self) {
@@ -257,7 +251,7 @@ impl Service {
     }
 
     /// Distinct client keys (IPv4 addresses, IPv6 prefixes: see
-    /// [`client_key`](crate::registry::client_key)) with at least one open
+    /// [`client_key`](crate::client_key)) with at least one open
     /// connection.
     pub fn ip_count(&self) -> usize {
         lock(&self.inner.table).ips.len()
@@ -274,11 +268,6 @@ impl Service {
             .collect();
         ips.sort_unstable();
         ips
-    }
-
-    /// The live record of connection `id`, if it is open.
-    pub fn conn(&self, id: u64) -> Option<Arc<ConnRecord>> {
-        lock(&self.inner.table).conns.get(&id).cloned()
     }
 
     /// Bytes read and written by the service's connections, closed and live,
@@ -304,13 +293,12 @@ impl Service {
         self.inner.counters.accepted.load(Relaxed)
     }
 
-    /// Resets accepted, rejected, closed, backend error and byte counters.
+    /// Resets accepted, rejected, closed, accept error and byte counters.
     /// Live connections and their own counters are untouched.
     pub fn reset_stats(&self) {
         let _ = self.take_bytes();
         let c = &self.inner.counters;
         c.accepted.store(0, Relaxed);
-        c.backend_errors.store(0, Relaxed);
         c.accept_errors.store(0, Relaxed);
         c.rejected.iter().for_each(|n| n.store(0, Relaxed));
         c.closed.iter().for_each(|n| n.store(0, Relaxed));
@@ -413,15 +401,24 @@ impl ServiceInner {
     /// `prefix`; closed with [`CloseCause::Shutdown`] when the service is
     /// stopped.
     pub(crate) fn register(
-        &self,
+        self: Arc<Self>,
         peer: SocketAddr,
         local: SocketAddr,
         prefix: u8,
-        proxy: Option<Box<crate::layers::proxy::ProxyInfo>>,
+        proxy: Option<Box<crate::proxied::ProxyInfo>>,
     ) -> Record {
         let id = self.next_id.fetch_add(1, Relaxed);
         let print_bytes = self.config.load().print_bytes;
-        let record = Arc::new(ConnRecord::new(id, peer, local, print_bytes, prefix, proxy));
+        let sid = self.sid.clone();
+        let record = Arc::new(ConnRecord::new(
+            id,
+            sid,
+            (peer, local),
+            print_bytes,
+            prefix,
+            self.clone(),
+            proxy,
+        ));
         let mut table = lock(&self.table);
         // Under the lock, as `close` sets the state and cuts: an admission
         // attached after the cut was counted as cut, and is born closed.
@@ -437,7 +434,7 @@ impl ServiceInner {
     /// Gives back the slot of an admission of client key `ip`; with a
     /// record, also unlists it and folds its bytes and close cause into the
     /// totals.
-    pub(crate) fn release(&self, ip: IpNet, record: Option<&Record>) {
+    pub(crate) fn release(&self, ip: IpNet, record: Option<&ConnRecord>) {
         let mut table = lock(&self.table);
         if let Some(record) = record {
             table.conns.remove(&record.id());
@@ -463,7 +460,7 @@ impl ServiceInner {
         // Outside the table's lock: a recorder may take locks of its own.
         #[cfg(feature = "metrics")]
         if let Some(record) = record {
-            crate::metrics::record_duration(&self.duration_key, record.age());
+            super::export::record_duration(&self.duration_key, record.age());
         }
         self.released.notify_waiters();
     }
@@ -495,5 +492,11 @@ impl ServiceInner {
 
     pub(crate) fn sweeper_stopped(&self) {
         self.sweeper.store(false, Relaxed);
+    }
+}
+
+impl Release for ServiceInner {
+    fn release(&self, record: &ConnRecord) {
+        ServiceInner::release(self, record.client_key(), Some(record));
     }
 }

@@ -5,16 +5,29 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering::Relaxed;
 
 use ipnet::IpNet;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use super::reason::{CloseCause, Reason};
+use super::reason::Reason;
 use super::service::{lock, Service};
 use crate::clock::{now_ms, since, system_secs, unix_secs};
+use crate::io::CloseCause;
 
 /// A service's figures at one instant, as served by `/stats`.
 ///
 /// Every counter is exact: bytes include the live connections' bytes.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+///
+/// # Examples
+/// ```
+/// let service = monconn::Registry::new().service("web");
+/// let snap = service.snapshot(false);
+/// assert_eq!((snap.connections, snap.accepted, snap.bytes_read), (0, 0, 0));
+/// assert_eq!(snap.rejected["blacklisted"], 0);
+/// // The JSON of `/stats/{sid}`, and back.
+/// let json = serde_json::to_string(&snap).unwrap();
+/// let back: monconn::ServiceSnapshot = serde_json::from_str(&json).unwrap();
+/// assert_eq!(back, snap);
+/// ```
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ServiceSnapshot {
     /// The service's id.
     pub sid: String,
@@ -44,25 +57,23 @@ pub struct ServiceSnapshot {
     /// Connections ended, by cause (`normal`, `error`, `idle`,
     /// `read_timeout`, `write_timeout`, `kicked`, `shutdown`).
     pub closed: BTreeMap<String, u64>,
-    /// Failed connections to a backend (proxies only).
-    pub backend_errors: u64,
     /// Accepts that failed for lack of resources (out of file descriptors,
     /// say), each followed by a short back-off.
     pub accept_errors: u64,
     /// The open connections, when asked for; absent otherwise.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub conns: Option<Vec<ConnSnapshot>>,
 }
 
 /// One client key and its open connections: the count `ip_limit` and
 /// `per_ip_limit` apply to.
 ///
-/// The key is the network `ip`/`prefix` ([`client_key`](super::client_key)):
+/// The key is the network `ip`/`prefix` ([`client_key`](crate::client_key)):
 /// an IPv4 client's address with `prefix` 32 (IPv4-mapped IPv6 shown as
 /// IPv4), an IPv6 client's network of
 /// [`ipv6_prefix`](super::ServiceConfig::ipv6_prefix) bits (`"2001:db8:1:2::"`
 /// with `prefix` 64 holds every client of 2001:db8:1:2::/64).
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct IpConnections {
     /// The key's network address.
     pub ip: IpAddr,
@@ -82,7 +93,7 @@ impl IpConnections {
 }
 
 /// One open connection's figures.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ConnSnapshot {
     /// The connection's id within its service.
     pub id: u64,
@@ -178,7 +189,6 @@ impl Service {
             accepted: c.accepted.load(Relaxed),
             rejected,
             closed,
-            backend_errors: c.backend_errors.load(Relaxed),
             accept_errors: c.accept_errors.load(Relaxed),
             conns,
         }

@@ -2,10 +2,9 @@
 
 use std::sync::{Arc, Weak};
 
-use super::conn::ReadProbe;
-use super::reason::CloseCause;
 use super::service::ServiceInner;
 use crate::clock::{now_ms, since};
+use crate::io::{CloseCause, ReadProbe};
 
 /// Resets the service's "sweeper running" flag however the task ends
 /// (returned, or dropped with its runtime), so a later connection starts a new one.
@@ -34,7 +33,7 @@ pub(crate) async fn run(service: Weak<ServiceInner>) {
         service.sweep();
         service.rates.prune();
         #[cfg(feature = "metrics")]
-        crate::metrics::publish(&service);
+        super::export::publish(&service);
         if service.is_stopped() && service.table().active == 0 {
             return;
         }

@@ -11,8 +11,9 @@ use crate::support::{connect_from, eventually, quiet_config, within};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use monconn::integrations::ConnInfo;
 use monconn::layers::proxy::{Command, ProxyConfig, ProxyHeader};
-use monconn::{ConnInfo, Listener, MonitoredIo, Registry, ServiceConfig};
+use monconn::{Listener, MonitoredIo, Registry, ServiceConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

@@ -12,8 +12,9 @@ use axum::extract::ConnectInfo;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use http_support::Client;
+use monconn::integrations::ConnInfo;
 use monconn::integrations::ShutdownReport;
-use monconn::{CloseReport, ConnInfo, Registry, Service};
+use monconn::{CloseReport, Registry, Service};
 use support::{
     bind_monitored, eventually, graceful_on_stop, quiet_config, stop_and_wait_out, within, PATIENCE,
 };

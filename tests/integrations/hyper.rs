@@ -17,7 +17,8 @@ use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use monconn::{CloseReport, ConnInfo, Listener, Registry};
+use monconn::integrations::ConnInfo;
+use monconn::{CloseReport, Listener, Registry};
 use support::{
     bind_monitored, eventually, graceful_on_stop, quiet_config, stop_and_wait_out, within,
 };

@@ -9,7 +9,8 @@ use axum::routing::get;
 use axum::Router;
 use http_support::Client;
 use monconn::integrations::stats;
-use monconn::{ConnInfo, Registry};
+use monconn::integrations::ConnInfo;
+use monconn::Registry;
 use support::{bind_monitored, quiet_config, within};
 
 #[tokio::test]

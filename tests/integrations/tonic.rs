@@ -7,8 +7,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use monconn::integrations::tonic::{conn_info, ConnInfoLayer, Incoming};
+use monconn::integrations::ConnInfo;
 use monconn::integrations::ShutdownReport;
-use monconn::{CloseReport, ConnInfo, Registry, Service};
+use monconn::{CloseReport, Registry, Service};
 use support::{
     bind_monitored, eventually, graceful_on_stop, quiet_config, stop_and_wait_out, within,
 };
@@ -150,4 +151,34 @@ async fn graceful_shutdown_cuts_an_endless_watch_and_the_server_returns() {
     assert!(end.is_err(), "the cut stream ended cleanly: {end:?}");
     eventually("closed", || service.connections() == 0).await;
     assert_eq!(service.snapshot(false).closed["shutdown"], 1);
+}
+
+#[tokio::test]
+async fn incoming_turns_nodelay_on_as_tonic_does_unless_told() {
+    use tokio_stream::StreamExt;
+    // The service's config says nothing of nodelay (off by default).
+    let service = Registry::new().create("nodelay", quiet_config());
+    for (listener_says, expected) in [(None, true), (Some(false), false), (Some(true), true)] {
+        let (listener, addr) = support::bind_monitored(&service).await;
+        let listener = match listener_says {
+            Some(on) => listener.with_nodelay(on),
+            None => listener,
+        };
+        let mut incoming = Incoming::new(listener);
+        let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let io = within("a connection", incoming.next())
+            .await
+            .expect("a connection")
+            .expect("admitted");
+        assert_eq!(
+            io.get_ref().nodelay().unwrap(),
+            expected,
+            "{listener_says:?}"
+        );
+    }
+    // A plain listener (axum, hyper) follows the config: off here.
+    let (listener, addr) = support::bind_monitored(&service).await;
+    let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (io, _) = within("accept", listener.accept()).await.unwrap();
+    assert!(!io.get_ref().nodelay().unwrap());
 }

@@ -45,7 +45,7 @@ cargo build -q --release -p monconn-forwarder --bin monconn-forwarder --example 
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 cp "$TARGET_DIR/release/monconn-forwarder" "$OUT/bin/forwarder" && cp "$TARGET_DIR/release/examples/fwdbench" "$OUT/bin/"
 
-specs=("ours=$OUT/bin/forwarder -p 127.0.0.1:\$LPORT=127.0.0.1:\$BPORT")
+specs=("ours=$OUT/bin/forwarder --access-log off -p 127.0.0.1:\$LPORT=127.0.0.1:\$BPORT")
 extra=()
 if [ "$ENGINE" = 1 ]; then
     specs+=("engine=env FWD_SHARDS=$(nproc) $OUT/bin/fwdbench 127.0.0.1:\$LPORT=127.0.0.1:\$BPORT")

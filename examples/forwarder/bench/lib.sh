@@ -54,15 +54,16 @@ median() {
 # builtin).
 #   fwd_start "$(fwd_spec "$v" "$BIN")" "$LPORT" "$BPORT"
 fwd_spec() {
-	local map="-p 127.0.0.1:\$LPORT=127.0.0.1:\$BPORT"
+	# The access log off: the peers log nothing per connection either.
+	local map="--access-log off -p 127.0.0.1:\$LPORT=127.0.0.1:\$BPORT"
 	case $1 in
 	ours) echo "ours=$2/forwarder $map" ;;
 	shared) echo "shared=$2/forwarder --accept shared $map" ;;
 	one) echo "one=$2/forwarder --threads 1 $map" ;;
 	splice) echo "splice=$2/forwarder --splice $map" ;;
-	base) echo "base=$2/base-forwarder $map" ;;
-	base-copy) echo "base-copy=env FORWARDER_SPLICE=off $2/base-forwarder $map" ;;
-	nohc) echo "nohc=sh -c 'echo \"{svc: {listen_ip: 127.0.0.1, listen_port: \$LPORT, backend_port: \$BPORT, half_close: false}}\" >nohc.yaml && exec $2/forwarder -c nohc.yaml'" ;;
+	base) echo "base=$2/base-forwarder -p 127.0.0.1:\$LPORT=127.0.0.1:\$BPORT" ;;
+	base-copy) echo "base-copy=env FORWARDER_SPLICE=off $2/base-forwarder -p 127.0.0.1:\$LPORT=127.0.0.1:\$BPORT" ;;
+	nohc) echo "nohc=sh -c 'echo \"{svc: {listen_ip: 127.0.0.1, listen_port: \$LPORT, backend_port: \$BPORT, half_close: false}}\" >nohc.yaml && exec $2/forwarder --access-log off -c nohc.yaml'" ;;
 	nginx-hc) echo "nginx-hc=bash $ROOT/examples/forwarder/bench/nginx_half_close.sh" ;;
 	*) echo "$1" ;;
 	esac

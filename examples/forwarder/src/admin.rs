@@ -3,7 +3,7 @@
 //! | method | path | answer |
 //! |---|---|---|
 //! | GET | `/stats` | `{"services": [snapshot, ...], "draining": [...], "log_lines_dropped": n}` ([`crate::stats::all`]) |
-//! | GET | `/stats/{sid}` | one service's snapshot |
+//! | GET | `/stats/{sid}` | one service's snapshot, with its `backend_errors` |
 //! | GET | `/stats/{sid}/connections` | `{"sid", "connections": [...]}` |
 //! | GET | `/metrics` | Prometheus text |
 //! | POST, DELETE | `/services/{sid}/blacklist/{ip-or-cidr}` | `{"sid", "blacklist": [...]}`; `?kick=1` on POST also closes the live connections from it |
@@ -43,6 +43,7 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::Semaphore;
 
 use crate::addr::parse_net;
+use crate::backend_errors::{self, WithBackendErrors};
 
 /// What the admin handlers need.
 #[derive(Clone, Debug)]
@@ -214,9 +215,9 @@ impl Admin {
             (&Method::GET, ["stats"] | ["stats", ""]) => {
                 json_reply(StatusCode::OK, &crate::stats::all(&self.registry))
             }
-            (&Method::GET, ["stats", sid]) => {
-                self.with_service(sid, |s| json_reply(StatusCode::OK, &s.snapshot(false)))
-            }
+            (&Method::GET, ["stats", sid]) => self.with_service(sid, |s| {
+                json_reply(StatusCode::OK, &WithBackendErrors::of(s, false))
+            }),
             (&Method::GET, ["stats", sid, "connections"]) => self.with_service(sid, |s| {
                 let conns = s.snapshot(true).conns.unwrap_or_default();
                 json_reply(
@@ -227,6 +228,7 @@ impl Admin {
             (&Method::GET, ["metrics"]) => {
                 for service in self.registry.list() {
                     service.publish_metrics();
+                    backend_errors::publish(service.sid());
                 }
                 metrics::counter!("monconn_forwarder_log_lines_dropped")
                     .absolute(crate::logging::dropped());

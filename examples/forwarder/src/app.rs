@@ -14,7 +14,7 @@ use tracing_subscriber::EnvFilter;
 
 use crate::cli::Args;
 use crate::reload::{load_specs, Forwarder};
-use crate::{admin, cli, logging, reload, service, stats};
+use crate::{admin, cli, logging, reload, service, stats, telemetry};
 
 /// Runs the forwarder with the process's arguments until it stops; the
 /// process's exit code.
@@ -136,18 +136,32 @@ fn fail(message: String) -> ExitCode {
 fn init_logging(args: &Args) {
     let level = if args.debug { "debug" } else { &args.log_level };
     // Hex dumps are logged at TRACE, and only for services with print_bytes.
-    let filter = EnvFilter::try_from_default_env()
+    let mut filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new(format!("{level},monconn::hexdump=trace")));
-    let fmt = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal());
+    // `--access-log off` wins over RUST_LOG too.
+    if args.access_log == cli::Switch::Off {
+        if let Ok(off) = format!("{}=off", telemetry::ACCESS_TARGET).parse() {
+            filter = filter.add_directive(off);
+        }
+    }
     // Lines go out through a queue that drops them when stderr stalls, so
     // that logging never blocks a shard or the admin API (`logging.rs`).
-    match logging::Queue::start() {
-        Ok(queue) => fmt.with_writer(queue).init(),
-        Err(e) => {
-            fmt.with_writer(std::io::stderr).init();
-            tracing::warn!(error = %e, "cannot start the log writer thread; logging to stderr directly");
+    let queue = logging::Queue::start();
+    if let Err(e) = &queue {
+        eprintln!(
+            "forwarder: cannot start the log writer thread ({e}); logging to stderr directly"
+        );
+    }
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match (args.log_format, queue) {
+        (cli::LogFormat::Json, Ok(queue)) => builder.json().with_writer(queue).init(),
+        (cli::LogFormat::Json, Err(_)) => builder.json().with_writer(std::io::stderr).init(),
+        (cli::LogFormat::Text, queue) => {
+            let builder = builder.with_ansi(std::io::stderr().is_terminal());
+            match queue {
+                Ok(queue) => builder.with_writer(queue).init(),
+                Err(_) => builder.with_writer(std::io::stderr).init(),
+            }
         }
     }
 }
@@ -189,7 +203,7 @@ async fn run(args: Args, shards: Vec<Handle>) -> ExitCode {
     // and a closing connection records nothing.
     let metrics = match args.admin {
         None => None,
-        Some(_) => match metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder() {
+        Some(_) => match telemetry::install_recorder() {
             Ok(handle) => Some(handle),
             Err(e) => return fail(format!("cannot install the metrics recorder: {e}")),
         },
@@ -220,6 +234,7 @@ async fn run(args: Args, shards: Vec<Handle>) -> ExitCode {
             token: args.admin_token.as_deref().map(Arc::from),
         };
         tokio::spawn(admin::upkeep(admin.metrics.clone()));
+        tokio::spawn(telemetry::process_metrics());
         tokio::spawn(admin::serve(listener, admin));
     }
     if args.stats_interval > 0 {

@@ -39,6 +39,16 @@ pub struct Args {
     #[arg(long, value_name = "LEVEL", default_value = "info", value_parser = ["error", "warn", "info", "debug", "trace"])]
     pub log_level: String,
 
+    /// Log format: `text` (human-readable) or `json` (one JSON object per
+    /// line, for log collectors).
+    #[arg(long, value_name = "FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// One INFO line per closed connection (target `access`: service, peer,
+    /// backend, duration, bytes in and out, close cause): `on` or `off`.
+    #[arg(long, value_name = "ON|OFF", value_enum, default_value_t = Switch::On)]
+    pub access_log: Switch,
+
     /// Serve the admin HTTP API (stats, metrics, blacklist, kick) on ADDR.
     /// Off unless given. A non-loopback ADDR needs --admin-token.
     #[arg(long, value_name = "ADDR")]
@@ -71,6 +81,26 @@ pub struct Args {
     /// with print_bytes. Off by default: over loopback, copies moved more.
     #[arg(long, env = "FORWARDER_SPLICE", value_parser = clap::builder::BoolishValueParser::new())]
     pub splice: bool,
+}
+
+/// The log's format (`--log-format`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// On or off.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Switch {
+    /// On.
+    #[default]
+    On,
+    /// Off.
+    Off,
 }
 
 /// How the threads share a service's new connections (`--accept`).

@@ -27,6 +27,7 @@
 pub mod addr;
 pub mod admin;
 pub mod app;
+pub mod backend_errors;
 pub mod balance;
 pub mod cli;
 pub mod config;
@@ -35,3 +36,4 @@ pub mod precheck;
 pub mod reload;
 pub mod service;
 pub mod stats;
+pub mod telemetry;

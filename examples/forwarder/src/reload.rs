@@ -88,6 +88,7 @@ impl Forwarder {
 
     fn launch(&mut self, spec: ServiceSpec, tcp: Vec<TcpListener>) -> Result<(), String> {
         let service = self.registry.create(&spec.sid, spec.config.clone());
+        crate::backend_errors::fresh(&spec.sid);
         let sid = spec.sid.clone();
         let running = Running::start(spec, service, tcp, &self.shards, self.accept)
             .map_err(|e| format!("service `{sid}`: {e}"))?;
@@ -209,7 +210,10 @@ impl Forwarder {
                     let (registry, config) = (self.registry.clone(), spec.config.clone());
                     let id = sid.clone();
                     match tokio::task::spawn_blocking(move || registry.create(&id, config)).await {
-                        Ok(service) => service,
+                        Ok(service) => {
+                            crate::backend_errors::fresh(&sid);
+                            service
+                        }
                         Err(e) => {
                             errors.push(format!("service `{sid}`: {e}"));
                             continue;
@@ -237,7 +241,10 @@ impl Forwarder {
     fn remove_now(&self, sid: String) {
         let registry = self.registry.clone();
         let mut drain = Box::pin(async move {
-            let _listed = registry.get(&sid).map(stats::Draining::list);
+            let backend_errors = crate::backend_errors::take(&sid);
+            let _listed = registry
+                .get(&sid)
+                .map(|service| stats::Draining::list(service, backend_errors));
             if let Some(report) = registry.remove(&sid).await {
                 tracing::info!(%sid, drained = report.drained, cut = report.cut, "service stopped");
             }

@@ -19,9 +19,11 @@ use tokio::task::JoinHandle;
 use tower::Layer;
 
 use crate::addr::{Backend, ListenAddr};
+use crate::backend_errors::BackendErrors;
 use crate::balance::{Balance, Load, Slot};
 use crate::cli::Accept;
 use crate::config::ServiceSpec;
+use crate::telemetry;
 use monconn::forward::{self, Mode};
 
 /// Where new connections of a service go. Swapped on reload; connections
@@ -55,6 +57,8 @@ impl Upstream {
 pub struct Running {
     pub spec: ServiceSpec,
     pub service: Service,
+    /// Its failed backend connects, counted by every shard.
+    pub backend_errors: BackendErrors,
     upstream: Arc<RwLock<Arc<Upstream>>>,
     accept: Vec<JoinHandle<()>>,
 }
@@ -145,17 +149,20 @@ impl Running {
         // `Listener::from_tcp`'s stack, its layers shared by every shard;
         // with `proxy_protocol`, the PROXY header is read first.
         let stack = FilterLayer::new(&service).layer(LimitLayer::new(&service).layer(Pass));
-        let accept = match spec.proxy_in.clone() {
-            None => Self::spawn_all(&spec, &service, stack, tcps, shards, accept),
+        let backend_errors = BackendErrors::of(service.sid());
+        let errors = backend_errors.clone();
+        let started = match spec.proxy_in.clone() {
+            None => Self::spawn_all(&spec, &service, stack, tcps, shards, accept, errors),
             Some(proxy) => {
                 let stack = ProxyProtocolLayer::new(proxy).layer(stack);
-                Self::spawn_all(&spec, &service, stack, tcps, shards, accept)
+                Self::spawn_all(&spec, &service, stack, tcps, shards, accept, errors)
             }
         };
-        let (accept, upstream) = accept?;
+        let (accept, upstream) = started?;
         Ok(Running {
             spec,
             service,
+            backend_errors,
             upstream,
             accept,
         })
@@ -170,6 +177,7 @@ impl Running {
         tcps: Vec<std::net::TcpListener>,
         shards: &[Handle],
         accept: Accept,
+        backend_errors: BackendErrors,
     ) -> io::Result<(Vec<JoinHandle<()>>, Arc<RwLock<Arc<Upstream>>>)>
     where
         S: AcceptStack<Io = TcpStream> + Clone + Send + Sync + 'static,
@@ -199,7 +207,13 @@ impl Running {
             .zip(shards)
             .enumerate()
             .map(|(rank, (listener, shard))| {
-                shard.spawn(accept_loop(listener, upstream.clone(), rank, slots.next()))
+                shard.spawn(accept_loop(
+                    listener,
+                    upstream.clone(),
+                    backend_errors.clone(),
+                    rank,
+                    slots.next(),
+                ))
             })
             .collect();
         tracing::info!(sid = %spec.sid, listen = %local, backend = %spec.backend, "forwarding");
@@ -292,6 +306,7 @@ fn carry(now: &[IpNet], before: &[IpNet], into: &mut Vec<IpNet>) {
 async fn accept_loop<S>(
     listener: Listener<S>,
     upstream: Arc<RwLock<Arc<Upstream>>>,
+    backend_errors: BackendErrors,
     shard: usize,
     slot: Option<Slot>,
 ) where
@@ -306,7 +321,10 @@ async fn accept_loop<S>(
                 let upstream = upstream.read().unwrap_or_else(|e| e.into_inner()).clone();
                 let service = listener.service().clone();
                 let load = slot.as_ref().map(Slot::load);
-                tokio::spawn(forward(client, peer, upstream, service, shard, load));
+                let errors = backend_errors.clone();
+                tokio::spawn(forward(
+                    client, peer, upstream, service, errors, shard, load,
+                ));
             }
             Err(e) => {
                 tracing::error!(sid = %listener.service().sid(), error = %e, "accept failed");
@@ -332,6 +350,7 @@ async fn forward(
     peer: SocketAddr,
     upstream: Arc<Upstream>,
     service: Service,
+    backend_errors: BackendErrors,
     shard: usize,
     _load: Option<Load>,
 ) {
@@ -341,7 +360,7 @@ async fn forward(
     let backend = match Box::pin(connect(&upstream)).await {
         Ok(backend) => backend,
         Err(e) => {
-            service.count_backend_error();
+            backend_errors.count();
             tracing::warn!(%sid, %peer, backend = %upstream.backend, error = %e, "backend connect failed; closing client");
             return;
         }
@@ -352,17 +371,19 @@ async fn forward(
     let mut backend = backend;
     if let Some(version) = upstream.send_proxy {
         if let Err(e) = send_proxy(&mut backend, &client, version).await {
-            service.count_backend_error();
+            backend_errors.count();
             tracing::warn!(%sid, %peer, backend = %upstream.backend, error = %e, "writing the PROXY header to the backend failed; closing client");
             return;
         }
     }
-    let id = client.record().id();
+    let record = client.record().clone();
+    let id = record.id();
     tracing::debug!(%sid, id, %peer, backend = %upstream.backend, shard, "connected");
-    match forward::copy_bidirectional(client, backend, upstream.mode).await {
-        Ok((up, down)) => tracing::debug!(%sid, id, %peer, up, down, "closed"),
-        Err(e) => tracing::debug!(%sid, id, %peer, error = %e, "closed with error"),
+    let result = forward::copy_bidirectional(client, backend, upstream.mode).await;
+    if let Err(e) = &result {
+        tracing::debug!(%sid, id, %peer, error = %e, "closed with error");
     }
+    telemetry::access_log(sid, &record, &upstream.backend, result.is_err());
 }
 
 /// Writes the PROXY header (`version` 1 or 2) that names `client`'s client

@@ -5,60 +5,68 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-use monconn::{CloseReport, Registry, RegistrySnapshot, Service, ServiceSnapshot};
+use monconn::{CloseReport, Registry, Service};
 use serde::Serialize;
 
+use crate::backend_errors::{self, BackendErrors, WithBackendErrors};
 use crate::logging;
 
 /// The services removed by a reload whose connections have not all ended
-/// yet, each with the key of its [`Draining`] guard.
-static DRAINING: Mutex<Vec<(u64, Service)>> = Mutex::new(Vec::new());
+/// yet, each with its failed backend connects and the key of its
+/// [`Draining`] guard.
+static DRAINING: Mutex<Vec<(u64, Service, BackendErrors)>> = Mutex::new(Vec::new());
 
 /// Keeps a removed service in `/stats` (under `draining`) until dropped.
 #[derive(Debug)]
 pub struct Draining(u64);
 
 impl Draining {
-    /// Lists `service` as draining until the guard is dropped.
-    pub fn list(service: Service) -> Draining {
+    /// Lists `service`, with its failed backend connects, as draining
+    /// until the guard is dropped.
+    pub fn list(service: Service, backend_errors: BackendErrors) -> Draining {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let key = NEXT.fetch_add(1, Relaxed);
-        draining().push((key, service));
+        draining().push((key, service, backend_errors));
         Draining(key)
     }
 }
 
 impl Drop for Draining {
     fn drop(&mut self) {
-        draining().retain(|(key, _)| *key != self.0);
+        draining().retain(|(key, _, _)| *key != self.0);
     }
 }
 
-fn draining() -> std::sync::MutexGuard<'static, Vec<(u64, Service)>> {
+fn draining() -> std::sync::MutexGuard<'static, Vec<(u64, Service, BackendErrors)>> {
     // Every change is one push or one retain: a panic cannot leave it half done.
     DRAINING.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// The `/stats` answer: `{"services": [...], "draining": [...],
-/// "log_lines_dropped": N}`, with a snapshot per running service, one per
-/// removed service whose connections are still draining, and the log
-/// lines dropped because stderr did not keep up. `services` comes first,
-/// as it did alone.
+/// "log_lines_dropped": N}`, with a snapshot per running service (sorted
+/// by sid), one per removed service whose connections are still draining
+/// (each with its `backend_errors`), and the log lines dropped because
+/// stderr did not keep up. `services` comes first, as it did alone.
 #[derive(Debug, Serialize)]
 pub struct All {
-    #[serde(flatten)]
-    running: RegistrySnapshot,
-    draining: Vec<ServiceSnapshot>,
+    services: Vec<WithBackendErrors>,
+    draining: Vec<WithBackendErrors>,
     log_lines_dropped: u64,
 }
 
 /// The `/stats` answer now.
 pub fn all(registry: &Registry) -> All {
     All {
-        running: registry.snapshot(false),
+        services: registry
+            .list()
+            .iter()
+            .map(|service| WithBackendErrors::of(service, false))
+            .collect(),
         draining: draining()
             .iter()
-            .map(|(_, service)| service.snapshot(false))
+            .map(|(_, service, errors)| {
+                WithBackendErrors::new(service.snapshot(false), errors.get())
+            })
             .collect(),
         log_lines_dropped: logging::dropped(),
     }
@@ -79,7 +87,7 @@ pub async fn log_every(registry: Registry, period: Duration) {
                 bytes_written = s.bytes_written,
                 accepted = s.accepted,
                 rejected = total(&s.rejected),
-                backend_errors = s.backend_errors,
+                backend_errors = backend_errors::get(&s.sid),
                 "stats"
             );
         }
@@ -105,7 +113,7 @@ pub async fn wait_closed(registry: &Registry, limit: Duration) {
 /// drain did (`drained`, `cut`).
 pub fn print_final(registry: &Registry, reports: &[(String, CloseReport)]) {
     for service in registry.list() {
-        let snapshot: ServiceSnapshot = service.snapshot(false);
+        let snapshot = WithBackendErrors::of(&service, false);
         let mut line = serde_json::to_value(&snapshot).unwrap_or_default();
         let report = reports
             .iter()

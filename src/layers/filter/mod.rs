@@ -1,42 +1,7 @@
-//! The blacklist and allowlist layer.
-//!
-//! [`FilterLayer`] refuses connections from addresses on its service's
-//! blacklist ([`Reason::Blacklisted`](crate::Reason::Blacklisted)) or, when the
-//! allowlist is not empty, not on it ([`Reason::NotAllowed`](crate::Reason::NotAllowed)).
-//! The lists are the service's [`ServiceConfig::blacklist`](crate::ServiceConfig::blacklist)
-//! and [`allowlist`](crate::ServiceConfig::allowlist), changed at runtime with
-//! [`Service::reject_ip`](crate::Service::reject_ip),
-//! [`Service::release_ip`](crate::Service::release_ip) and
-//! [`Service::set_config`](crate::Service::set_config); the accept path reads
-//! them without a lock.
-//!
-//! # Examples
-//! ```
-//! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() {
-//! use monconn::layers::{FilterLayer, Pass};
-//! use monconn::{Accepted, Reason, Rejected, Registry};
-//! use tower::{Layer, ServiceExt};
-//!
-//! let service = Registry::new().service("web");
-//! service.reject_ip("10.0.0.0/8".parse::<ipnet::IpNet>().unwrap());
-//! let filter = FilterLayer::new(&service).layer(Pass);
-//!
-//! let local = "127.0.0.1:80".parse().unwrap();
-//! let conn = Accepted::new((), "10.1.2.3:5555".parse().unwrap(), local);
-//! let err = filter.clone().oneshot(conn).await.unwrap_err();
-//! assert_eq!(err.downcast_ref::<Rejected>().unwrap().reason(), &Reason::Blacklisted);
-//!
-//! let conn = Accepted::new((), "192.168.0.1:5555".parse().unwrap(), local);
-//! assert!(filter.oneshot(conn).await.is_ok());
-//! # }
-//! ```
+//! The blacklist and allowlist layer: [`FilterLayer`] and its service [`Filter`].
 
-mod ipset;
 mod layer;
 mod service;
 
-pub(crate) use ipset::canonical_net;
-pub use ipset::IpSet;
 pub use layer::FilterLayer;
 pub use service::Filter;

@@ -1,7 +1,7 @@
 use std::task::{Context, Poll};
 
-use crate::layers::future::ResponseFuture;
 use crate::layers::BoxError;
+use crate::layers::ResponseFuture;
 use crate::{Accepted, Rejected, Service};
 
 /// The service built by [`FilterLayer`](super::FilterLayer): refuses

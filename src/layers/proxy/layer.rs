@@ -10,10 +10,10 @@ use tower_layer::Layer;
 
 use super::config::ProxyConfig;
 use super::future::ResponseFuture;
-use super::header::{ProxyHeader, ProxyInfo};
 use super::parse::HeaderError;
 use super::read::{read_header, read_now};
 use crate::layers::BoxError;
+use crate::proxied::{ProxyHeader, ProxyInfo};
 use crate::{Accepted, Reason, Rejected};
 
 /// Reads the PROXY-protocol header (v1 or v2) that a load balancer sends
@@ -34,7 +34,7 @@ use crate::{Accepted, Reason, Rejected};
 ///   `LOCAL` (or v1 `UNKNOWN`) header leaves the socket's peer;
 /// - the header and the socket's peer go with the connection
 ///   ([`Accepted::proxy`], then [`ConnRecord::proxy`](crate::ConnRecord::proxy)
-///   and [`ConnInfo::socket_peer`](crate::ConnInfo::socket_peer));
+///   and [`ConnInfo::socket_peer`](crate::integrations::ConnInfo::socket_peer));
 /// - the transport is the same `TcpStream`, its next byte the first byte
 ///   after the header: nothing the client sent after it is lost, and the
 ///   connection's byte counts start there.

@@ -5,9 +5,9 @@
 //! PROXY protocol they send, first on each connection, a header naming the
 //! client. [`ProxyProtocolLayer`] (feature `proxy-protocol`) reads it first
 //! in the accept stack, so that the blacklist, the allowlist, the per-IP
-//! limits, the per-IP table, snapshots and [`ConnInfo`](crate::ConnInfo) all
+//! limits, the per-IP table, snapshots and [`ConnInfo`](crate::integrations::ConnInfo) all
 //! see the client; the socket's own peer stays readable
-//! ([`ConnInfo::socket_peer`](crate::ConnInfo::socket_peer)). Headers are
+//! ([`ConnInfo::socket_peer`](crate::integrations::ConnInfo::socket_peer)). Headers are
 //! parsed with the [`ppp`](https://docs.rs/ppp) crate.
 //!
 //! [`ProxyHeader`] is the header, with its TLVs; [`ProxyHeader::to_v1`] and
@@ -26,7 +26,7 @@
 //!     .bind("0.0.0.0:8080")
 //!     .await?;
 //! let (conn, client) = listener.accept().await?; // the client the header names
-//! let info = monconn::ConnInfo::of(&conn);
+//! let info = monconn::integrations::ConnInfo::of(&conn);
 //! println!("{client} via {}", info.socket_peer());
 //! # Ok(()) }
 //! ```
@@ -35,7 +35,6 @@
 mod config;
 #[cfg(feature = "proxy-protocol")]
 pub mod future;
-mod header;
 #[cfg(feature = "proxy-protocol")]
 mod layer;
 #[cfg(feature = "proxy-protocol")]
@@ -43,9 +42,9 @@ mod parse;
 #[cfg(feature = "proxy-protocol")]
 mod read;
 
+pub use crate::proxied::{Command, ProxyHeader, ProxyInfo};
 #[cfg(feature = "proxy-protocol")]
 pub use config::ProxyConfig;
-pub use header::{Command, ProxyHeader, ProxyInfo};
 #[cfg(feature = "proxy-protocol")]
 pub use layer::{ProxyProtocol, ProxyProtocolLayer, ProxyRefused};
 #[cfg(feature = "proxy-protocol")]

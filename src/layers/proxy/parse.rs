@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use ppp::{v1, v2};
 
-use super::header::{Command, ProxyHeader};
+use crate::proxied::{Command, ProxyHeader};
 
 /// The v1 header starts with this.
 const V1_PREFIX: &[u8] = b"PROXY ";

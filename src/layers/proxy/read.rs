@@ -4,8 +4,8 @@
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
-use super::header::ProxyHeader;
 use super::parse::{frame, parse_frame, Frame, HeaderError};
+use crate::proxied::ProxyHeader;
 
 /// How much is looked at first: a v2 header with addresses and a few TLVs,
 /// or any v1 header, fits.

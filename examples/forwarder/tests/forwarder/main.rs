@@ -19,4 +19,5 @@ mod proxy;
 mod reliability;
 mod reload;
 mod signals;
+mod telemetry;
 mod timeouts;

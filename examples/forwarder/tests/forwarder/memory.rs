@@ -28,8 +28,10 @@ const CONNS: usize = 80_000;
 /// Longer than the forwarder's upkeep period (1 s).
 const SETTLE: Duration = Duration::from_millis(1_500);
 /// What the connections may add to the forwarder's resident memory. A
-/// leak of 16 bytes per connection shows as 1.25 MiB here.
-const LIMIT_KIB: u64 = 512;
+/// leak of 16 bytes per connection shows as 1.25 MiB here; a quiet machine
+/// measures +64 to +124 KiB, one loaded to a load average of 7.7 measured
+/// +568 KiB once (allocator and log-queue slack), hence the margin.
+const LIMIT_KIB: u64 = 768;
 
 /// The forwarder's resident memory, in KiB.
 fn rss_kib(pid: i32) -> u64 {

@@ -78,6 +78,11 @@ async fn backend_refusing_is_counted_and_the_client_closed() {
     assert_eq!(stats["backend_errors"], 20, "{stats}");
     assert_eq!(stats["accepted"], 20);
     assert_eq!(stats["bytes_written"], 0);
+    let sid = stats["sid"].as_str().unwrap();
+    let (status, metrics) = fwd.http("GET", "/metrics").await;
+    assert_eq!(status, 200);
+    let line = format!("monconn_backend_errors_total{{service=\"{sid}\"}} 20");
+    assert!(metrics.contains(&line), "no `{line}` in:\n{metrics}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

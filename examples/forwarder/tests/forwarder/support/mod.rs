@@ -199,7 +199,7 @@ impl Forwarder {
             }
             let log = setup
                 .log
-                .unwrap_or("info,monconn=debug,monconn::hexdump=trace,forwarder=debug");
+                .unwrap_or("info,monconn=debug,monconn::hexdump=trace,monconn_forwarder=debug");
             if let Some(limits) = setup.nofile {
                 set_nofile(&mut cmd, limits);
             }

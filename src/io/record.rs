@@ -4,15 +4,17 @@ use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::Context;
 use std::time::Duration;
 
 use atomic_waker::AtomicWaker;
 
-use super::reason::CloseCause;
+use super::cause::CloseCause;
+use super::guard::Release;
 use crate::clock::{now_ms, since};
-use crate::layers::proxy::ProxyInfo;
+use crate::ip::client_key;
+use crate::proxied::ProxyInfo;
 
 const OPEN: u8 = u8::MAX;
 
@@ -42,6 +44,8 @@ pub(crate) enum ReadProbe {
 /// else reads them.
 pub struct ConnRecord {
     id: u64,
+    /// The id of its service.
+    sid: Arc<str>,
     peer: SocketAddr,
     local: SocketAddr,
     opened: u64,
@@ -67,6 +71,12 @@ pub struct ConnRecord {
     key_prefix: u8,
     read_waker: AtomicWaker,
     write_waker: AtomicWaker,
+    /// What the connection is released into when its `MonitoredIo` is
+    /// dropped (its service), taken then: a record kept after that (a
+    /// handler's connect info) does not keep the service alive. Kept here
+    /// rather than in the `MonitoredIo`, which stays one pointer to this
+    /// record.
+    owner: Mutex<Option<Arc<dyn Release>>>,
     /// The PROXY header it came through, and its socket's peer: one
     /// pointer, kept only with the `proxy-protocol` feature.
     #[cfg(feature = "proxy-protocol")]
@@ -76,18 +86,22 @@ pub struct ConnRecord {
 // === impl ConnRecord ===
 
 impl ConnRecord {
+    /// The record of connection `id` of service `sid`, released into `owner`
+    /// when its `MonitoredIo` is dropped.
     pub(crate) fn new(
         id: u64,
-        peer: SocketAddr,
-        local: SocketAddr,
+        sid: Arc<str>,
+        (peer, local): (SocketAddr, SocketAddr),
         print_bytes: bool,
         key_prefix: u8,
+        owner: Arc<dyn Release>,
         proxy: Option<Box<ProxyInfo>>,
     ) -> Self {
         #[cfg(not(feature = "proxy-protocol"))]
         let _ = proxy;
         ConnRecord {
             id,
+            sid,
             peer,
             local,
             opened: now_ms(),
@@ -105,6 +119,7 @@ impl ConnRecord {
             key_prefix,
             read_waker: AtomicWaker::new(),
             write_waker: AtomicWaker::new(),
+            owner: Mutex::new(Some(owner)),
             #[cfg(feature = "proxy-protocol")]
             proxy,
         }
@@ -115,9 +130,27 @@ impl ConnRecord {
         self.id
     }
 
-    /// The key its client is counted under ([`client_key`](super::client_key)).
+    /// The id of its service.
+    pub(crate) fn sid(&self) -> &str {
+        &self.sid
+    }
+
+    /// The key its client is counted under ([`client_key`]).
     pub(crate) fn client_key(&self) -> ipnet::IpNet {
-        super::client_key(self.peer.ip(), self.key_prefix)
+        client_key(self.peer.ip(), self.key_prefix)
+    }
+
+    /// Releases the connection into its owner, once: the first call does,
+    /// later ones find nothing to do.
+    pub(crate) fn release(&self) {
+        let owner = self
+            .owner
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(owner) = owner {
+            owner.release(self);
+        }
     }
 
     /// The client's address.

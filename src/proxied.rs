@@ -1,5 +1,7 @@
 //! `ProxyHeader`: what a PROXY-protocol header said, and `ProxyInfo`: a
-//! proxied connection's header and socket peer.
+//! proxied connection's header and socket peer. A leaf (std only), so that
+//! the connection record can keep them; public as
+//! [`layers::proxy`](crate::layers::proxy)'s, which parses and writes them.
 
 use std::fmt;
 use std::net::SocketAddr;

@@ -5,9 +5,9 @@ use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use ipnet::{IpNet, Ipv4Net};
+use ipnet::IpNet;
 
-use crate::registry::canonical_ip;
+use super::{canonical_ip, canonical_net, MAPPED};
 
 /// Sets of at most this many ranges are searched directly; larger ones get a
 /// bucket index first.
@@ -38,7 +38,7 @@ const USED: u32 = 1 << 31;
 ///
 /// # Examples
 /// ```
-/// use monconn::layers::IpSet;
+/// use monconn::IpSet;
 ///
 /// let set = IpSet::new(["10.0.0.0/8".parse().unwrap(), "2001:db8::/32".parse().unwrap()]);
 /// assert!(set.contains("10.1.2.3".parse().unwrap()));
@@ -101,20 +101,6 @@ impl fmt::Debug for IpSet {
             .field("v4_ranges", &self.v4.ranges.len())
             .field("v6_ranges", &self.v6.ranges.len())
             .finish()
-    }
-}
-
-const MAPPED: std::net::Ipv6Addr = std::net::Ipv6Addr::new(0, 0, 0, 0, 0, 0xffff, 0, 0);
-
-/// `net` with its host bits cleared, and as an IPv4 network when it lies
-/// within `::ffff:0:0/96`.
-pub(crate) fn canonical_net(net: IpNet) -> IpNet {
-    match net.trunc() {
-        IpNet::V6(n) if n.prefix_len() >= 96 => match n.network().to_ipv4_mapped() {
-            Some(v4) => IpNet::V4(Ipv4Net::new(v4, n.prefix_len() - 96).expect("prefix <= 32")),
-            None => IpNet::V6(n),
-        },
-        other => other,
     }
 }
 
@@ -318,7 +304,7 @@ impl<K: Key> Ranges<K> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ipnet::Ipv6Net;
+    use ipnet::{Ipv4Net, Ipv6Net};
 
     fn set(nets: &[&str]) -> IpSet {
         IpSet::new(nets.iter().map(|n| n.parse().unwrap()))
