@@ -11,7 +11,7 @@ use tower_layer::Layer;
 use super::config::ProxyConfig;
 use super::future::ResponseFuture;
 use super::parse::HeaderError;
-use super::read::{read_header, read_now};
+use super::read::{read_header, read_now, Now};
 use crate::layers::BoxError;
 use crate::proxied::{ProxyHeader, ProxyInfo};
 use crate::{Accepted, Reason, Rejected};
@@ -131,7 +131,7 @@ where
             return ResponseFuture::refused(rejected);
         }
         // The header is usually there already: handed on at once.
-        if let Some(read) = read_now(&conn.io, config.max_len) {
+        if let Now::Done(read) = read_now(&conn.io, config.max_len) {
             return match checked(config, read) {
                 Ok(header) => ResponseFuture::inner(self.inner.call(with_header(conn, header))),
                 Err(error) => ResponseFuture::refused(ProxyRefused::new(error, conn)),

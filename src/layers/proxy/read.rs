@@ -1,7 +1,9 @@
 //! Reading a PROXY header off a socket, byte-exactly: the stream is left at
 //! the first payload byte.
 
-use tokio::io::AsyncReadExt;
+use std::io;
+
+use tokio::io::{AsyncReadExt, Interest};
 use tokio::net::TcpStream;
 
 use super::parse::{frame, parse_frame, Frame, HeaderError};
@@ -15,12 +17,30 @@ const FIRST_LOOK: usize = 256;
 /// nothing after it.
 ///
 /// The bytes are peeked, then exactly the header's are read: what follows
-/// stays in the socket for whoever reads it next. A header sent in pieces is
-/// gathered piece by piece (each peek waits for new bytes).
+/// stays in the socket for whoever reads it next. A header that arrives
+/// whole is read as [`read_now`] reads it, once the socket is readable; one
+/// sent in pieces, or longer than a first look, is gathered piece by piece
+/// (each peek waits for new bytes).
 pub(crate) async fn read_header(
     io: &mut TcpStream,
     max: usize,
 ) -> Result<ProxyHeader, HeaderError> {
+    loop {
+        io.readable().await.map_err(HeaderError::Io)?;
+        // Nothing yet: "would block" clears the readiness, so the next wait
+        // is for bytes.
+        let now = io.try_io(Interest::READABLE, || match read_now(io, max) {
+            Now::Done(read) => Ok(Some(read)),
+            Now::Wait => Err(io::ErrorKind::WouldBlock.into()),
+            Now::Piecewise => Ok(None),
+        });
+        match now {
+            Ok(Some(read)) => return read,
+            Ok(None) => break,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(HeaderError::Io(e)),
+        }
+    }
     let mut buf = vec![0u8; FIRST_LOOK.min(max.max(16))];
     let mut got = 0;
     loop {
@@ -48,39 +68,50 @@ pub(crate) async fn read_header(
     }
 }
 
-/// Reads the header if it is all there already, without waiting: `None`
-/// when it is not (nothing consumed then; [`read_header`] waits for it).
+/// What [`read_now`] found.
+pub(crate) enum Now {
+    /// The header, read, or what is wrong with it.
+    Done(Result<ProxyHeader, HeaderError>),
+    /// Nothing there yet.
+    Wait,
+    /// Part of a header, or one longer than a first look; nothing consumed:
+    /// for [`read_header`]'s piecewise reads (which also see an end within
+    /// the header).
+    Piecewise,
+}
+
+/// Reads the header if it is all there already, without waiting.
 ///
 /// Right after the accept, tokio has not seen the socket readable yet
 /// (that takes a turn of its event loop), so this asks the socket itself
 /// (`recv` with `MSG_PEEK | MSG_DONTWAIT`, on Linux). A header that is there
 /// is read and the connection handed on at once: no task woken, no timer,
 /// no allocation.
-pub(crate) fn read_now(io: &TcpStream, max: usize) -> Option<Result<ProxyHeader, HeaderError>> {
+pub(crate) fn read_now(io: &TcpStream, max: usize) -> Now {
     let mut buf = [0u8; FIRST_LOOK];
     let n = match now::peek(io, &mut buf) {
-        None => return None,
-        Some(Err(e)) => return Some(Err(HeaderError::Io(e))),
-        Some(Ok(0)) => return Some(Err(HeaderError::Truncated { got: 0 })),
+        None => return Now::Wait,
+        Some(Err(e)) => return Now::Done(Err(HeaderError::Io(e))),
+        Some(Ok(0)) => return Now::Done(Err(HeaderError::Truncated { got: 0 })),
         Some(Ok(n)) => n,
     };
     let len = match frame(&buf[..n], max) {
-        Err(e) => return Some(Err(e)),
-        Ok(Frame::More(_)) => return None,
+        Err(e) => return Now::Done(Err(e)),
+        Ok(Frame::More(_)) => return Now::Piecewise,
         Ok(Frame::Done(len)) => len,
     };
     // Exactly the header's bytes, already in the socket's buffer.
     let mut got = 0;
     while got < len {
         match now::read(io, &mut buf[got..len]) {
-            Some(Ok(0)) => return Some(Err(HeaderError::Truncated { got })),
+            Some(Ok(0)) => return Now::Done(Err(HeaderError::Truncated { got })),
             Some(Ok(n)) => got += n,
-            Some(Err(e)) => return Some(Err(HeaderError::Io(e))),
+            Some(Err(e)) => return Now::Done(Err(HeaderError::Io(e))),
             // Peeked, so there; were it not, the connection is unusable.
-            None => return Some(Err(HeaderError::Truncated { got })),
+            None => return Now::Done(Err(HeaderError::Truncated { got })),
         }
     }
-    Some(parse_frame(&buf[..len]))
+    Now::Done(parse_frame(&buf[..len]))
 }
 
 /// Non-blocking peek and read: `None` for "nothing there yet".
