@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The system packages that the tests run against real peers need: HAProxy
 # (a load balancer sending the PROXY protocol) and nginx with its stream
-# module (a backend reading it). Idempotent: quick when they are installed.
+# module (a backend reading it); chromium and its WebDriver (the admin
+# dashboard's browser test, tests/admin/browser.rs). Idempotent: quick when
+# they are installed.
 set -euo pipefail
 
 missing=()
@@ -9,6 +11,9 @@ command -v haproxy >/dev/null 2>&1 || missing+=(haproxy)
 command -v nginx >/dev/null 2>&1 || missing+=(nginx)
 # The stream module, loaded by the tests' nginx.conf.
 [ -e /usr/lib/nginx/modules/ngx_stream_module.so ] || missing+=(libnginx-mod-stream)
+# The dashboard's browser test: headless chromium driven by chromedriver.
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 
 if [ "${#missing[@]}" -gt 0 ]; then
     sudo=""

@@ -55,6 +55,7 @@
 //! | `tonic` | [`integrations::tonic::Incoming`], `Connected`, `ConnInfoLayer` |
 //! | `metrics` | service figures on the `metrics` facade ([`metrics`]) |
 //! | `forward` | [`forward::copy_bidirectional`], a monitored, half-close-correct copy for your own proxy |
+//! | `admin` | [`admin`]: an operator's router (JSON API, kick and ban, health probes) and a live dashboard over server-sent events |
 //!
 //! # Map of the types
 //! - Accepting: [`Listener`] (with [`Listener::builder`] for your own layers,
@@ -123,6 +124,9 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod accepted;
+#[cfg(feature = "admin")]
+#[cfg_attr(docsrs, doc(cfg(feature = "admin")))]
+pub mod admin;
 mod clock;
 #[cfg(feature = "forward")]
 #[cfg_attr(docsrs, doc(cfg(feature = "forward")))]

@@ -8,6 +8,7 @@
 //! | GET | `/metrics` | Prometheus text |
 //! | POST, DELETE | `/services/{sid}/blacklist/{ip-or-cidr}` | `{"sid", "blacklist": [...]}`; `?kick=1` on POST also closes the live connections from it |
 //! | POST | `/services/{sid}/connections/{id}/kick` | `{"sid", "id", "kicked": true}` |
+//! | GET | `/`, `/events`, `/connections`, `/healthz`, `/readyz`; POST, DELETE `/session` | the live dashboard of [`monconn::admin`], served by its router |
 //!
 //! Path segments are percent-decoded: `/stats/%3A22`, `.../blacklist/10.0.0.0%2F8`.
 //! Blacklist changes act on the rule set the accept stack checks
@@ -29,7 +30,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
 use hyper::{Method, Request, Response, StatusCode};
@@ -41,6 +42,9 @@ use percent_encoding::percent_decode_str;
 use serde_json::json;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::Semaphore;
+use tower::ServiceExt;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 use crate::addr::parse_net;
 use crate::backend_errors::{self, WithBackendErrors};
@@ -103,9 +107,25 @@ pub const CONNECTION_DEADLINE: Duration = Duration::from_secs(10);
 /// See [`CONNECTION_DEADLINE`].
 pub const GRACE: Duration = Duration::from_secs(5);
 
+/// Paths answered by the library's admin router ([`monconn::admin`]): the
+/// dashboard, its event stream and table, its session, the probes.
+const DASHBOARD: [&str; 6] = [
+    "/",
+    "/events",
+    "/connections",
+    "/session",
+    "/healthz",
+    "/readyz",
+];
+
 /// Serves the API on `listener` until the task is dropped, at most
 /// [`MAX_CONNECTIONS`] connections at once.
 pub async fn serve(listener: TcpListener, admin: Admin) {
+    let mut dashboard = monconn::admin::Admin::new(admin.registry.clone());
+    if let Some(token) = &admin.token {
+        dashboard = dashboard.with_token(token.to_string());
+    }
+    let dashboard = monconn::admin::router(dashboard);
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         // A slot first, then the accept: past the cap, clients stay in the
@@ -122,8 +142,9 @@ pub async fn serve(listener: TcpListener, admin: Admin) {
             }
         };
         let admin = admin.clone();
+        let dashboard = dashboard.clone();
         tokio::spawn(async move {
-            serve_connection(stream, peer, admin).await;
+            serve_connection(stream, peer, admin, dashboard).await;
             drop(slot);
         });
     }
@@ -131,10 +152,25 @@ pub async fn serve(listener: TcpListener, admin: Admin) {
 
 /// Serves one connection until it ends or its deadline
 /// ([`CONNECTION_DEADLINE`], then [`GRACE`]) passes.
-async fn serve_connection(stream: TcpStream, peer: SocketAddr, admin: Admin) {
-    let service = hyper::service::service_fn(move |req| {
+async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    admin: Admin,
+    dashboard: axum::Router,
+) {
+    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let admin = admin.clone();
-        async move { Ok::<_, Infallible>(admin.handle(req)) }
+        let dashboard = dashboard.clone();
+        async move {
+            if DASHBOARD.contains(&req.uri().path()) {
+                let Ok(response) = dashboard.oneshot(req).await;
+                return Ok::<_, Infallible>(
+                    response.map(|b| b.map_err(BoxError::from).boxed_unsync()),
+                );
+            }
+            let response = admin.handle(req);
+            Ok(response.map(|b| b.map_err(|never| match never {}).boxed_unsync()))
+        }
     });
     let mut conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
@@ -191,6 +227,16 @@ impl Admin {
                     .insert(WWW_AUTHENTICATE, "Bearer".parse().expect("valid"));
                 return r;
             }
+        }
+        // A cross-site form can POST but cannot set a header: every state
+        // change needs this one, token or not (as the dashboard's API).
+        if !matches!(*req.method(), Method::GET | Method::HEAD)
+            && !req.headers().contains_key(monconn::admin::REQUEST_HEADER)
+        {
+            return error(
+                StatusCode::FORBIDDEN,
+                format!("a {} needs the header `X-Monconn-Request: 1`", req.method()),
+            );
         }
         let segments: Result<Vec<String>, _> = req
             .uri()

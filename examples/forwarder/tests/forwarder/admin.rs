@@ -177,3 +177,33 @@ async fn bearer_scheme_is_case_insensitive_and_the_token_exact() {
         assert_eq!(status, 401, "{auth:?}: {body}");
     }
 }
+
+/// A cross-site form can POST to a loopback admin address but cannot set a
+/// header: a ban or a kick without `X-Monconn-Request` gets 403 and changes
+/// nothing, with or without a token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_changes_without_the_request_header_are_refused() {
+    let backend = banner_backend().await;
+    let (fwd, [port]) =
+        Forwarder::start_with_ports(|[port]| Setup::mapping(format!("127.0.0.1:{port}={backend}")));
+    let sid = encode(&format!("127.0.0.1:{port}"));
+    let ban = format!("/services/{sid}/blacklist/127.0.0.0%2F8?kick=1");
+    // What a form sends: no custom header. Refused, and says why.
+    let form = [("Content-Type", "application/x-www-form-urlencoded")];
+    for method in ["POST", "DELETE"] {
+        let (status, body) = http(fwd.admin, method, &ban, &form).await;
+        assert_eq!(status, 403, "{method}: {body}");
+        assert!(body.contains("X-Monconn-Request"), "{body}");
+    }
+    let kick = format!("/services/{sid}/connections/1/kick");
+    assert_eq!(http(fwd.admin, "POST", &kick, &form).await.0, 403);
+    // Nothing changed: 127.0.0.1 is still served.
+    let mut client = open([127, 0, 0, 1], local(port))
+        .await
+        .expect("still served after a refused ban");
+    echo(&mut client, b"ping").await;
+    // With the header (as the dashboard sends it), the same ban applies.
+    let (status, body) = fwd.http("POST", &ban).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(open([127, 0, 0, 1], local(port)).await.is_none());
+}

@@ -10,6 +10,7 @@ mod admin;
 mod backends;
 mod balance;
 mod cli;
+mod dashboard;
 mod e2e;
 mod limits;
 mod logs;

@@ -341,8 +341,10 @@ impl Forwarder {
     }
 
     /// An admin request: status and body.
+    /// `method path` to the admin API, with the `X-Monconn-Request`
+    /// header every state change needs (as the dashboard sends it).
     pub async fn http(&self, method: &str, path: &str) -> (u16, String) {
-        http(self.admin, method, path, &[]).await
+        http(self.admin, method, path, &[("X-Monconn-Request", "1")]).await
     }
 
     /// `GET /stats/{sid}` as JSON.

@@ -1,0 +1,216 @@
+//! The operator's view of a [`Registry`]: a JSON API (stats, kick, ban),
+//! health probes, Prometheus text and a live dashboard, as one axum
+//! [`Router`] to nest in any app, or as a side server on its own address
+//! for tonic, hyper and anything else. Feature `admin`.
+//!
+//! | method | path | answer |
+//! |---|---|---|
+//! | GET | `/` | the live dashboard (one HTML page, no external resource) |
+//! | GET | `/events` | the dashboard's server-sent events (`?filter=&sort=&limit=`, as `/connections`) |
+//! | GET | `/healthz` | `{"alive": true}`: the process answers |
+//! | GET | `/readyz` | `{"ready": true}` when every service accepts; 503 and `"stopping": [sid, ...]` otherwise |
+//! | GET | `/stats` | `{"services": [ServiceSnapshot, ...]}` |
+//! | GET | `/stats/{sid}` | one [`ServiceSnapshot`](crate::ServiceSnapshot) |
+//! | GET | `/stats/{sid}/connections` | `{"sid", "connections": [ConnSnapshot, ...]}` |
+//! | GET | `/connections` | the top rows by rate: `{"total", "matched", "rows": [...]}`; `?filter=IP-or-CIDR`, `?sort=rate\|in\|out\|age\|idle`, `?limit=` |
+//! | GET | `/metrics` | the renderer's text ([`Admin::with_metrics`]); 404 without one |
+//! | POST | `/services/{sid}/connections/{id}/kick` | `{"sid", "id", "kicked": true}`; 404 `no connection N ...` when it is gone |
+//! | GET | `/services/{sid}/blacklist` | `{"sid", "blacklist": [...]}` |
+//! | POST | `/services/{sid}/blacklist/{ip-or-cidr}` | `{"sid", "blacklist", "kicked"}`; `?kick=1` closes its live connections too |
+//! | DELETE | `/services/{sid}/blacklist/{ip-or-cidr}` | `{"sid", "blacklist", "kicked": 0}`; 404 when it was not listed |
+//! | POST | `/session` | with the bearer token: sets the dashboard's session cookie (204) |
+//! | DELETE | `/session` | clears it (204) |
+//!
+//! Errors are JSON, `{"error": "..."}`, naming what was wrong (`bad IP or
+//! CIDR "10.0.0.300"`). Path segments are percent-decoded: `/stats/%3A22`;
+//! a CIDR may be written plainly (`.../blacklist/10.0.0.0/8`) or encoded.
+//!
+//! # Security
+//! - With a token ([`Admin::with_token`]), every route but `/`, `/healthz`
+//!   and `/readyz` needs `Authorization: Bearer TOKEN` (the scheme in any
+//!   case; compared in constant time) or the session cookie that
+//!   `POST /session` sets with that header (`HttpOnly; SameSite=Strict;
+//!   Path=/`): the dashboard's way, as `EventSource` cannot send headers.
+//!   The token is never read from a URL.
+//! - Every state-changing request (any method but GET and HEAD) needs the
+//!   header `X-Monconn-Request: 1`, token or not, else 403 (the token is
+//!   checked first: without it, the answer is 401): a form or an
+//!   image on another origin cannot send it, and a script there would need a
+//!   CORS preflight that this router never grants (it sends no CORS header
+//!   at all).
+//!
+//! # The dashboard
+//! One sampler task per [`Admin`] reads the registry's counters every
+//! second (nothing is added to the connections' read and write path), keeps
+//! five minutes of per-service figures in a ring (a page opened late still
+//! draws its sparklines) and, while someone watches, the live connections
+//! with their current rates, of which each page gets the top
+//! [`Admin::with_max_rows`] by the column it sorts on.
+//!
+//! # Examples
+//! An axum app with the operator's view under `/monconn`:
+//! ```no_run
+//! # async fn run() -> std::io::Result<()> {
+//! use axum::{routing::get, Router};
+//! use monconn::{admin::{self, Admin}, Listener, Registry};
+//!
+//! let registry = Registry::new();
+//! let service = registry.service("web");
+//! let app = Router::new()
+//!     .route("/", get(|| async { "hello" }))
+//!     .nest("/monconn", admin::router(Admin::new(registry.clone()).with_token("s3cret")));
+//! let listener = Listener::bind("127.0.0.1:3000", service).await?;
+//! axum::serve(listener, app).await
+//! # }
+//! ```
+//!
+//! A tonic (or hyper) server with its dashboard on a loopback port:
+//! ```no_run
+//! # async fn run() -> std::io::Result<()> {
+//! let registry = monconn::Registry::new();
+//! let _grpc = registry.service("grpc");
+//! tokio::spawn(monconn::admin::bind("127.0.0.1:9000", registry.clone()));
+//! # Ok(()) }
+//! ```
+
+mod auth;
+mod events;
+mod routes;
+mod sampler;
+
+use std::fmt;
+use std::io;
+use std::sync::Arc;
+
+use axum::Router;
+use tokio::net::{TcpListener, ToSocketAddrs};
+
+use crate::Registry;
+
+/// Renders the text `GET /metrics` serves (Prometheus exposition format),
+/// e.g. a `metrics_exporter_prometheus::PrometheusHandle`'s `render`.
+pub type MetricsRenderer = Arc<dyn Fn() -> String + Send + Sync>;
+
+/// Rows of the connection table a page gets at most, by default.
+pub const MAX_ROWS: usize = 200;
+
+/// The header every state-changing request must carry (with any non-empty
+/// value, `1` by convention): a cross-site form cannot send it.
+pub const REQUEST_HEADER: &str = "x-monconn-request";
+
+/// The name of the session cookie `POST /session` sets.
+pub const SESSION_COOKIE: &str = "monconn_session";
+
+/// What the operator's router serves: a registry, and optionally a token and
+/// a metrics renderer. Build it, then call [`router`] or [`serve`].
+///
+/// # Examples
+/// ```
+/// use monconn::admin::Admin;
+///
+/// let registry = monconn::Registry::new();
+/// let admin = Admin::new(registry)
+///     .with_token("s3cret")
+///     .with_metrics(|| "# no metrics yet\n".to_owned())
+///     .with_max_rows(100);
+/// # let _ = admin;
+/// ```
+#[derive(Clone)]
+pub struct Admin {
+    registry: Registry,
+    token: Option<Arc<str>>,
+    metrics: Option<MetricsRenderer>,
+    max_rows: usize,
+}
+
+// === impl Admin ===
+
+impl Admin {
+    /// The operator's view of `registry`: no token, no `/metrics`, tables of
+    /// at most [`MAX_ROWS`] rows.
+    pub fn new(registry: Registry) -> Self {
+        Admin {
+            registry,
+            token: None,
+            metrics: None,
+            max_rows: MAX_ROWS,
+        }
+    }
+
+    /// Requires `Authorization: Bearer <token>` (or the session cookie) on
+    /// every route but `/`, `/healthz` and `/readyz`. Default: none, for a
+    /// loopback address. An empty token is refused by every request.
+    pub fn with_token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into().into());
+        self
+    }
+
+    /// Serves `render()`'s text on `GET /metrics`. Default: no `/metrics`.
+    pub fn with_metrics(mut self, render: impl Fn() -> String + Send + Sync + 'static) -> Self {
+        self.metrics = Some(Arc::new(render));
+        self
+    }
+
+    /// The most rows of the connection table a page or `/connections` gets
+    /// at once (at least 1). Default: [`MAX_ROWS`].
+    pub fn with_max_rows(mut self, rows: usize) -> Self {
+        self.max_rows = rows.max(1);
+        self
+    }
+}
+
+impl From<Registry> for Admin {
+    fn from(registry: Registry) -> Self {
+        Admin::new(registry)
+    }
+}
+
+impl fmt::Debug for Admin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Admin")
+            .field("registry", &self.registry)
+            .field("token", &self.token.as_ref().map(|_| "<set>"))
+            .field("metrics", &self.metrics.is_some())
+            .field("max_rows", &self.max_rows)
+            .finish()
+    }
+}
+
+/// The operator's routes (see the [module](self)), to nest anywhere in an
+/// axum app: `app.nest("/monconn", router(admin))`. Takes an [`Admin`] or a
+/// bare [`Registry`].
+///
+/// Its sampler task starts now when called inside a tokio runtime, else at
+/// the first request; it ends within a second of the router's last clone
+/// being dropped.
+pub fn router(admin: impl Into<Admin>) -> Router {
+    routes::build(admin.into())
+}
+
+/// Serves [`router`] on `listener` until an accept fails for good. Plain
+/// tokio accepts: the admin's own connections are not monitored.
+///
+/// # Errors
+/// The listener's accept error that ended the server.
+pub async fn serve(listener: TcpListener, admin: impl Into<Admin>) -> io::Result<()> {
+    axum::serve(listener, router(admin)).await
+}
+
+/// Binds `addr` and serves [`router`] on it: a one-call side server for
+/// servers that are not axum apps.
+///
+/// # Errors
+/// The bind error (address in use, say), with the address in its message,
+/// or the accept error that ended the server.
+pub async fn bind(
+    addr: impl ToSocketAddrs + fmt::Display,
+    admin: impl Into<Admin>,
+) -> io::Result<()> {
+    let listener = TcpListener::bind(&addr).await.map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("cannot serve the admin API on {addr}: {e}"),
+        )
+    })?;
+    serve(listener, admin).await
+}

@@ -1,0 +1,330 @@
+//! The routes, their JSON, and what they share.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::sampler::Sampler;
+use super::{auth, events, Admin, MetricsRenderer};
+use crate::{Registry, Service};
+
+/// The dashboard: one page, no external resource.
+const DASHBOARD: &str = include_str!("dashboard.html");
+
+/// What every handler of one [`Admin`] shares.
+pub(super) struct Shared {
+    pub(super) registry: Registry,
+    pub(super) token: Option<Arc<str>>,
+    pub(super) metrics: Option<MetricsRenderer>,
+    pub(super) max_rows: usize,
+    /// The session cookie's value: random, one per admin.
+    pub(super) session: String,
+    pub(super) sampler: Sampler,
+}
+
+pub(super) fn build(admin: Admin) -> Router {
+    let shared = Arc::new(Shared {
+        registry: admin.registry,
+        token: admin.token,
+        metrics: admin.metrics,
+        max_rows: admin.max_rows,
+        session: auth::new_session(),
+        sampler: Sampler::default(),
+    });
+    if tokio::runtime::Handle::try_current().is_ok() {
+        shared.start_sampler();
+    }
+    let mut router = Router::new()
+        .route("/", get(|| async { Html(DASHBOARD) }))
+        .route(
+            "/healthz",
+            get(|| async { json(StatusCode::OK, &json!({"alive": true})) }),
+        )
+        .route("/readyz", get(readyz))
+        .route("/events", get(events::events))
+        .route("/connections", get(events::connections))
+        .route("/stats", get(all))
+        .route("/stats/{sid}", get(one))
+        .route("/stats/{sid}/connections", get(connections))
+        .route("/services/{sid}/connections/{id}/kick", post(kick))
+        .route("/services/{sid}/blacklist", get(blacklist))
+        .route("/services/{sid}/blacklist/{*net}", post(ban).delete(unban))
+        .route(
+            "/session",
+            post(auth::open_session).delete(auth::close_session),
+        );
+    if shared.metrics.is_some() {
+        router = router.route("/metrics", get(metrics));
+    }
+    router
+        .fallback(|uri: axum::http::Uri| async move {
+            error(
+                StatusCode::NOT_FOUND,
+                format!("no such route: {}", uri.path()),
+            )
+        })
+        .method_not_allowed_fallback(
+            |method: axum::http::Method, uri: axum::http::Uri| async move {
+                error(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    format!("method {method} is not allowed on {}", uri.path()),
+                )
+            },
+        )
+        .layer(axum::middleware::from_fn_with_state(
+            shared.clone(),
+            auth::guard,
+        ))
+        .with_state(shared)
+}
+
+// === handlers ===
+
+async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
+    let stopping: Vec<String> = shared
+        .registry
+        .list()
+        .iter()
+        .filter(|s| !s.is_running())
+        .map(|s| s.sid().to_owned())
+        .collect();
+    if stopping.is_empty() {
+        json(StatusCode::OK, &json!({ "ready": true }))
+    } else {
+        json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({ "ready": false, "stopping": stopping }),
+        )
+    }
+}
+
+async fn all(State(shared): State<Arc<Shared>>) -> Response {
+    json(StatusCode::OK, &shared.registry.snapshot(false))
+}
+
+async fn one(
+    State(shared): State<Arc<Shared>>,
+    sid: Result<Path<String>, PathRejection>,
+) -> Response {
+    with_service(&shared, sid, |s| json(StatusCode::OK, &s.snapshot(false)))
+}
+
+async fn connections(
+    State(shared): State<Arc<Shared>>,
+    sid: Result<Path<String>, PathRejection>,
+) -> Response {
+    with_service(&shared, sid, |s| {
+        let conns = s.snapshot(true).conns.unwrap_or_default();
+        json(
+            StatusCode::OK,
+            &json!({ "sid": s.sid(), "connections": conns }),
+        )
+    })
+}
+
+async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
+    let Some(render) = &shared.metrics else {
+        return error(StatusCode::NOT_FOUND, "no metrics renderer");
+    };
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        render(),
+    )
+        .into_response()
+}
+
+async fn kick(
+    State(shared): State<Arc<Shared>>,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Response {
+    let (sid, id) = match path {
+        Ok(Path(p)) => p,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
+    };
+    let Ok(id) = id.parse::<u64>() else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("`{id}` is not a connection id"),
+        );
+    };
+    with_service(&shared, Ok(Path(sid)), |s| {
+        if s.kick(id) {
+            tracing::info!(sid = %s.sid(), id, "connection kicked");
+            json(
+                StatusCode::OK,
+                &json!({ "sid": s.sid(), "id": id, "kicked": true }),
+            )
+        } else {
+            error(
+                StatusCode::NOT_FOUND,
+                format!("no connection {id} in service `{}`", s.sid()),
+            )
+        }
+    })
+}
+
+async fn blacklist(
+    State(shared): State<Arc<Shared>>,
+    sid: Result<Path<String>, PathRejection>,
+) -> Response {
+    with_service(&shared, sid, |s| list_reply(s, 0))
+}
+
+#[derive(Deserialize)]
+struct BanQuery {
+    kick: Option<String>,
+}
+
+async fn ban(
+    State(shared): State<Arc<Shared>>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    query: Result<Query<BanQuery>, QueryRejection>,
+) -> Response {
+    let kick = match query {
+        Ok(Query(q)) => match q.kick.as_deref() {
+            None | Some("0" | "false" | "no") => false,
+            Some("" | "1" | "true" | "yes") => true,
+            Some(other) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("bad kick value \"{other}\": use kick=1 or kick=0"),
+                )
+            }
+        },
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
+    };
+    change_list(&shared, path, |s, net| {
+        s.reject_ip(net);
+        let kicked = if kick { s.kick_net(net) } else { 0 };
+        tracing::info!(sid = %s.sid(), %net, kicked, "banned");
+        list_reply(s, kicked)
+    })
+}
+
+async fn unban(
+    State(shared): State<Arc<Shared>>,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Response {
+    change_list(&shared, path, |s, net| {
+        if !s.release_ip(net) {
+            return error(
+                StatusCode::NOT_FOUND,
+                format!("{net} is not on the blacklist of `{}`", s.sid()),
+            );
+        }
+        tracing::info!(sid = %s.sid(), %net, "unbanned");
+        list_reply(s, 0)
+    })
+}
+
+fn change_list(
+    shared: &Shared,
+    path: Result<Path<(String, String)>, PathRejection>,
+    f: impl FnOnce(&Service, IpNet) -> Response,
+) -> Response {
+    let (sid, net) = match path {
+        Ok(Path(p)) => p,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
+    };
+    let net = match parse_net(&net) {
+        Ok(net) => net,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    with_service(shared, Ok(Path(sid)), |s| f(s, net))
+}
+
+fn list_reply(service: &Service, kicked: usize) -> Response {
+    let list: Vec<String> = service
+        .config()
+        .blacklist
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    json(
+        StatusCode::OK,
+        &json!({ "sid": service.sid(), "blacklist": list, "kicked": kicked }),
+    )
+}
+
+// === helpers ===
+
+fn with_service(
+    shared: &Shared,
+    sid: Result<Path<String>, PathRejection>,
+    f: impl FnOnce(&Service) -> Response,
+) -> Response {
+    let sid = match sid {
+        Ok(Path(sid)) => sid,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
+    };
+    match shared.registry.get(&sid) {
+        Some(service) => f(&service),
+        None => error(StatusCode::NOT_FOUND, format!("no service `{sid}`")),
+    }
+}
+
+/// An address (`192.0.2.7`, `::1`) or a network (`10.0.0.0/8`); host bits of
+/// a network are cleared. The error names the text.
+pub(super) fn parse_net(text: &str) -> Result<IpNet, String> {
+    let text = text.trim().trim_start_matches('/');
+    let bad = || format!("bad IP or CIDR \"{text}\"");
+    if text.is_empty() {
+        return Err("an IP or CIDR is needed (e.g. 10.0.0.0/8)".to_owned());
+    }
+    match text.split_once('/') {
+        None => text.parse::<IpAddr>().map(IpNet::from).map_err(|_| bad()),
+        Some((ip, len)) => {
+            let ip: IpAddr = ip.parse().map_err(|_| bad())?;
+            let len: u8 = len.parse().map_err(|_| bad())?;
+            IpNet::new(ip, len).map(|n| n.trunc()).map_err(|_| bad())
+        }
+    }
+}
+
+pub(super) fn json(status: StatusCode, value: &impl Serialize) -> Response {
+    match serde_json::to_vec(value) {
+        Ok(body) => (status, [(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+pub(super) fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    let body = json!({ "error": message.into() }).to_string();
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_net;
+
+    #[test]
+    fn nets_parse_or_name_the_bad_text() {
+        assert_eq!(parse_net("10.1.2.3/8").unwrap().to_string(), "10.0.0.0/8");
+        assert_eq!(parse_net("192.0.2.7").unwrap().to_string(), "192.0.2.7/32");
+        assert_eq!(
+            parse_net("2001:db8::1/32").unwrap().to_string(),
+            "2001:db8::/32"
+        );
+        assert_eq!(
+            parse_net("10.0.0.300").unwrap_err(),
+            "bad IP or CIDR \"10.0.0.300\""
+        );
+        assert_eq!(
+            parse_net("10.0.0.0/33").unwrap_err(),
+            "bad IP or CIDR \"10.0.0.0/33\""
+        );
+        assert!(parse_net("").is_err());
+    }
+}
