@@ -12,6 +12,8 @@
 //!
 //! - `MONCONN_RATE_ROUNDS=n`: the per-client rate table under churn (see
 //!   `rate_churn`).
+//! - `MONCONN_PROXY_ROUNDS=n`: the PROXY-protocol layer on (v2, trusted) and
+//!   off, in turns (feature `proxy-protocol`; see `accept/proxy.rs`).
 //!
 //! `cargo bench --bench accept`; the medians and their ratios are recorded
 //! in BENCHMARKS.md.
@@ -29,6 +31,10 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, Semaphore};
+
+#[cfg(feature = "proxy-protocol")]
+#[path = "accept/proxy.rs"]
+mod proxy;
 
 const CLIENTS: u64 = 4;
 /// Connections opened and not yet accepted, at most: keeps the accept queue
@@ -452,6 +458,14 @@ fn rate_churn(rounds: usize) {
 }
 
 fn main() {
+    #[cfg(feature = "proxy-protocol")]
+    if let Some(rounds) = std::env::var("MONCONN_PROXY_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+    {
+        proxy::interleaved_proxy(rounds);
+        return;
+    }
     if let Some(rounds) = std::env::var("MONCONN_RATE_ROUNDS")
         .ok()
         .and_then(|r| r.parse().ok())

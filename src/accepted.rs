@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 
+use crate::proxied::ProxyInfo;
 use crate::{Admission, MonitoredIo, Service};
 
 /// A connection just accepted, as it flows through the accept stack (a
@@ -29,12 +30,17 @@ use crate::{Admission, MonitoredIo, Service};
 pub struct Accepted<IO> {
     /// The transport.
     pub io: IO,
-    /// The client's address.
+    /// The client's address: the socket's peer, or the client a PROXY
+    /// header named.
     pub peer: SocketAddr,
     /// The local address the client connected to.
     pub local: SocketAddr,
     /// The connection's reserved slot in its service, once a layer reserved it.
     pub admission: Option<Admission>,
+    /// The PROXY header and the socket's own peer, once a
+    /// [`ProxyProtocolLayer`](crate::layers::proxy) read one (boxed: most
+    /// connections have none).
+    pub proxy: Option<Box<ProxyInfo>>,
 }
 
 impl<IO> Accepted<IO> {
@@ -45,6 +51,7 @@ impl<IO> Accepted<IO> {
             peer,
             local,
             admission: None,
+            proxy: None,
         }
     }
 
@@ -55,6 +62,7 @@ impl<IO> Accepted<IO> {
             peer: self.peer,
             local: self.local,
             admission: self.admission,
+            proxy: self.proxy,
         }
     }
 
@@ -72,6 +80,6 @@ impl<IO> Accepted<IO> {
             Some(admission) => admission,
             None => service.admit(self.peer)?,
         };
-        Ok(admission.attach(self.io, self.local))
+        Ok(admission.attach_proxied(self.io, self.local, self.proxy))
     }
 }

@@ -139,6 +139,7 @@ mod listener;
 #[cfg(feature = "metrics")]
 #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
 pub mod metrics;
+mod proxied;
 mod registry;
 
 pub use accepted::Accepted;

@@ -217,7 +217,8 @@ where
     S::Error: Into<BoxError>,
     IO: 'static,
 {
-    /// The next admitted connection and its peer address.
+    /// The next admitted connection and its client's address (the one a
+    /// PROXY header named, else the socket's peer).
     ///
     /// Cancel-safe: connections accepted and in the stack stay in the
     /// listener for the next call. Concurrent calls take turns.

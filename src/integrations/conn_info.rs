@@ -55,6 +55,17 @@ impl ConnInfo {
         self.record.local()
     }
 
+    /// The socket's own peer: the load balancer when a PROXY header named
+    /// the client ([`ConnInfo::peer`]), else the client.
+    pub fn socket_peer(&self) -> SocketAddr {
+        self.record.socket_peer()
+    }
+
+    /// The PROXY header the connection came through (its TLVs, say).
+    pub fn proxy_header(&self) -> Option<&crate::proxied::ProxyHeader> {
+        self.record.proxy().map(|p| &p.header)
+    }
+
     /// The connection's id, unique within its service (see [`Service::conn`](crate::Service::conn)
     /// and [`Service::kick`](crate::Service::kick)).
     pub fn id(&self) -> u64 {

@@ -1,7 +1,7 @@
 //! The monitored transport: [`MonitoredIo`] counts a connection's bytes into
 //! its [`ConnRecord`] and fails once the connection is closed from outside
 //! (with a [`CloseCause`]). A leaf: it imports nothing of the crate but the
-//! clock and the address helpers; the registry's service is reached only
+//! clock, the address helpers and the PROXY header it may keep (`proxied`); the registry's service is reached only
 //! through [`Release`](guard::Release), which the service implements.
 //!
 //! # Examples

@@ -14,6 +14,7 @@ use super::cause::CloseCause;
 use super::guard::Release;
 use crate::clock::{now_ms, since};
 use crate::ip::client_key;
+use crate::proxied::ProxyInfo;
 
 const OPEN: u8 = u8::MAX;
 
@@ -76,6 +77,10 @@ pub struct ConnRecord {
     /// rather than in the `MonitoredIo`, which stays one pointer to this
     /// record.
     owner: Mutex<Option<Arc<dyn Release>>>,
+    /// The PROXY header it came through, and its socket's peer: one
+    /// pointer, kept only with the `proxy-protocol` feature.
+    #[cfg(feature = "proxy-protocol")]
+    proxy: Option<Box<ProxyInfo>>,
 }
 
 // === impl ConnRecord ===
@@ -90,7 +95,10 @@ impl ConnRecord {
         print_bytes: bool,
         key_prefix: u8,
         owner: Arc<dyn Release>,
+        proxy: Option<Box<ProxyInfo>>,
     ) -> Self {
+        #[cfg(not(feature = "proxy-protocol"))]
+        let _ = proxy;
         ConnRecord {
             id,
             sid,
@@ -112,6 +120,8 @@ impl ConnRecord {
             read_waker: AtomicWaker::new(),
             write_waker: AtomicWaker::new(),
             owner: Mutex::new(Some(owner)),
+            #[cfg(feature = "proxy-protocol")]
+            proxy,
         }
     }
 
@@ -151,6 +161,21 @@ impl ConnRecord {
     /// The local address the client connected to.
     pub fn local(&self) -> SocketAddr {
         self.local
+    }
+
+    /// The socket's own peer: the load balancer when the connection came
+    /// through a PROXY header, else [`ConnRecord::peer`].
+    pub fn socket_peer(&self) -> SocketAddr {
+        self.proxy().map_or(self.peer, |p| p.socket_peer)
+    }
+
+    /// The PROXY header the connection came through, with its socket's peer
+    /// (always `None` without the `proxy-protocol` feature).
+    pub fn proxy(&self) -> Option<&ProxyInfo> {
+        #[cfg(feature = "proxy-protocol")]
+        return self.proxy.as_deref();
+        #[cfg(not(feature = "proxy-protocol"))]
+        None
     }
 
     /// Bytes read from the client so far.

@@ -14,6 +14,8 @@
 //! - [`LimitLayer`]: `conn_limit`, `ip_limit`, `per_ip_limit` (one atomic
 //!   reservation, an [`Admission`](crate::Admission)) and the per-IP
 //!   `rate_limit`.
+//! - [`proxy`]: the PROXY protocol, first in the stack when a load balancer
+//!   sends it (feature `proxy-protocol`).
 //! - [`Pass`]: the innermost service, which hands the connection back.
 //!
 //! Both built-in layers read the service's current
@@ -86,11 +88,15 @@ mod filter;
 mod future;
 mod limit;
 mod pass;
+pub mod proxy;
 
 pub use filter::{Filter, FilterLayer};
 pub use future::ResponseFuture;
 pub use limit::{Limit, LimitLayer};
 pub use pass::Pass;
+#[cfg(feature = "proxy-protocol")]
+#[cfg_attr(docsrs, doc(cfg(feature = "proxy-protocol")))]
+pub use proxy::{ProxyConfig, ProxyProtocol, ProxyProtocolLayer};
 
 /// The boxed error of the accept stack's services.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -15,7 +15,8 @@ use crate::{Accepted, Service};
 
 /// Builds a [`Listener`] whose accept stack is the built-in
 /// [`FilterLayer`] and [`LimitLayer`] around the user's own layers, in the
-/// order they are added (the first added is the outermost of them).
+/// order they are added (the first added is the outermost of them); with
+/// [`ListenerBuilder::proxy_protocol`], a PROXY-protocol layer before all.
 ///
 /// # Examples
 /// ```no_run
@@ -30,9 +31,11 @@ use crate::{Accepted, Service};
 ///     .await?;
 /// # Ok(()) }
 /// ```
-pub struct ListenerBuilder<L> {
+pub struct ListenerBuilder<L, P = Identity> {
     service: Service,
     layers: ServiceBuilder<L>,
+    /// The layer in front of the built-in ones (the PROXY protocol's).
+    first: P,
     bind_tries: u32,
 }
 
@@ -41,17 +44,49 @@ impl ListenerBuilder<Identity> {
         ListenerBuilder {
             service,
             layers: ServiceBuilder::new(),
+            first: Identity::new(),
             bind_tries: 1,
         }
     }
 }
 
-impl<L> ListenerBuilder<L> {
+impl<L, P> ListenerBuilder<L, P> {
     /// Adds a layer inside the built-in ones and the layers added before it.
-    pub fn layer<T>(self, layer: T) -> ListenerBuilder<Stack<T, L>> {
+    pub fn layer<T>(self, layer: T) -> ListenerBuilder<Stack<T, L>, P> {
         ListenerBuilder {
             service: self.service,
             layers: self.layers.layer(layer),
+            first: self.first,
+            bind_tries: self.bind_tries,
+        }
+    }
+
+    /// Reads a PROXY-protocol header (v1 or v2) first, before the filter and
+    /// the limits, from the sources `config` trusts: every guard, the per-IP
+    /// table, snapshots and [`ConnInfo`](crate::integrations::ConnInfo) see the client it
+    /// names. See [`ProxyProtocolLayer`](crate::layers::ProxyProtocolLayer).
+    ///
+    /// ```no_run
+    /// # async fn run() -> std::io::Result<()> {
+    /// use monconn::layers::ProxyConfig;
+    ///
+    /// let service = monconn::Registry::new().service("web");
+    /// let listener = monconn::Listener::builder(service)
+    ///     .proxy_protocol(ProxyConfig::new().trust(["10.0.0.0/8".parse().unwrap()]))
+    ///     .bind("0.0.0.0:8080")
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "proxy-protocol")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "proxy-protocol")))]
+    pub fn proxy_protocol(
+        self,
+        config: crate::layers::ProxyConfig,
+    ) -> ListenerBuilder<L, crate::layers::ProxyProtocolLayer> {
+        ListenerBuilder {
+            service: self.service,
+            layers: self.layers,
+            first: crate::layers::ProxyProtocolLayer::new(config),
             bind_tries: self.bind_tries,
         }
     }
@@ -70,11 +105,13 @@ impl<L> ListenerBuilder<L> {
     pub async fn bind(
         self,
         addr: impl ToSocketAddrs + fmt::Display,
-    ) -> io::Result<Listener<Filter<Limit<L::Service>>>>
+    ) -> io::Result<Listener<P::Service>>
     where
         L: Layer<Pass>,
         L::Service: tower::Service<Accepted<TcpStream>>,
         <L::Service as tower::Service<Accepted<TcpStream>>>::Error: Into<BoxError>,
+        P: Layer<Filter<Limit<L::Service>>>,
+        P::Service: tower::Service<Accepted<TcpStream>>,
     {
         let mut tries = 0;
         let tcp = loop {
@@ -95,13 +132,16 @@ impl<L> ListenerBuilder<L> {
     ///
     /// # Errors
     /// When the listener's local address cannot be read.
-    pub fn from_tcp(self, tcp: TcpListener) -> io::Result<Listener<Filter<Limit<L::Service>>>>
+    pub fn from_tcp(self, tcp: TcpListener) -> io::Result<Listener<P::Service>>
     where
         L: Layer<Pass>,
         L::Service: tower::Service<Accepted<TcpStream>>,
         <L::Service as tower::Service<Accepted<TcpStream>>>::Error: Into<BoxError>,
+        P: Layer<Filter<Limit<L::Service>>>,
+        P::Service: tower::Service<Accepted<TcpStream>>,
     {
         let stack = ServiceBuilder::new()
+            .layer(self.first)
             .layer(FilterLayer::new(&self.service))
             .layer(LimitLayer::new(&self.service))
             .layer(self.layers.into_inner())
@@ -110,7 +150,7 @@ impl<L> ListenerBuilder<L> {
     }
 }
 
-impl<L> fmt::Debug for ListenerBuilder<L> {
+impl<L, P> fmt::Debug for ListenerBuilder<L, P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ListenerBuilder")
             .field("service", &self.service.sid())

@@ -107,6 +107,8 @@ where
             // Connections through the stack first: they are ready to serve.
             while let Poll::Ready(Some((peer, result))) = self.pending.poll_next_unpin(cx) {
                 if let Some(io) = admit(ctx.service, peer, result) {
+                    // The client a PROXY header named, else the socket's peer.
+                    let peer = io.record().peer();
                     return Poll::Ready(Ok((io, peer)));
                 }
             }
@@ -135,6 +137,7 @@ where
                             slot.as_mut().set(Slot::Empty);
                             self.spare = Some(slot);
                             if let Some(io) = admit(ctx.service, peer, result) {
+                                let peer = io.record().peer();
                                 return Poll::Ready(Ok((io, peer)));
                             }
                         }

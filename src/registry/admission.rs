@@ -7,6 +7,7 @@ use std::sync::Arc;
 use super::service::ServiceInner;
 use crate::io::MonitoredIo;
 use crate::ip::client_key;
+use crate::proxied::ProxyInfo;
 
 /// A connection's reserved slot in a [`Service`](crate::Service): it is counted
 /// in the service's active connections and its IP's count, and has passed the
@@ -40,9 +41,19 @@ impl Admission {
 
     /// Wraps `io` in a [`MonitoredIo`] registered in the live table of the
     /// service, with `local` as the local address.
-    pub fn attach<T: 'static>(mut self, io: T, local: SocketAddr) -> MonitoredIo<T> {
+    pub fn attach<T: 'static>(self, io: T, local: SocketAddr) -> MonitoredIo<T> {
+        self.attach_proxied(io, local, None)
+    }
+
+    /// [`Admission::attach`], with the PROXY header it came through.
+    pub(crate) fn attach_proxied<T: 'static>(
+        mut self,
+        io: T,
+        local: SocketAddr,
+        proxy: Option<Box<ProxyInfo>>,
+    ) -> MonitoredIo<T> {
         let service = self.service.take().expect("an admission is attached once");
-        let record = service.register(self.peer, local, self.prefix);
+        let record = service.register(self.peer, local, self.prefix, proxy);
         MonitoredIo::new(io, record)
     }
 }

@@ -25,12 +25,24 @@ pub enum Reason {
     RateLimit,
     /// The service is stopping or stopped.
     Stopped,
+    /// A connection from outside the PROXY protocol's trusted sources.
+    ProxyUntrusted,
+    /// No whole PROXY header within its timeout.
+    ProxyTimeout,
+    /// Not a PROXY header, or a malformed one.
+    ProxyMalformed,
+    /// A PROXY header longer than allowed.
+    ProxyOversized,
+    /// The connection ended, or failed, within its PROXY header.
+    ProxyTruncated,
     /// A reason named by a user's layer.
     Other(Cow<'static, str>),
 }
 
 impl Reason {
-    /// The built-in reasons, in the order of their counter slots.
+    /// The built-in reasons, in the order of their counter slots (the
+    /// PROXY protocol's are counted by name, as [`Reason::Other`] is, and
+    /// appear in snapshots once they happen).
     pub(crate) const BUILTIN: [Reason; 7] = [
         Reason::Blacklisted,
         Reason::NotAllowed,
@@ -51,6 +63,11 @@ impl Reason {
             Reason::PerIpLimit => "per_ip_limit",
             Reason::RateLimit => "rate_limit",
             Reason::Stopped => "stopped",
+            Reason::ProxyUntrusted => "proxy_untrusted",
+            Reason::ProxyTimeout => "proxy_timeout",
+            Reason::ProxyMalformed => "proxy_malformed",
+            Reason::ProxyOversized => "proxy_oversized",
+            Reason::ProxyTruncated => "proxy_truncated",
             Reason::Other(name) => name,
         }
     }

@@ -405,6 +405,7 @@ impl ServiceInner {
         peer: SocketAddr,
         local: SocketAddr,
         prefix: u8,
+        proxy: Option<Box<crate::proxied::ProxyInfo>>,
     ) -> Record {
         let id = self.next_id.fetch_add(1, Relaxed);
         let print_bytes = self.config.load().print_bytes;
@@ -416,6 +417,7 @@ impl ServiceInner {
             print_bytes,
             prefix,
             self.clone(),
+            proxy,
         ));
         let mut table = lock(&self.table);
         // Under the lock, as `close` sets the state and cuts: an admission

@@ -11,5 +11,9 @@ mod churn;
 mod fd;
 mod filter;
 mod limits;
+#[cfg(feature = "proxy-protocol")]
+mod proxy;
+#[cfg(feature = "proxy-protocol")]
+mod proxy_props;
 mod shared_limits;
 mod stack;

@@ -12,6 +12,8 @@ mod connect_info;
 mod custom_stack;
 mod http_support;
 mod hyper;
+#[cfg(all(feature = "proxy-protocol", feature = "axum", feature = "tonic"))]
+mod proxy;
 #[cfg(feature = "axum")]
 mod stats;
 #[cfg(feature = "tonic")]

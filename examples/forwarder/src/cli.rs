@@ -147,6 +147,8 @@ impl Mapping {
             connect_timeout: Some(CONNECT_TIMEOUT),
             half_close: true,
             config: config::default_config(),
+            proxy_in: None,
+            send_proxy: None,
             from_file: false,
         }
     }

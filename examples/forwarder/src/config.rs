@@ -7,6 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use ipnet::IpNet;
+use monconn::layers::ProxyConfig;
 use monconn::{RateLimit, ServiceConfig};
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
@@ -27,6 +28,12 @@ pub struct ServiceSpec {
     /// as either ends (`false`, nginx stream's default).
     pub half_close: bool,
     pub config: ServiceConfig,
+    /// `proxy_protocol` (with `proxy_trusted`, `proxy_optional`,
+    /// `proxy_timeout`): read a PROXY header from the load balancers first.
+    pub proxy_in: Option<ProxyConfig>,
+    /// `send_proxy`: the PROXY version (1 or 2) of the header written to the
+    /// backend first, naming the client.
+    pub send_proxy: Option<u8>,
     /// Whether it came from the config file (a reload may change it).
     pub from_file: bool,
 }
@@ -77,6 +84,12 @@ struct FileService {
     pause_at_limit: Option<bool>,
     half_close: Option<bool>,
     ipv6_prefix: Option<Prefix>,
+    proxy_protocol: Option<ProxyVersion>,
+    #[serde(default)]
+    proxy_trusted: Vec<Net>,
+    proxy_optional: Option<bool>,
+    proxy_timeout: Option<Secs>,
+    send_proxy: Option<ProxyVersion>,
 }
 
 /// Reads and checks the config file: its services, sorted by name.
@@ -137,6 +150,7 @@ fn yaml_error(e: &serde_yaml_ng::Error) -> String {
 impl FileService {
     fn into_spec(self, sid: String) -> Result<ServiceSpec, String> {
         let bad = |e: String| format!("service `{sid}`: {e}");
+        let proxy_in = self.proxy_in().map_err(bad)?;
         let listen = match self.listen_ip.and_then(|ip| ip.0) {
             None => ListenAddr::Any(self.listen_port.0),
             Some(ip) => ListenAddr::Addr((ip, self.listen_port.0).into()),
@@ -175,6 +189,8 @@ impl FileService {
             .with_blacklist(self.ip_blacklist.into_iter().map(|n| n.0))
             .with_allowlist(self.ip_allowlist.into_iter().map(|n| n.0));
         Ok(ServiceSpec {
+            send_proxy: self.send_proxy.and_then(|v| v.0),
+            proxy_in,
             sid,
             listen,
             backend,
@@ -185,6 +201,38 @@ impl FileService {
             config,
             from_file: true,
         })
+    }
+}
+
+impl FileService {
+    /// `proxy_protocol` and the keys that go with it.
+    fn proxy_in(&self) -> Result<Option<ProxyConfig>, String> {
+        let Some(version) = self.proxy_protocol.as_ref().and_then(|v| v.0) else {
+            let stray = [
+                ("proxy_trusted", !self.proxy_trusted.is_empty()),
+                ("proxy_optional", self.proxy_optional.is_some()),
+                ("proxy_timeout", self.proxy_timeout.is_some()),
+            ];
+            return match stray.iter().find(|(_, set)| *set) {
+                Some((key, _)) => Err(format!("{key} is set but proxy_protocol is off")),
+                None => Ok(None),
+            };
+        };
+        if self.proxy_trusted.is_empty() {
+            return Err(format!(
+                "proxy_protocol v{version} needs proxy_trusted: the addresses (CIDRs) of the load balancers that send the header"
+            ));
+        }
+        let mut config = ProxyConfig::new()
+            .only_version(version)
+            .trust(self.proxy_trusted.iter().map(|n| n.0));
+        if self.proxy_optional == Some(true) {
+            config = config.serve_untrusted();
+        }
+        if let Some(timeout) = self.proxy_timeout.and_then(Secs::nonzero) {
+            config = config.header_timeout(timeout);
+        }
+        Ok(Some(config))
     }
 }
 
@@ -231,6 +279,10 @@ struct Secs(Duration);
 /// An IPv6 prefix length, 0 to 128.
 #[derive(Debug)]
 struct Prefix(u8);
+
+/// A PROXY protocol version: `v1`, `v2` (or 1, 2), or `off`.
+#[derive(Debug, Clone, Copy)]
+struct ProxyVersion(Option<u8>);
 
 /// `true` (30 s period), `false`, or a period in seconds.
 #[derive(Debug)]
@@ -313,6 +365,15 @@ scalar!(
     }
 );
 
+scalar!(ProxyVersion, "v1, v2 or off", |s| match s.trim() {
+    "v1" | "1" => Ok(ProxyVersion(Some(1))),
+    "v2" | "2" => Ok(ProxyVersion(Some(2))),
+    "off" | "false" => Ok(ProxyVersion(None)),
+    other => Err(format!(
+        "invalid PROXY protocol version `{other}`: v1, v2 or off"
+    )),
+});
+
 fn parse_secs(s: &str) -> Result<Duration, String> {
     s.trim()
         .parse::<f64>()
@@ -385,6 +446,42 @@ mod tests {
             let err = spec(&format!(", ipv6_prefix: {bad}")).unwrap_err();
             assert!(err.contains("a.ipv6_prefix"), "{err}");
             assert!(err.contains("invalid IPv6 prefix length"), "{err}");
+        }
+    }
+
+    #[test]
+    fn proxy_keys_are_read_and_checked() {
+        let spec = |extra: &str| parse(&format!("a: {{listen_port: 1, backend_port: 2{extra}}}"));
+        let s = spec(", proxy_protocol: v2, proxy_trusted: [10.0.0.0/8], send_proxy: v1").unwrap();
+        let proxy = s[0].proxy_in.as_ref().unwrap();
+        assert!(proxy.is_trusted("10.9.9.9".parse().unwrap()));
+        assert_eq!(s[0].send_proxy, Some(1));
+        let s = spec(", proxy_protocol: off, send_proxy: off").unwrap();
+        assert_eq!((s[0].proxy_in.is_none(), s[0].send_proxy), (true, None));
+        for (extra, want) in [
+            (
+                ", proxy_protocol: v3",
+                "a.proxy_protocol: invalid PROXY protocol version `v3`",
+            ),
+            (
+                ", send_proxy: yes",
+                "a.send_proxy: invalid PROXY protocol version `yes`",
+            ),
+            (
+                ", proxy_protocol: v1",
+                "service `a`: proxy_protocol v1 needs proxy_trusted",
+            ),
+            (
+                ", proxy_trusted: [10.0.0.1]",
+                "service `a`: proxy_trusted is set but proxy_protocol is off",
+            ),
+            (
+                ", proxy_protocol: v2, proxy_trusted: [nope]",
+                "a.proxy_trusted",
+            ),
+        ] {
+            let err = spec(extra).unwrap_err();
+            assert!(err.contains(want), "{extra}: {err}");
         }
     }
 

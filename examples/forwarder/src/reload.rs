@@ -139,7 +139,7 @@ impl Forwarder {
         let moves = |sid: &str, spec: &ServiceSpec| {
             self.running
                 .get(sid)
-                .is_none_or(|r| r.spec.listen != spec.listen)
+                .is_none_or(|r| r.spec.listen != spec.listen || r.spec.proxy_in != spec.proxy_in)
         };
         let mut bound: HashMap<String, Vec<TcpListener>> = HashMap::new();
         for (sid, spec) in &new {
@@ -159,8 +159,10 @@ impl Forwarder {
             .running
             .iter()
             .filter(|(sid, r)| {
-                new.get(*sid)
-                    .is_none_or(|spec| spec.listen != r.spec.listen)
+                // A new accept stack (proxy_protocol) takes a new listener.
+                new.get(*sid).is_none_or(|spec| {
+                    spec.listen != r.spec.listen || spec.proxy_in != r.spec.proxy_in
+                })
             })
             .map(|(sid, _)| sid.clone())
             .collect();

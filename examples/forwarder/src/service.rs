@@ -9,8 +9,9 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use ipnet::IpNet;
-use monconn::layers::{FilterLayer, LimitLayer, Pass};
-use monconn::{Listener, MonitoredIo, Service, ServiceConfig};
+use monconn::layers::proxy::ProxyHeader;
+use monconn::layers::{FilterLayer, LimitLayer, Pass, ProxyProtocolLayer};
+use monconn::{AcceptStack, Listener, MonitoredIo, Service, ServiceConfig};
 use socket2::{Domain, Socket, Type};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Handle;
@@ -33,6 +34,9 @@ pub struct Upstream {
     pub connect_timeout: Option<Duration>,
     /// How its pairs copy: `--splice`, and the spec's `half_close`.
     pub mode: Mode,
+    /// `send_proxy`: the version of the PROXY header written to the backend
+    /// first.
+    pub send_proxy: Option<u8>,
 }
 
 impl Upstream {
@@ -43,6 +47,7 @@ impl Upstream {
             mode: Mode::default()
                 .with_splice(SPLICE.load(Relaxed))
                 .with_half_close(spec.half_close),
+            send_proxy: spec.send_proxy,
         }
     }
 }
@@ -141,8 +146,43 @@ impl Running {
         shards: &[Handle],
         accept: Accept,
     ) -> io::Result<Self> {
-        // `Listener::from_tcp`'s stack, its layers shared by every shard.
+        // `Listener::from_tcp`'s stack, its layers shared by every shard;
+        // with `proxy_protocol`, the PROXY header is read first.
         let stack = FilterLayer::new(&service).layer(LimitLayer::new(&service).layer(Pass));
+        let backend_errors = BackendErrors::of(service.sid());
+        let errors = backend_errors.clone();
+        let started = match spec.proxy_in.clone() {
+            None => Self::spawn_all(&spec, &service, stack, tcps, shards, accept, errors),
+            Some(proxy) => {
+                let stack = ProxyProtocolLayer::new(proxy).layer(stack);
+                Self::spawn_all(&spec, &service, stack, tcps, shards, accept, errors)
+            }
+        };
+        let (accept, upstream) = started?;
+        Ok(Running {
+            spec,
+            service,
+            backend_errors,
+            upstream,
+            accept,
+        })
+    }
+
+    /// Listens on `tcps` with `stack` and spawns an accept loop per shard.
+    #[allow(clippy::type_complexity)]
+    fn spawn_all<S>(
+        spec: &ServiceSpec,
+        service: &Service,
+        stack: S,
+        tcps: Vec<std::net::TcpListener>,
+        shards: &[Handle],
+        accept: Accept,
+        backend_errors: BackendErrors,
+    ) -> io::Result<(Vec<JoinHandle<()>>, Arc<RwLock<Arc<Upstream>>>)>
+    where
+        S: AcceptStack<Io = TcpStream> + Clone + Send + Sync + 'static,
+        S::Future: Send,
+    {
         // Each socket registers with the runtime of the shard that polls it.
         let listeners = tcps
             .into_iter()
@@ -156,8 +196,7 @@ impl Running {
         let Some(local) = listeners.first().map(Listener::local_addr) else {
             return Err(io::Error::other("no socket to listen on"));
         };
-        let upstream = Arc::new(RwLock::new(Arc::new(Upstream::new(&spec))));
-        let backend_errors = BackendErrors::of(service.sid());
+        let upstream = Arc::new(RwLock::new(Arc::new(Upstream::new(spec))));
         let mut slots = match accept {
             Accept::Shared if listeners.len() > 1 => Balance::slots(listeners.len()),
             _ => Vec::new(),
@@ -178,13 +217,7 @@ impl Running {
             })
             .collect();
         tracing::info!(sid = %spec.sid, listen = %local, backend = %spec.backend, "forwarding");
-        Ok(Running {
-            spec,
-            service,
-            backend_errors,
-            upstream,
-            accept,
-        })
+        Ok((accept, upstream))
     }
 
     /// Points new connections at `spec`'s backend and applies its settings
@@ -193,6 +226,7 @@ impl Running {
         if spec.backend != self.spec.backend
             || spec.connect_timeout != self.spec.connect_timeout
             || spec.half_close != self.spec.half_close
+            || spec.send_proxy != self.spec.send_proxy
         {
             let upstream = Arc::new(Upstream::new(&spec));
             *self.upstream.write().unwrap_or_else(|e| e.into_inner()) = upstream;
@@ -269,13 +303,15 @@ fn carry(now: &[IpNet], before: &[IpNet], into: &mut Vec<IpNet>) {
 
 /// Accepts in the shard of rank `shard`, and forwards each connection in
 /// a task of its own. With a `slot`, only when it is this shard's turn.
-async fn accept_loop(
-    listener: Listener,
+async fn accept_loop<S>(
+    listener: Listener<S>,
     upstream: Arc<RwLock<Arc<Upstream>>>,
     backend_errors: BackendErrors,
     shard: usize,
     slot: Option<Slot>,
-) {
+) where
+    S: AcceptStack<Io = TcpStream>,
+{
     loop {
         if let Some(slot) = &slot {
             slot.turn().await;
@@ -332,6 +368,14 @@ async fn forward(
     if service.config().nodelay {
         let _ = backend.set_nodelay(true);
     }
+    let mut backend = backend;
+    if let Some(version) = upstream.send_proxy {
+        if let Err(e) = send_proxy(&mut backend, &client, version).await {
+            backend_errors.count();
+            tracing::warn!(%sid, %peer, backend = %upstream.backend, error = %e, "writing the PROXY header to the backend failed; closing client");
+            return;
+        }
+    }
     let record = client.record().clone();
     let id = record.id();
     tracing::debug!(%sid, id, %peer, backend = %upstream.backend, shard, "connected");
@@ -340,6 +384,27 @@ async fn forward(
         tracing::debug!(%sid, id, %peer, error = %e, "closed with error");
     }
     telemetry::access_log(sid, &record, &upstream.backend, result.is_err());
+}
+
+/// Writes the PROXY header (`version` 1 or 2) that names `client`'s client
+/// (the one its own header named, if any) to `backend`, before any byte.
+async fn send_proxy(
+    backend: &mut TcpStream,
+    client: &MonitoredIo<TcpStream>,
+    version: u8,
+) -> io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let record = client.record();
+    let destination = record
+        .proxy()
+        .and_then(|p| p.header.destination())
+        .unwrap_or(record.local());
+    let header = ProxyHeader::proxied(record.peer(), destination);
+    let bytes = match version {
+        1 => header.to_v1(),
+        _ => header.to_v2(),
+    };
+    backend.write_all(&bytes).await
 }
 
 async fn connect(upstream: &Upstream) -> io::Result<TcpStream> {

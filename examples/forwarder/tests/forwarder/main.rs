@@ -16,6 +16,7 @@ mod limits;
 mod logs;
 mod memory;
 mod nofile;
+mod proxy;
 mod reliability;
 mod reload;
 mod signals;

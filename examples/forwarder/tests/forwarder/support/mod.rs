@@ -4,6 +4,7 @@
 //! directory (config file, stdout, stderr) and its child, killed and
 //! removed on drop.
 
+pub mod peers;
 pub mod reliability;
 
 use std::net::{SocketAddr, TcpListener as StdListener};
