@@ -55,6 +55,7 @@
 //! | `tonic` | [`integrations::tonic::Incoming`], `Connected`, `ConnInfoLayer` |
 //! | `metrics` | service figures on the `metrics` facade ([`metrics`]) |
 //! | `forward` | [`forward::copy_bidirectional`], a monitored, half-close-correct copy for your own proxy |
+//! | `proxy-protocol` | `layers::proxy`: the real client behind a load balancer (PROXY v1 and v2), read before every guard |
 //! | `admin` | [`admin`]: an operator's router (JSON API, kick and ban, health probes) and a live dashboard over server-sent events |
 //!
 //! # Map of the types
