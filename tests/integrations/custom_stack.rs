@@ -21,8 +21,7 @@ use monconn::{Accepted, Listener, Registry, Service};
 use support::{eventually, quiet_config, within};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tonic::transport::{Channel, Server};
-use tonic_health::pb::health_client::HealthClient;
+use tonic::transport::Server;
 use tonic_health::pb::HealthCheckRequest;
 
 /// Connections the user's layer saw.
@@ -88,15 +87,7 @@ async fn tonic_serves_through_a_custom_stack() {
             .await
             .unwrap();
     });
-    let channel = within(
-        "connect",
-        Channel::from_shared(format!("http://{addr}"))
-            .unwrap()
-            .connect(),
-    )
-    .await
-    .expect("connect");
-    let mut health = HealthClient::new(channel);
+    let mut health = crate::tonic::client(addr).await;
     let request = HealthCheckRequest {
         service: String::new(),
     };

@@ -72,7 +72,8 @@ async fn grpc_server(service: &Service) -> Grpc {
     }
 }
 
-async fn client(addr: SocketAddr) -> HealthClient<Channel> {
+/// A tonic-health client connected to `addr`.
+pub(crate) async fn client(addr: SocketAddr) -> HealthClient<Channel> {
     let channel = within(
         "connect",
         Channel::from_shared(format!("http://{addr}"))
