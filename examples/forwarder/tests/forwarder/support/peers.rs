@@ -98,7 +98,9 @@ pub fn haproxy(server: SocketAddr, send: &str) -> Peer {
 
 /// nginx's stream module on 127.0.0.1 (a free port), reading a PROXY
 /// header on every connection, answering `hello from nginx` and logging
-/// `$proxy_protocol_addr:$proxy_protocol_port` to [`nginx_log`].
+/// `$proxy_protocol_addr:$proxy_protocol_port` to [`nginx_log`]. One
+/// process (`master_process off`): killing it by its PID leaves no worker
+/// behind.
 pub fn nginx() -> Peer {
     let dir = temp_dir("nginx");
     let port = free_port();
@@ -107,7 +109,7 @@ pub fn nginx() -> Peer {
         "load_module /usr/lib/nginx/modules/ngx_stream_module.so;\n\
          pid {d}/nginx.pid;\n\
          error_log {d}/error.log info;\n\
-         worker_processes 1;\n\
+         master_process off;\n\
          events {{ worker_connections 64; }}\n\
          stream {{\n\
          \x20   log_format pp '$proxy_protocol_addr:$proxy_protocol_port $remote_addr';\n\
