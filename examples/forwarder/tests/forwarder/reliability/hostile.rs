@@ -231,8 +231,9 @@ fn port_mapping_parser_never_panics_and_names_the_bad_part() {
                         e.kind()
                     );
                     if e.kind() == clap::error::ErrorKind::ValueValidation {
-                        // clap quotes the value, and our reason follows it.
-                        let reason = msg.split("': ").nth(1).unwrap_or("");
+                        // clap quotes the value, then names the flag, and our
+                        // reason follows that (the value itself may hold `': `).
+                        let reason = msg.split("<LISTEN=BACKEND>': ").nth(1).unwrap_or("");
                         prop_assert!(
                             reason.contains("LISTEN=BACKEND")
                                 || reason.starts_with("listen address")
