@@ -58,7 +58,7 @@
 //! let service = registry.service("web");
 //! let app = Router::new()
 //!     .route("/", get(|| async { "hello" }))
-//!     .nest("/monconn", admin::router(Admin::new(registry.clone()).with_token("s3cret")));
+//!     .nest("/monconn", admin::router(Admin::new(registry.clone()).token("s3cret")));
 //! let listener = Listener::bind("127.0.0.1:3000", service).await?;
 //! axum::serve(listener, app).await
 //! # }
@@ -112,9 +112,9 @@ pub const SESSION_COOKIE: &str = "monconn_session";
 ///
 /// let registry = monconn::Registry::new();
 /// let admin = Admin::new(registry)
-///     .with_token("s3cret")
-///     .with_metrics(|| "# no metrics yet\n".to_owned())
-///     .with_max_rows(100);
+///     .token("s3cret")
+///     .metrics(|| "# no metrics yet\n".to_owned())
+///     .max_rows(100);
 /// # let _ = admin;
 /// ```
 #[derive(Clone)]
@@ -142,20 +142,20 @@ impl Admin {
     /// Requires `Authorization: Bearer <token>` (or the session cookie) on
     /// every route but `/`, `/healthz` and `/readyz`. Default: none, for a
     /// loopback address. An empty token is refused by every request.
-    pub fn with_token(mut self, token: impl Into<String>) -> Self {
+    pub fn token(mut self, token: impl Into<String>) -> Self {
         self.token = Some(token.into().into());
         self
     }
 
     /// Serves `render()`'s text on `GET /metrics`. Default: no `/metrics`.
-    pub fn with_metrics(mut self, render: impl Fn() -> String + Send + Sync + 'static) -> Self {
+    pub fn metrics(mut self, render: impl Fn() -> String + Send + Sync + 'static) -> Self {
         self.metrics = Some(Arc::new(render));
         self
     }
 
     /// The most rows of the connection table a page or `/connections` gets
     /// at once (at least 1). Default: [`MAX_ROWS`].
-    pub fn with_max_rows(mut self, rows: usize) -> Self {
+    pub fn max_rows(mut self, rows: usize) -> Self {
         self.max_rows = rows.max(1);
         self
     }

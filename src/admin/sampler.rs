@@ -238,7 +238,11 @@ impl State {
         let mut conns = HashMap::new();
         let mut seen = HashMap::new();
         for service in registry.list() {
-            let mut snap = service.snapshot(with_rows);
+            let mut snap = if with_rows {
+                service.snapshot_with_conns()
+            } else {
+                service.snapshot()
+            };
             let prev = self.services.get(&snap.sid);
             let was = |f: fn(&ServiceSnapshot) -> u64| prev.map_or(f(&snap), f);
             let rejected_rate: BTreeMap<String, f64> = snap

@@ -139,6 +139,45 @@ impl<T> MonitoredIo<T> {
         &mut self.inner
     }
 
+    /// Ends the monitoring and hands back the transport, open: the
+    /// connection leaves its service's table (counted as closed, its bytes
+    /// folded into the totals, its slot released) as if it were dropped,
+    /// but the transport is not closed, and not reset even if the connection
+    /// was cut. For protocol upgrades that need the bare socket.
+    ///
+    /// # Examples
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> std::io::Result<()> {
+    /// use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    ///
+    /// let service = monconn::Registry::new().service("demo");
+    /// let (mut client, server) = tokio::io::duplex(64);
+    /// let addr = "127.0.0.1:1".parse().unwrap();
+    /// let mut server = service.wrap(server, addr, addr)?;
+    /// server.write_all(b"hi").await?;
+    /// let mut bare = server.into_inner();
+    /// assert_eq!(service.connections(), 0);
+    /// bare.write_all(b"!").await?; // not counted any more
+    /// let mut buf = [0; 3];
+    /// client.read_exact(&mut buf).await?;
+    /// assert_eq!((&buf, service.bytes().written), (b"hi!", 2));
+    /// # Ok(()) }
+    /// ```
+    // The one unsafe block of the crate: a type with a `Drop` impl cannot be
+    // destructured, so its fields are read out of a `ManuallyDrop`.
+    #[allow(unsafe_code)]
+    pub fn into_inner(self) -> T {
+        let this = std::mem::ManuallyDrop::new(self);
+        // SAFETY: `this` is never dropped nor used again, so each field is
+        // moved out exactly once; `reset` is a `Copy` option of a fn pointer
+        // with nothing to drop. `self` was taken by value, so it is not
+        // pinned: moving `inner` out breaks no pinning promise.
+        let (guard, inner) = unsafe { (std::ptr::read(&this.guard), std::ptr::read(&this.inner)) };
+        drop(guard);
+        inner
+    }
+
     /// The wrapped transport, pinned. Bytes moved through it directly are
     /// not counted.
     pub fn get_pin_mut(self: Pin<&mut Self>) -> Pin<&mut T> {

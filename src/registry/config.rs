@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
-/// The settings of one [`Service`](crate::Service).
+/// The settings of one [`ServiceMonitor`](crate::ServiceMonitor).
 ///
 /// Defaults: no read or write timeout and no idle limit (like tower-http's
 /// timeouts, off until asked for: a server streaming events or downloads
@@ -30,7 +30,7 @@ use ipnet::IpNet;
 /// [`MonitoredIo`](crate::MonitoredIo)).
 ///
 /// A `None` time or limit means "none". Settings changed at runtime with
-/// [`Service::set_config`](crate::Service::set_config) apply to connections
+/// [`ServiceMonitor::set_config`](crate::ServiceMonitor::set_config) apply to connections
 /// admitted afterwards, and the sweeper reads the timeouts at every tick.
 ///
 /// # Examples
@@ -39,9 +39,10 @@ use ipnet::IpNet;
 /// use monconn::ServiceConfig;
 ///
 /// let config = ServiceConfig::default()
-///     .with_max_idle(Some(Duration::from_secs(60)))
-///     .with_conn_limit(Some(1000))
-///     .with_blacklist(["10.0.0.0/8".parse().unwrap()]);
+///     .max_idle(Duration::from_secs(60))
+///     .conn_limit(1000)
+///     .read_timeout(None) // the default, spelled out
+///     .blacklist(["10.0.0.0/8".parse().unwrap()]);
 /// assert_eq!(config.conn_limit, Some(1000));
 /// ```
 #[derive(Clone, Debug, PartialEq)]
@@ -125,13 +126,27 @@ impl Default for ServiceConfig {
 }
 
 macro_rules! setters {
-    ($($(#[$doc:meta])* $name:ident: $field:ident: $ty:ty;)*) => {
+    ($($(#[$doc:meta])* $name:ident: Option<$ty:ty>;)*) => {
+        impl ServiceConfig {
+            $(
+                $(#[$doc])*
+                ///
+                /// Takes the value (`.conn_limit(100)`) or `None` to clear it.
+                #[must_use]
+                pub fn $name(mut self, value: impl Into<Option<$ty>>) -> Self {
+                    self.$name = value.into();
+                    self
+                }
+            )*
+        }
+    };
+    ($($(#[$doc:meta])* $name:ident: $ty:ty;)*) => {
         impl ServiceConfig {
             $(
                 $(#[$doc])*
                 #[must_use]
                 pub fn $name(mut self, value: $ty) -> Self {
-                    self.$field = value;
+                    self.$name = value;
                     self
                 }
             )*
@@ -141,46 +156,49 @@ macro_rules! setters {
 
 setters! {
     /// Sets [`read_timeout`](Self::read_timeout).
-    with_read_timeout: read_timeout: Option<Duration>;
+    read_timeout: Option<Duration>;
     /// Sets [`write_timeout`](Self::write_timeout).
-    with_write_timeout: write_timeout: Option<Duration>;
-    /// Sets [`wait_timeout`](Self::wait_timeout).
-    with_wait_timeout: wait_timeout: Duration;
+    write_timeout: Option<Duration>;
     /// Sets [`max_idle`](Self::max_idle).
-    with_max_idle: max_idle: Option<Duration>;
-    /// Sets [`idle_interval`](Self::idle_interval); a zero interval is raised to 1 ms.
-    with_idle_interval: idle_interval: Duration;
+    max_idle: Option<Duration>;
     /// Sets [`conn_limit`](Self::conn_limit).
-    with_conn_limit: conn_limit: Option<usize>;
+    conn_limit: Option<usize>;
     /// Sets [`ip_limit`](Self::ip_limit).
-    with_ip_limit: ip_limit: Option<usize>;
+    ip_limit: Option<usize>;
     /// Sets [`per_ip_limit`](Self::per_ip_limit).
-    with_per_ip_limit: per_ip_limit: Option<usize>;
+    per_ip_limit: Option<usize>;
     /// Sets [`rate_limit`](Self::rate_limit).
-    with_rate_limit: rate_limit: Option<RateLimit>;
-    /// Sets [`ipv6_prefix`](Self::ipv6_prefix).
-    with_ipv6_prefix: ipv6_prefix: u8;
+    rate_limit: Option<RateLimit>;
     /// Sets [`keepalive`](Self::keepalive).
-    with_keepalive: keepalive: Option<Duration>;
+    keepalive: Option<Duration>;
+}
+
+setters! {
+    /// Sets [`wait_timeout`](Self::wait_timeout).
+    wait_timeout: Duration;
+    /// Sets [`idle_interval`](Self::idle_interval); a zero interval is raised to 1 ms.
+    idle_interval: Duration;
+    /// Sets [`ipv6_prefix`](Self::ipv6_prefix).
+    ipv6_prefix: u8;
     /// Sets [`nodelay`](Self::nodelay).
-    with_nodelay: nodelay: bool;
+    nodelay: bool;
     /// Sets [`print_bytes`](Self::print_bytes).
-    with_print_bytes: print_bytes: bool;
+    print_bytes: bool;
     /// Sets [`pause_at_limit`](Self::pause_at_limit).
-    with_pause_at_limit: pause_at_limit: bool;
+    pause_at_limit: bool;
 }
 
 impl ServiceConfig {
     /// Sets [`blacklist`](Self::blacklist).
     #[must_use]
-    pub fn with_blacklist(mut self, nets: impl IntoIterator<Item = IpNet>) -> Self {
+    pub fn blacklist(mut self, nets: impl IntoIterator<Item = IpNet>) -> Self {
         self.blacklist = nets.into_iter().collect();
         self
     }
 
     /// Sets [`allowlist`](Self::allowlist).
     #[must_use]
-    pub fn with_allowlist(mut self, nets: impl IntoIterator<Item = IpNet>) -> Self {
+    pub fn allowlist(mut self, nets: impl IntoIterator<Item = IpNet>) -> Self {
         self.allowlist = nets.into_iter().collect();
         self
     }

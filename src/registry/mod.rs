@@ -1,7 +1,7 @@
 //! The registry of services, their live connection tables and snapshots.
 //!
 //! A [`Registry`] maps a service id (`sid`, usually the listen address) to a
-//! [`Service`]. Each service holds its [`ServiceConfig`], exact live counters
+//! [`ServiceMonitor`]. Each service holds its [`ServiceConfig`], exact live counters
 //! and the table of its open connections' [`ConnRecord`]s; one sweeper task
 //! per service closes idle and timed-out connections.
 //!
@@ -13,13 +13,14 @@
 //! let registry = Registry::new();
 //! let web = registry.create(
 //!     "web",
-//!     ServiceConfig::default().with_max_idle(Some(Duration::from_secs(60))),
-//! );
+//!     ServiceConfig::default().max_idle(Duration::from_secs(60)),
+//! ).unwrap();
 //! assert_eq!(registry.get("web").unwrap().sid(), web.sid());
-//! let stats = registry.snapshot(false);
+//! let stats = registry.snapshot();
 //! assert_eq!(stats.services.len(), 1);
 //! ```
 
+mod addr_index;
 mod admission;
 mod close;
 mod config;
@@ -38,8 +39,9 @@ pub use close::CloseReport;
 pub use config::{RateLimit, ServiceConfig};
 #[cfg(feature = "metrics")]
 pub(crate) use export::describe as describe_metrics;
-pub use reason::{Reason, Rejected};
-pub use service::Service;
+pub use reason::{RejectReason, Rejected};
+pub use service::{ByteCounts, ServiceMonitor};
+
 pub use snapshot::{ConnSnapshot, IpConnections, ServiceSnapshot};
 
 use std::collections::BTreeMap;
@@ -58,16 +60,56 @@ use serde::Serialize;
 /// use monconn::{Registry, ServiceConfig};
 ///
 /// let registry = Registry::new();
-/// let web = registry.create("web", ServiceConfig::default().with_conn_limit(Some(100)));
+/// let web = registry.create("web", ServiceConfig::default().conn_limit(100)).unwrap();
 /// let ssh = registry.service("ssh"); // created with the defaults
 /// assert_eq!(registry.get("web").unwrap().sid(), web.sid());
-/// let sids: Vec<_> = registry.snapshot(false).services.into_iter().map(|s| s.sid).collect();
+/// let sids: Vec<_> = registry.snapshot().services.into_iter().map(|s| s.sid).collect();
 /// assert_eq!(sids, ["ssh", "web"]);
 /// # drop(ssh);
 /// ```
 #[derive(Clone, Default)]
 pub struct Registry {
-    services: Arc<RwLock<BTreeMap<Arc<str>, Service>>>,
+    services: Arc<RwLock<BTreeMap<Arc<str>, ServiceMonitor>>>,
+}
+
+/// The error of [`Registry::create`]: the sid names a service already.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SidTaken {
+    sid: String,
+    running: bool,
+}
+
+impl SidTaken {
+    /// The sid that is taken.
+    pub fn sid(&self) -> &str {
+        &self.sid
+    }
+
+    /// Whether the service under that sid is running (else it is stopped,
+    /// and [`Registry::remove`] frees its sid).
+    pub fn is_running(&self) -> bool {
+        self.running
+    }
+}
+
+impl fmt::Display for SidTaken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = if self.running { "running" } else { "stopped" };
+        write!(
+            f,
+            "service `{}` already exists ({state}); use Registry::create_or_update \
+             to change its config, or remove it first",
+            self.sid
+        )
+    }
+}
+
+impl std::error::Error for SidTaken {}
+
+impl From<SidTaken> for std::io::Error {
+    fn from(e: SidTaken) -> Self {
+        std::io::Error::new(std::io::ErrorKind::AlreadyExists, e)
+    }
 }
 
 /// Every service's snapshot, as `{"services": [...]}`.
@@ -88,11 +130,11 @@ fn normalize(sid: &str) -> &str {
 impl Registry {
     // A panic elsewhere cannot leave the map half-written (every write is one
     // insert or remove), so a poisoned lock is taken as it is.
-    fn read(&self) -> RwLockReadGuard<'_, BTreeMap<Arc<str>, Service>> {
+    fn read(&self) -> RwLockReadGuard<'_, BTreeMap<Arc<str>, ServiceMonitor>> {
         self.services.read().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn write(&self) -> RwLockWriteGuard<'_, BTreeMap<Arc<str>, Service>> {
+    fn write(&self) -> RwLockWriteGuard<'_, BTreeMap<Arc<str>, ServiceMonitor>> {
         self.services
             .write()
             .unwrap_or_else(PoisonError::into_inner)
@@ -111,44 +153,90 @@ impl Registry {
 
     /// The service `sid`, created with the default config if it does not
     /// exist. An empty sid is `"default"`.
-    pub fn service(&self, sid: &str) -> Service {
+    pub fn service(&self, sid: &str) -> ServiceMonitor {
         if let Some(s) = self.get(sid) {
             return s;
         }
         self.create_if_absent(sid, ServiceConfig::default())
     }
 
-    /// Creates the service `sid` with `config`, or, if it exists, sets its
-    /// config to `config` and returns it.
-    pub fn create(&self, sid: &str, config: ServiceConfig) -> Service {
+    /// Creates the service `sid` with `config`. An empty sid is `"default"`.
+    ///
+    /// A sid names one service: if `sid` is taken (running, or stopped and
+    /// not yet [removed](Registry::remove)), nothing changes and the error
+    /// says so. [`Registry::create_or_update`] replaces the config of an
+    /// existing service instead.
+    ///
+    /// # Examples
+    /// ```
+    /// use monconn::{Registry, ServiceConfig};
+    ///
+    /// let registry = Registry::new();
+    /// let web = registry.create("web", ServiceConfig::default().conn_limit(100)).unwrap();
+    /// let err = registry.create("web", ServiceConfig::default()).unwrap_err();
+    /// assert_eq!(err.to_string(), "service `web` already exists (running); \
+    ///     use Registry::create_or_update to change its config, or remove it first");
+    /// assert_eq!(web.config().conn_limit, Some(100));
+    /// ```
+    #[doc(alias = "NewService")]
+    pub fn create(&self, sid: &str, config: ServiceConfig) -> Result<ServiceMonitor, SidTaken> {
+        let sid = normalize(sid);
+        let mut services = self.write();
+        if let Some(s) = services.get(sid) {
+            return Err(SidTaken {
+                sid: sid.to_owned(),
+                running: s.is_running(),
+            });
+        }
+        let service = ServiceMonitor::new(Arc::from(sid), config);
+        services.insert(Arc::from(sid), service.clone());
+        Ok(service)
+    }
+
+    /// Creates the service `sid` with `config`, or, if it exists, replaces
+    /// its config with `config` (see [`ServiceMonitor::set_config`]: its live
+    /// connections stay) and returns it.
+    ///
+    /// # Examples
+    /// ```
+    /// use monconn::{Registry, ServiceConfig};
+    ///
+    /// let registry = Registry::new();
+    /// let web = registry.create_or_update("web", ServiceConfig::default());
+    /// registry.create_or_update("web", ServiceConfig::default().conn_limit(10));
+    /// assert_eq!(web.config().conn_limit, Some(10));
+    /// ```
+    pub fn create_or_update(&self, sid: &str, config: ServiceConfig) -> ServiceMonitor {
         let sid = normalize(sid);
         let mut services = self.write();
         if let Some(s) = services.get(sid) {
             s.set_config(config);
             return s.clone();
         }
-        let service = Service::new(Arc::from(sid), config);
+        let service = ServiceMonitor::new(Arc::from(sid), config);
         services.insert(Arc::from(sid), service.clone());
         service
     }
 
-    fn create_if_absent(&self, sid: &str, config: ServiceConfig) -> Service {
+    fn create_if_absent(&self, sid: &str, config: ServiceConfig) -> ServiceMonitor {
         let sid = normalize(sid);
         let mut services = self.write();
         services
             .entry(Arc::from(sid))
-            .or_insert_with(|| Service::new(Arc::from(sid), config))
+            .or_insert_with(|| ServiceMonitor::new(Arc::from(sid), config))
             .clone()
     }
 
     /// The service `sid`, if it exists.
-    pub fn get(&self, sid: &str) -> Option<Service> {
+    #[doc(alias = "GetService")]
+    pub fn get(&self, sid: &str) -> Option<ServiceMonitor> {
         let services = self.read();
         services.get(normalize(sid)).cloned()
     }
 
     /// Removes the service `sid` and closes it gracefully (see
-    /// [`Service::close`]). `None` if there was no such service.
+    /// [`ServiceMonitor::close`]). `None` if there was no such service.
+    #[doc(alias = "DelService")]
     pub async fn remove(&self, sid: &str) -> Option<CloseReport> {
         let service = {
             let mut services = self.write();
@@ -158,7 +246,8 @@ impl Registry {
     }
 
     /// All services, sorted by sid.
-    pub fn list(&self) -> Vec<Service> {
+    #[doc(alias = "ServicesList")]
+    pub fn list(&self) -> Vec<ServiceMonitor> {
         let services = self.read();
         services.values().cloned().collect()
     }
@@ -176,10 +265,22 @@ impl Registry {
         reports
     }
 
-    /// Every service's snapshot; see [`Service::snapshot`].
-    pub fn snapshot(&self, with_conns: bool) -> RegistrySnapshot {
+    /// Every service's snapshot, sorted by sid; see [`ServiceMonitor::snapshot`].
+    pub fn snapshot(&self) -> RegistrySnapshot {
         RegistrySnapshot {
-            services: self.list().iter().map(|s| s.snapshot(with_conns)).collect(),
+            services: self.list().iter().map(ServiceMonitor::snapshot).collect(),
+        }
+    }
+
+    /// Every service's snapshot with its open connections; see
+    /// [`ServiceMonitor::snapshot_with_conns`].
+    pub fn snapshot_with_conns(&self) -> RegistrySnapshot {
+        RegistrySnapshot {
+            services: self
+                .list()
+                .iter()
+                .map(ServiceMonitor::snapshot_with_conns)
+                .collect(),
         }
     }
 }

@@ -7,8 +7,8 @@ use std::sync::atomic::Ordering::Relaxed;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use super::reason::Reason;
-use super::service::{lock, Service};
+use super::reason::RejectReason;
+use super::service::{lock, ByteCounts, ServiceMonitor};
 use crate::clock::{now_ms, since, system_secs, unix_secs};
 use crate::io::CloseCause;
 
@@ -19,7 +19,7 @@ use crate::io::CloseCause;
 /// # Examples
 /// ```
 /// let service = monconn::Registry::new().service("web");
-/// let snap = service.snapshot(false);
+/// let snap = service.snapshot();
 /// assert_eq!((snap.connections, snap.accepted, snap.bytes_read), (0, 0, 0));
 /// assert_eq!(snap.rejected["blacklisted"], 0);
 /// // The JSON of `/stats/{sid}`, and back.
@@ -111,23 +111,45 @@ pub struct ConnSnapshot {
     pub bytes_written: u64,
 }
 
-impl Service {
-    /// The service's figures now; with `with_conns`, the list of open
-    /// connections too.
+impl ServiceMonitor {
+    /// The service's figures now, without the list of open connections
+    /// (`conns` is `None`): cheap enough for every scrape.
     ///
     /// # Examples
     /// ```
     /// let service = monconn::Registry::new().service("web");
-    /// let json = serde_json::to_value(service.snapshot(false)).unwrap();
+    /// let json = serde_json::to_value(service.snapshot()).unwrap();
     /// assert_eq!(json["sid"], "web");
     /// assert_eq!(json["connections"], 0);
     /// ```
-    pub fn snapshot(&self, with_conns: bool) -> ServiceSnapshot {
+    #[doc(alias = "Stats")]
+    pub fn snapshot(&self) -> ServiceSnapshot {
+        self.snapshot_of(false)
+    }
+
+    /// [`ServiceMonitor::snapshot`] with the list of open connections
+    /// (`conns`), sorted by id: one entry per connection, so meant for
+    /// dashboards and debugging rather than every scrape.
+    ///
+    /// # Examples
+    /// ```
+    /// let service = monconn::Registry::new().service("web");
+    /// assert_eq!(service.snapshot_with_conns().conns, Some(vec![]));
+    /// assert_eq!(service.snapshot().conns, None);
+    /// ```
+    pub fn snapshot_with_conns(&self) -> ServiceSnapshot {
+        self.snapshot_of(true)
+    }
+
+    fn snapshot_of(&self, with_conns: bool) -> ServiceSnapshot {
         let inner = &self.inner;
         let c = &inner.counters;
         let now = now_ms();
         let table = inner.table();
-        let (bytes_read, bytes_written) = inner.bytes(&table);
+        let ByteCounts {
+            read: bytes_read,
+            written: bytes_written,
+        } = inner.bytes(&table);
         let last_read = table
             .conns
             .values()
@@ -163,7 +185,7 @@ impl Service {
         let connections = table.active;
         drop(table);
 
-        let mut rejected: BTreeMap<String, u64> = Reason::BUILTIN
+        let mut rejected: BTreeMap<String, u64> = RejectReason::BUILTIN
             .iter()
             .zip(&c.rejected)
             .map(|(r, n)| (r.as_str().to_owned(), n.load(Relaxed)))
