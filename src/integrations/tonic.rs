@@ -73,9 +73,9 @@ type Accept<IO> = Pin<Box<dyn Future<Output = io::Result<(MonitoredIo<IO>, Socke
 /// 200 ms before accepting again, so that it never spins. It never ends.
 ///
 /// `TCP_NODELAY` is on, as tonic's own server sets it by default, unless
-/// the listener was given [`Listener::with_nodelay`]. tonic's own TCP
+/// the listener was given [`Listener::nodelay`]. tonic's own TCP
 /// settings (`tcp_nodelay`, `tcp_keepalive`) do not apply to an incoming
-/// stream: use [`Listener::with_nodelay`] and
+/// stream: use [`Listener::nodelay`] and
 /// [`ServiceConfig::keepalive`](crate::ServiceConfig::keepalive).
 ///
 /// # Examples
@@ -102,7 +102,7 @@ pub struct Incoming<S: AcceptStack = DefaultStack> {
 
 impl<S: AcceptStack> Incoming<S> {
     /// The connections of `listener`, with `TCP_NODELAY` on unless the
-    /// listener says otherwise ([`Listener::with_nodelay`]).
+    /// listener says otherwise ([`Listener::nodelay`]).
     pub fn new(listener: Listener<S>) -> Self {
         Incoming {
             listener: Arc::new(listener.nodelay_unless_set(true)),
