@@ -77,15 +77,18 @@ mod auth;
 mod events;
 mod routes;
 mod sampler;
+mod serve;
 
 pub use auth::bearer_matches;
+pub use serve::{
+    bind, listen, serve, BACKLOG, CONNECTION_DEADLINE, GRACE, HEADER_TIMEOUT, MAX_CONNECTIONS,
+    STREAM_DEADLINE,
+};
 
 use std::fmt;
-use std::io;
 use std::sync::Arc;
 
 use axum::Router;
-use tokio::net::{TcpListener, ToSocketAddrs};
 
 use crate::Registry;
 
@@ -123,6 +126,7 @@ pub struct Admin {
     token: Option<Arc<str>>,
     metrics: Option<MetricsRenderer>,
     max_rows: usize,
+    extra: Option<Router>,
 }
 
 // === impl Admin ===
@@ -136,6 +140,7 @@ impl Admin {
             token: None,
             metrics: None,
             max_rows: MAX_ROWS,
+            extra: None,
         }
     }
 
@@ -161,6 +166,31 @@ impl Admin {
     }
 }
 
+impl Admin {
+    /// Serves `routes` (your own, with their state given) next to the
+    /// admin's, under the same token and request-header rules; a path
+    /// that both serve is answered by yours. How an app adds figures of its
+    /// own (the forwarder's `/stats` adds its draining services and backend
+    /// errors) without a second server or a second auth.
+    ///
+    /// # Examples
+    /// ```
+    /// use axum::{routing::get, Router};
+    /// use monconn::admin::{self, Admin};
+    ///
+    /// let extra = Router::new().route("/version", get(|| async { "1.2.3" }));
+    /// let app = admin::router(Admin::new(monconn::Registry::new()).extend(extra));
+    /// # let _ = app;
+    /// ```
+    pub fn extend(mut self, routes: Router) -> Self {
+        self.extra = Some(match self.extra.take() {
+            Some(before) => routes.fallback_service(before),
+            None => routes,
+        });
+        self
+    }
+}
+
 impl From<Registry> for Admin {
     fn from(registry: Registry) -> Self {
         Admin::new(registry)
@@ -174,6 +204,7 @@ impl fmt::Debug for Admin {
             .field("token", &self.token.as_ref().map(|_| "<set>"))
             .field("metrics", &self.metrics.is_some())
             .field("max_rows", &self.max_rows)
+            .field("extended", &self.extra.is_some())
             .finish()
     }
 }
@@ -187,32 +218,4 @@ impl fmt::Debug for Admin {
 /// being dropped.
 pub fn router(admin: impl Into<Admin>) -> Router {
     routes::build(admin.into())
-}
-
-/// Serves [`router`] on `listener` until an accept fails for good. Plain
-/// tokio accepts: the admin's own connections are not monitored.
-///
-/// # Errors
-/// The listener's accept error that ended the server.
-pub async fn serve(listener: TcpListener, admin: impl Into<Admin>) -> io::Result<()> {
-    axum::serve(listener, router(admin)).await
-}
-
-/// Binds `addr` and serves [`router`] on it: a one-call side server for
-/// servers that are not axum apps.
-///
-/// # Errors
-/// The bind error (address in use, say), with the address in its message,
-/// or the accept error that ended the server.
-pub async fn bind(
-    addr: impl ToSocketAddrs + fmt::Display,
-    admin: impl Into<Admin>,
-) -> io::Result<()> {
-    let listener = TcpListener::bind(&addr).await.map_err(|e| {
-        io::Error::new(
-            e.kind(),
-            format!("cannot serve the admin API on {addr}: {e}"),
-        )
-    })?;
-    serve(listener, admin).await
 }

@@ -65,26 +65,30 @@ pub(super) fn build(admin: Admin) -> Router {
     if shared.metrics.is_some() {
         router = router.route("/metrics", get(metrics));
     }
-    router
+    let router = router
         .fallback(|uri: axum::http::Uri| async move {
             error(
                 StatusCode::NOT_FOUND,
                 format!("no such route: {}", uri.path()),
             )
         })
-        .method_not_allowed_fallback(
-            |method: axum::http::Method, uri: axum::http::Uri| async move {
-                error(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    format!("method {method} is not allowed on {}", uri.path()),
-                )
-            },
-        )
-        .layer(axum::middleware::from_fn_with_state(
-            shared.clone(),
-            auth::guard,
-        ))
-        .with_state(shared)
+        .method_not_allowed_fallback(not_allowed)
+        .with_state(shared.clone());
+    // The app's own routes first; what they do not serve falls through.
+    let router = match admin.extra {
+        Some(extra) => extra
+            .fallback_service(router)
+            .method_not_allowed_fallback(not_allowed),
+        None => router,
+    };
+    router.layer(axum::middleware::from_fn_with_state(shared, auth::guard))
+}
+
+async fn not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> Response {
+    error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("method {method} is not allowed on {}", uri.path()),
+    )
 }
 
 // === handlers ===
@@ -279,7 +283,19 @@ fn with_service(
 /// a network are cleared. The error names the text.
 pub(super) fn parse_net(text: &str) -> Result<IpNet, String> {
     let text = text.trim().trim_start_matches('/');
-    let bad = || format!("bad IP or CIDR \"{text}\"");
+    let bad = || {
+        // std refuses `010.0.0.1` (octal to some parsers, decimal to others).
+        let ip = text.split('/').next().unwrap_or_default();
+        if !ip.contains(':')
+            && ip
+                .split('.')
+                .any(|p| p.len() > 1 && p.starts_with('0') && p.bytes().all(|b| b.is_ascii_digit()))
+        {
+            format!("bad IP or CIDR \"{text}\": leading zeros are not allowed (write 10.0.0.1, not 010.0.0.1)")
+        } else {
+            format!("bad IP or CIDR \"{text}\"")
+        }
+    };
     if text.is_empty() {
         return Err("an IP or CIDR is needed (e.g. 10.0.0.0/8)".to_owned());
     }
@@ -326,5 +342,12 @@ mod tests {
             "bad IP or CIDR \"10.0.0.0/33\""
         );
         assert!(parse_net("").is_err());
+        assert!(parse_net("127.000.0.1/8")
+            .unwrap_err()
+            .ends_with(": leading zeros are not allowed (write 10.0.0.1, not 010.0.0.1)"));
+        assert_eq!(
+            parse_net("0x7f.0.0.1").unwrap_err(),
+            "bad IP or CIDR \"0x7f.0.0.1\""
+        );
     }
 }
