@@ -151,8 +151,8 @@ pub use ipnet;
 pub use listener::{AcceptStack, DefaultStack, Listener, ListenerBuilder};
 pub use registry::{
     Admission, ByteCounts, CloseReport, ConnSnapshot, IpConnections, RateLimit, Registry,
-    RegistrySnapshot, RejectReason, Rejected, ServiceConfig, ServiceMonitor, ServiceSnapshot,
-    SidTaken,
+    RegistrySnapshot, RejectReason, Rejected, Rejection, ServiceConfig, ServiceMonitor,
+    ServiceSnapshot, SidTaken, RECENT_REJECTIONS,
 };
 
 /// The README's examples, compiled as doctests.

@@ -29,6 +29,7 @@ mod export;
 mod lookup;
 mod rate;
 mod reason;
+mod recent;
 mod rules;
 mod service;
 mod snapshot;
@@ -40,6 +41,7 @@ pub use config::{RateLimit, ServiceConfig};
 #[cfg(feature = "metrics")]
 pub(crate) use export::describe as describe_metrics;
 pub use reason::{RejectReason, Rejected};
+pub use recent::{Rejection, RECENT_REJECTIONS};
 pub use service::{ByteCounts, ServiceMonitor};
 
 pub use snapshot::{ConnSnapshot, IpConnections, ServiceSnapshot};

@@ -86,6 +86,8 @@ pub(crate) struct ServiceInner {
     /// The per-client `rate_limit` buckets: one table for every listener,
     /// stack and `wrap` of the service.
     pub(super) rates: RateTable,
+    /// The last refusals, with their clients.
+    pub(super) recent: super::recent::Recent,
     /// Live connections by address pair, on once looked up.
     pub(super) by_addr: super::addr_index::AddrIndex,
     /// The key of this service's duration histogram.
@@ -144,6 +146,7 @@ impl ServiceMonitor {
                 released: Notify::new(),
                 sweeper: AtomicBool::new(false),
                 by_addr: Default::default(),
+                recent: Default::default(),
             }),
         }
     }
@@ -232,14 +235,18 @@ impl ServiceMonitor {
         match admitted {
             Ok(admission) => Ok(admission.attach(io, local)),
             Err(rejected) => {
-                self.count_rejected(rejected.reason());
+                self.count_rejected(rejected.reason(), peer);
                 Err(rejected)
             }
         }
     }
 
-    /// Counts a connection refused for `reason`.
-    pub fn count_rejected(&self, reason: &RejectReason) {
+    /// Counts a connection from `peer` refused for `reason`, and lists it
+    /// among the [recent rejections](Self::recent_rejections). The
+    /// [`Listener`](crate::Listener) and [`ServiceMonitor::wrap`] do it for
+    /// every refusal; call it for connections you refuse by other means.
+    pub fn count_rejected(&self, reason: &RejectReason, peer: SocketAddr) {
+        self.inner.recent.push(peer, reason);
         let c = &self.inner.counters;
         match reason.slot() {
             Some(slot) => {
@@ -251,6 +258,26 @@ impl ServiceMonitor {
                     .or_default() += 1
             }
         }
+    }
+
+    /// The last refusals (at most [`RECENT_REJECTIONS`](crate::RECENT_REJECTIONS)),
+    /// newest first, with the client and the reason: the counters say how
+    /// many, this says who.
+    ///
+    /// # Examples
+    /// ```
+    /// use monconn::{Registry, ServiceConfig};
+    ///
+    /// let service = Registry::new()
+    ///     .create("web", ServiceConfig::default().blacklist(["10.0.0.0/8".parse().unwrap()]))
+    ///     .unwrap();
+    /// let (peer, local) = ("10.1.2.3:4000".parse().unwrap(), "127.0.0.1:80".parse().unwrap());
+    /// assert!(service.wrap(tokio::io::empty(), peer, local).is_err());
+    /// let last = &service.recent_rejections()[0];
+    /// assert_eq!((last.peer, last.reason.as_str()), (peer, "blacklisted"));
+    /// ```
+    pub fn recent_rejections(&self) -> Vec<super::recent::Rejection> {
+        self.inner.recent.list()
     }
 
     /// Counts an accept that failed for lack of resources (`EMFILE`,

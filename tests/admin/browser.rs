@@ -330,6 +330,13 @@ async fn the_dashboard_shows_live_traffic_kicks_and_bans_in_chromium() {
     until(&page, "blacklisted on the page", "return document.querySelector('.svc[data-sid=\"web\"] [data-k=\"reasons\"]').textContent.includes('blacklisted');").await;
     until(
         &page,
+        "the refused client in the last rejections",
+        "return [...document.querySelectorAll('#rejections tbody tr')]\
+           .some((r) => r.textContent.includes('127.0.0.9:') && r.textContent.includes('blacklisted'));",
+    )
+    .await;
+    until(
+        &page,
         "the blacklist chip",
         "return !!document.querySelector('[data-net=\"127.0.0.8/30\"]');",
     )
