@@ -7,6 +7,7 @@
 //! |---|---|---|
 //! | GET | `/` | the live dashboard (one HTML page, no external resource) |
 //! | GET | `/events` | the dashboard's server-sent events (`?filter=&sort=&limit=`, as `/connections`) |
+//! | GET | `/tap` | a [tap](crate::tap) as server-sent events: `?sid=&ip=IP-or-CIDR&conn=ID` (each optional; none: every connection); events `tap` (its filter and limits), `open`, `read` and `write` (`offset`, `len`, `hex` of the first bytes), `close` (`cause`, `bytes_read`, `bytes_written`, `duration_ms`), `lost` (events dropped so far); limits: [`Admin::with_tap_limits`] |
 //! | GET | `/healthz` | `{"alive": true}`: the process answers |
 //! | GET | `/readyz` | `{"ready": true}` when every service accepts; 503 and `"stopping": [sid, ...]` otherwise |
 //! | GET | `/stats` | `{"services": [ServiceSnapshot, ...]}` |
@@ -77,6 +78,7 @@ mod auth;
 mod events;
 mod routes;
 mod sampler;
+mod tap;
 
 pub use auth::bearer_matches;
 
@@ -87,6 +89,7 @@ use std::sync::Arc;
 use axum::Router;
 use tokio::net::{TcpListener, ToSocketAddrs};
 
+use crate::tap::TapLimits;
 use crate::Registry;
 
 /// Renders the text `GET /metrics` serves (Prometheus exposition format),
@@ -123,6 +126,7 @@ pub struct Admin {
     token: Option<Arc<str>>,
     metrics: Option<MetricsRenderer>,
     max_rows: usize,
+    tap_limits: TapLimits,
 }
 
 // === impl Admin ===
@@ -136,6 +140,7 @@ impl Admin {
             token: None,
             metrics: None,
             max_rows: MAX_ROWS,
+            tap_limits: TapLimits::default(),
         }
     }
 
@@ -159,6 +164,22 @@ impl Admin {
         self.max_rows = rows.max(1);
         self
     }
+
+    /// What each `GET /tap` subscriber gets at most: bytes per read or
+    /// write, events per second, events queued. Default:
+    /// [`TapLimits::default`] (64 bytes, 200 events/s, 256 queued).
+    ///
+    /// ```
+    /// use monconn::{admin::Admin, tap::TapLimits};
+    ///
+    /// let admin = Admin::new(monconn::Registry::new())
+    ///     .with_tap_limits(TapLimits::default().with_bytes_per_event(256));
+    /// # let _ = admin;
+    /// ```
+    pub fn with_tap_limits(mut self, limits: TapLimits) -> Self {
+        self.tap_limits = limits;
+        self
+    }
 }
 
 impl From<Registry> for Admin {
@@ -174,6 +195,7 @@ impl fmt::Debug for Admin {
             .field("token", &self.token.as_ref().map(|_| "<set>"))
             .field("metrics", &self.metrics.is_some())
             .field("max_rows", &self.max_rows)
+            .field("tap_limits", &self.tap_limits)
             .finish()
     }
 }

@@ -32,6 +32,7 @@ mod rules;
 mod service;
 mod snapshot;
 mod sweeper;
+mod tap;
 
 pub use admission::Admission;
 pub use close::CloseReport;
@@ -47,6 +48,8 @@ use std::fmt;
 use std::sync::{Arc, OnceLock, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use serde::Serialize;
+
+use crate::tap::Hub;
 
 /// Services by id. Cheap to clone; clones share the same services.
 ///
@@ -68,6 +71,8 @@ use serde::Serialize;
 #[derive(Clone, Default)]
 pub struct Registry {
     services: Arc<RwLock<BTreeMap<Arc<str>, Service>>>,
+    /// Its taps, shared by all its services' connections.
+    hub: Arc<Hub>,
 }
 
 /// Every service's snapshot, as `{"services": [...]}`.
@@ -127,7 +132,7 @@ impl Registry {
             s.set_config(config);
             return s.clone();
         }
-        let service = Service::new(Arc::from(sid), config);
+        let service = Service::new(Arc::from(sid), config, self.hub.clone());
         services.insert(Arc::from(sid), service.clone());
         service
     }
@@ -137,7 +142,7 @@ impl Registry {
         let mut services = self.write();
         services
             .entry(Arc::from(sid))
-            .or_insert_with(|| Service::new(Arc::from(sid), config))
+            .or_insert_with(|| Service::new(Arc::from(sid), config, self.hub.clone()))
             .clone()
     }
 

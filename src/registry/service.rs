@@ -18,6 +18,7 @@ use super::ServiceConfig;
 use crate::clock::now_ms;
 use crate::io::{CloseCause, ConnRecord, MonitoredIo, Record, Release};
 use crate::ip::client_key;
+use crate::tap::Hub;
 
 const RUNNING: u8 = 0;
 pub(super) const DRAINING: u8 = 1;
@@ -73,6 +74,8 @@ pub(crate) struct ServiceInner {
     /// The key of this service's duration histogram.
     #[cfg(feature = "metrics")]
     duration_key: metrics::Key,
+    /// Its registry's taps, told of every connection.
+    hub: Arc<Hub>,
 }
 
 #[derive(Default)]
@@ -107,7 +110,7 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 // === impl Service ===
 
 impl Service {
-    pub(crate) fn new(sid: Arc<str>, config: ServiceConfig) -> Self {
+    pub(crate) fn new(sid: Arc<str>, config: ServiceConfig, hub: Arc<Hub>) -> Self {
         let config = Arc::new(config);
         Service {
             inner: Arc::new(ServiceInner {
@@ -125,6 +128,7 @@ impl Service {
                 counters: Counters::default(),
                 released: Notify::new(),
                 sweeper: AtomicBool::new(false),
+                hub,
             }),
         }
     }
@@ -414,7 +418,7 @@ impl ServiceInner {
             id,
             sid,
             (peer, local),
-            print_bytes,
+            (print_bytes, Some(self.hub.clone())),
             prefix,
             self.clone(),
             proxy,
@@ -428,6 +432,9 @@ impl ServiceInner {
         table.conns.insert(id, record.clone());
         drop(table);
         self.counters.accepted.fetch_add(1, Relaxed);
+        // After the listing: a tap starting now finds it in the table, or
+        // it finds the tap here.
+        self.hub.on_open(&record);
         record
     }
 

@@ -11,3 +11,4 @@ mod browser;
 mod guard;
 mod http;
 mod live;
+mod tap;

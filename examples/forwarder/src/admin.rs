@@ -8,7 +8,7 @@
 //! | GET | `/metrics` | Prometheus text |
 //! | POST, DELETE | `/services/{sid}/blacklist/{ip-or-cidr}` | `{"sid", "blacklist": [...]}`; `?kick=1` on POST also closes the live connections from it |
 //! | POST | `/services/{sid}/connections/{id}/kick` | `{"sid", "id", "kicked": true}` |
-//! | GET | `/`, `/events`, `/connections`, `/healthz`, `/readyz`; POST, DELETE `/session` | the live dashboard of [`monconn::admin`], served by its router |
+//! | GET | `/`, `/events`, `/tap`, `/connections`, `/healthz`, `/readyz`; POST, DELETE `/session` | the live dashboard of [`monconn::admin`], served by its router |
 //!
 //! Path segments are percent-decoded: `/stats/%3A22`, `.../blacklist/10.0.0.0%2F8`.
 //! Blacklist changes act on the rule set the accept stack checks
@@ -106,7 +106,7 @@ pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 pub const CONNECTION_DEADLINE: Duration = Duration::from_secs(10);
 
 /// How long a connection carrying the dashboard's event stream (`GET
-/// /events`) may last: then it ends as others do, and the page's
+/// /events`) or a tap (`GET /tap`) may last: then it ends as others do, and the page's
 /// `EventSource` reconnects within a second. Bounded still, so that a
 /// client that never reads its stream holds a slot for ten minutes at most.
 pub const STREAM_DEADLINE: Duration = Duration::from_secs(600);
@@ -116,9 +116,10 @@ pub const GRACE: Duration = Duration::from_secs(5);
 
 /// Paths answered by the library's admin router ([`monconn::admin`]): the
 /// dashboard, its event stream and table, its session, the probes.
-const DASHBOARD: [&str; 6] = [
+const DASHBOARD: [&str; 7] = [
     "/",
     "/events",
+    "/tap",
     "/connections",
     "/session",
     "/healthz",
@@ -172,7 +173,7 @@ async fn serve_connection(
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let admin = admin.clone();
         let dashboard = dashboard.clone();
-        if req.uri().path() == "/events" {
+        if matches!(req.uri().path(), "/events" | "/tap") {
             stream_seen.store(true, Relaxed);
         }
         async move {
