@@ -111,7 +111,7 @@ impl Stream {
             tokio::select! {
                 event = self.tap.next() => match event {
                     Some(event) => return sse(&event),
-                    // The registry is gone: nothing more will come.
+                    // A tap never ends by itself.
                     None => std::future::pending::<()>().await,
                 },
                 () = tokio::time::sleep(LOST_CHECK) => {}

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::Context;
 use std::time::Duration;
@@ -242,12 +242,15 @@ impl ConnRecord {
         self.watch.load(Relaxed) & TAP != 0
     }
 
-    /// Marks the connection as matched by a tap, or not.
+    /// Marks the connection as matched by a tap, or not. Sequentially
+    /// consistent with the hub's version, so that a mark cleared for want
+    /// of a subscriber is never lost to one that came meanwhile (the hub
+    /// checks its version after a clear); the hot path's load is relaxed.
     pub(crate) fn set_tapped(&self, on: bool) {
         if on {
-            self.watch.fetch_or(TAP, Relaxed);
+            self.watch.fetch_or(TAP, SeqCst);
         } else {
-            self.watch.fetch_and(!TAP, Relaxed);
+            self.watch.fetch_and(!TAP, SeqCst);
         }
     }
 

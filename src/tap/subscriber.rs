@@ -32,7 +32,8 @@ impl Tap {
         Tap { rx, sub, hub }
     }
 
-    /// The next event; waits for one. `None` only once the registry is gone.
+    /// The next event; waits for one. A tap never ends by itself (drop it
+    /// to stop it): the `Option` is the [`Stream`]'s.
     pub async fn next(&mut self) -> Option<TapEvent> {
         self.rx.recv().await
     }
