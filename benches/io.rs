@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
 use monconn::tap::{Tap, TapFilter};
-use monconn::{Registry, Service, ServiceConfig};
+use monconn::{Registry, ServiceMonitor, ServiceConfig};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -73,13 +73,13 @@ async fn tcp_pair() -> (TcpStream, TcpStream) {
 
 fn quiet() -> ServiceConfig {
     ServiceConfig::default()
-        .with_read_timeout(None)
-        .with_write_timeout(None)
-        .with_max_idle(None)
+        .read_timeout(None)
+        .write_timeout(None)
+        .max_idle(None)
 }
 
-fn service() -> Service {
-    Registry::new().create("bench", quiet())
+fn service() -> ServiceMonitor {
+    Registry::new().create("bench", quiet()).unwrap()
 }
 
 fn bulk_copy(c: &mut Criterion) {
@@ -109,7 +109,7 @@ fn bulk_copy(c: &mut Criterion) {
             let w = s.wrap(w, wp, rp).unwrap();
             let r = s.wrap(r, rp, wp).unwrap();
             let elapsed = timed(w, r, iters).await;
-            assert_eq!(s.bytes(), (iters * TOTAL as u64, iters * TOTAL as u64));
+            assert_eq!(s.bytes(), monconn::ByteCounts { read: iters * TOTAL as u64, written: iters * TOTAL as u64 });
             elapsed
         })
     });
@@ -136,7 +136,7 @@ fn bulk_copy(c: &mut Criterion) {
             let w = s.wrap(w, addr, addr).unwrap();
             let r = s.wrap(r, addr, addr).unwrap();
             let elapsed = timed(w, r, iters).await;
-            assert_eq!(s.bytes(), (iters * TOTAL as u64, iters * TOTAL as u64));
+            assert_eq!(s.bytes(), monconn::ByteCounts { read: iters * TOTAL as u64, written: iters * TOTAL as u64 });
             elapsed
         })
     });
@@ -211,9 +211,9 @@ fn interleaved(
 
 /// A service whose registry has taps on, all on other connections: another
 /// service, another network, another connection id. Keep the taps.
-fn tapped_elsewhere() -> (Service, Vec<Tap>) {
+fn tapped_elsewhere() -> (ServiceMonitor, Vec<Tap>) {
     let registry = Registry::new();
-    let s = registry.create("bench", quiet());
+    let s = registry.create("bench", quiet()).unwrap();
     let taps = vec![
         registry.tap(TapFilter::new().with_sid("another")),
         registry.tap(TapFilter::new().with_ip("10.9.9.9/32".parse().unwrap())),

@@ -36,7 +36,7 @@ async fn until_close(tap: &mut Events) -> Vec<(String, Value)> {
 #[tokio::test]
 async fn a_tap_streams_open_the_payloads_hex_and_close_with_totals() {
     let registry = Registry::new();
-    let svc = registry.create("echo", quiet_config());
+    let svc = registry.create("echo", quiet_config()).unwrap();
     let echo_addr = echo(&svc).await;
     let addr = serve_admin(Admin::new(registry.clone())).await;
     let mut tap = Events::open_path(addr, "/tap?sid=echo&ip=127.0.0.5", &[]).await;
@@ -89,8 +89,8 @@ async fn a_tap_streams_open_the_payloads_hex_and_close_with_totals() {
 #[tokio::test]
 async fn a_tap_shows_only_what_its_filter_matches_and_refuses_bad_filters() {
     let registry = Registry::new();
-    let a = registry.create("a", quiet_config());
-    let b = registry.create("b", quiet_config());
+    let a = registry.create("a", quiet_config()).unwrap();
+    let b = registry.create("b", quiet_config()).unwrap();
     let (a_addr, b_addr) = (echo(&a).await, echo(&b).await);
     let addr = serve_admin(Admin::new(registry.clone())).await;
 
@@ -132,7 +132,7 @@ async fn a_tap_shows_only_what_its_filter_matches_and_refuses_bad_filters() {
     round_trip(&mut two, b"2").await;
     let two_peer = two.local_addr().unwrap();
     let id = a
-        .snapshot(true)
+        .snapshot_with_conns()
         .conns
         .unwrap()
         .iter()
@@ -155,8 +155,8 @@ async fn a_tap_shows_only_what_its_filter_matches_and_refuses_bad_filters() {
 #[tokio::test]
 async fn the_tap_takes_the_token_from_a_header_or_the_session_never_from_the_url() {
     let registry = Registry::new();
-    registry.create("echo", quiet_config());
-    let addr = serve_admin(Admin::new(registry.clone()).with_token("t0ken")).await;
+    registry.create("echo", quiet_config()).unwrap();
+    let addr = serve_admin(Admin::new(registry.clone()).token("t0ken")).await;
     for path in [
         "/tap",
         "/tap?token=t0ken",
@@ -239,7 +239,7 @@ async fn echo_transfer(to: SocketAddr, total: usize) -> std::time::Duration {
 async fn a_tap_client_that_never_reads_loses_events_and_slows_no_connection() {
     const TOTAL: usize = 32 << 20;
     let registry = Registry::new();
-    let svc = registry.create("echo", quiet_config());
+    let svc = registry.create("echo", quiet_config()).unwrap();
     let echo_addr = echo(&svc).await;
     // No rate limit: the losses are the stalled queue's.
     let limits = TapLimits::default()
@@ -263,7 +263,7 @@ async fn a_tap_client_that_never_reads_loses_events_and_slows_no_connection() {
     )
     .await;
     eventually("closed", || svc.connections() == 0).await;
-    assert_eq!(svc.bytes(), (2 * TOTAL as u64, 2 * TOTAL as u64));
+    assert_eq!(svc.bytes(), monconn::ByteCounts { read: 2 * TOTAL as u64, written: 2 * TOTAL as u64 });
     println!(
         "32 MiB echoed in {untapped:?} with no tap, {tapped:?} under a tap that is never read"
     );

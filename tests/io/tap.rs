@@ -14,7 +14,7 @@ use crate::support::{listen, quiet_config, tcp_pair, tcp_pair_from, within};
 #[tokio::test]
 async fn a_tap_sees_the_first_bytes_of_each_read_and_write_and_the_totals() {
     let registry = Registry::new();
-    let service = registry.create("tapped", quiet_config());
+    let service = registry.create("tapped", quiet_config()).unwrap();
     let limits = TapLimits::default().with_bytes_per_event(8);
     let mut tap = registry.tap_with_limits(TapFilter::new().with_sid("tapped"), limits);
     let (mut server, mut client) = tcp_pair(&service).await;
@@ -75,8 +75,8 @@ async fn a_tap_sees_the_first_bytes_of_each_read_and_write_and_the_totals() {
 #[tokio::test]
 async fn a_tap_sees_only_what_its_filter_matches_and_live_connections_first() {
     let registry = Registry::new();
-    let a = registry.create("a", quiet_config());
-    let b = registry.create("b", quiet_config());
+    let a = registry.create("a", quiet_config()).unwrap();
+    let b = registry.create("b", quiet_config()).unwrap();
     let listener_a = listen().await;
     let listener_b = listen().await;
     let five = "127.0.0.5".parse().unwrap();
@@ -125,7 +125,7 @@ async fn a_tap_that_is_never_read_loses_events_and_never_slows_the_connection() 
     const TOTAL: usize = 16 << 20;
     const CHUNK: usize = 16 << 10;
     let registry = Registry::new();
-    let service = registry.create("busy", quiet_config());
+    let service = registry.create("busy", quiet_config()).unwrap();
     // Never read: four events fit; no rate limit, so that losses are the
     // queue's.
     let limits = TapLimits::default()
