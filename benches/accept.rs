@@ -226,10 +226,12 @@ fn filter(c: &mut Criterion) {
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2));
     for entries in [1_000usize, 100_000] {
-        let service = Registry::new().create(
-            "filter",
-            ServiceConfig::default().blacklist(cidrs(entries, 3)),
-        ).unwrap();
+        let service = Registry::new()
+            .create(
+                "filter",
+                ServiceConfig::default().blacklist(cidrs(entries, 3)),
+            )
+            .unwrap();
         for (family, probes) in [("v4", &probes_v4), ("v6", &probes_v6)] {
             group.bench_with_input(
                 BenchmarkId::new(format!("ip_verdict_{family}"), entries),
@@ -245,10 +247,12 @@ fn filter(c: &mut Criterion) {
         }
     }
     // A runtime change to a 100,000-entry list: reject then release.
-    let service = Registry::new().create(
-        "filter",
-        ServiceConfig::default().blacklist(cidrs(100_000, 5)),
-    ).unwrap();
+    let service = Registry::new()
+        .create(
+            "filter",
+            ServiceConfig::default().blacklist(cidrs(100_000, 5)),
+        )
+        .unwrap();
     let extra: IpNet = "198.51.100.0/24".parse().unwrap();
     group.sample_size(10);
     group.bench_function("reject_and_release/100000", |b| {
@@ -267,8 +271,9 @@ fn filter(c: &mut Criterion) {
         .map(|n| IpNet::V4(Ipv4Net::new([10, 1, (n >> 8) as u8, n as u8].into(), 32).unwrap()))
         .collect();
     clustered.extend(cidrs(100_000 - clustered.len(), 4));
-    let service =
-        Registry::new().create("filter", ServiceConfig::default().blacklist(clustered)).unwrap();
+    let service = Registry::new()
+        .create("filter", ServiceConfig::default().blacklist(clustered))
+        .unwrap();
     let probes: Vec<IpAddr> = (0..4096)
         .map(|_| IpAddr::V4([10, 1, rng.random(), rng.random()].into()))
         .collect();
@@ -306,10 +311,7 @@ fn interleaved(rounds: usize) {
             "listener_blacklist_100k",
             Some(Some(default.clone().blacklist(cidrs(100_000, 1)))),
         ),
-        (
-            "listener_no_keepalive",
-            Some(Some(default.keepalive(None))),
-        ),
+        ("listener_no_keepalive", Some(Some(default.keepalive(None)))),
     ];
     // MONCONN_ACCEPT_ONLY=name runs one variant (for strace or perf).
     let only = std::env::var("MONCONN_ACCEPT_ONLY").ok();
@@ -374,10 +376,12 @@ fn interleaved_filter(rounds: usize) {
         .collect();
     let mut cases = Vec::new();
     for entries in [1_000usize, 100_000] {
-        let service = Registry::new().create(
-            "filter",
-            ServiceConfig::default().blacklist(cidrs(entries, 3)),
-        ).unwrap();
+        let service = Registry::new()
+            .create(
+                "filter",
+                ServiceConfig::default().blacklist(cidrs(entries, 3)),
+            )
+            .unwrap();
         let set = monconn::IpSet::new(service.config().blacklist.iter().copied());
         println!("{entries} entries: {} ranges", set.ranges());
         cases.push((format!("v4/{entries}"), service.clone(), &v4));
@@ -426,13 +430,15 @@ fn rate_churn(rounds: usize) {
     let peer = |n: u32| SocketAddr::new(IpAddr::V4((0x0a00_0000 + n).into()), 1);
     let mut phases: [Vec<f64>; 3] = Default::default();
     for _ in 0..rounds {
-        let service = Registry::new().create(
-            "rate",
-            ServiceConfig::default().rate_limit(monconn::RateLimit {
-                per_sec: 0.001,
-                burst: 1,
-            }),
-        ).unwrap();
+        let service = Registry::new()
+            .create(
+                "rate",
+                ServiceConfig::default().rate_limit(monconn::RateLimit {
+                    per_sec: 0.001,
+                    burst: 1,
+                }),
+            )
+            .unwrap();
         for (phase, range) in [(0, 0..N), (1, N..2 * N), (2, 0..N)] {
             let started = Instant::now();
             for n in range {

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
 use monconn::tap::{Tap, TapFilter};
-use monconn::{Registry, ServiceMonitor, ServiceConfig};
+use monconn::{Registry, ServiceConfig, ServiceMonitor};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -109,7 +109,13 @@ fn bulk_copy(c: &mut Criterion) {
             let w = s.wrap(w, wp, rp).unwrap();
             let r = s.wrap(r, rp, wp).unwrap();
             let elapsed = timed(w, r, iters).await;
-            assert_eq!(s.bytes(), monconn::ByteCounts { read: iters * TOTAL as u64, written: iters * TOTAL as u64 });
+            assert_eq!(
+                s.bytes(),
+                monconn::ByteCounts {
+                    read: iters * TOTAL as u64,
+                    written: iters * TOTAL as u64
+                }
+            );
             elapsed
         })
     });
@@ -136,7 +142,13 @@ fn bulk_copy(c: &mut Criterion) {
             let w = s.wrap(w, addr, addr).unwrap();
             let r = s.wrap(r, addr, addr).unwrap();
             let elapsed = timed(w, r, iters).await;
-            assert_eq!(s.bytes(), monconn::ByteCounts { read: iters * TOTAL as u64, written: iters * TOTAL as u64 });
+            assert_eq!(
+                s.bytes(),
+                monconn::ByteCounts {
+                    read: iters * TOTAL as u64,
+                    written: iters * TOTAL as u64
+                }
+            );
             elapsed
         })
     });

@@ -72,7 +72,10 @@ impl<IO> Accepted<IO> {
     /// # Errors
     /// [`Rejected`](crate::Rejected) when `service` refuses it now (not
     /// counted: the caller counts refusals).
-    pub fn into_monitored(self, service: &ServiceMonitor) -> Result<MonitoredIo<IO>, crate::Rejected>
+    pub fn into_monitored(
+        self,
+        service: &ServiceMonitor,
+    ) -> Result<MonitoredIo<IO>, crate::Rejected>
     where
         IO: 'static,
     {

@@ -155,8 +155,8 @@ pub use ip::{canonical_ip, client_key, IpSet};
 pub use ipnet;
 pub use listener::{AcceptStack, DefaultStack, Listener, ListenerBuilder};
 pub use registry::{
-    Admission, CloseReport, ConnSnapshot, IpConnections, RateLimit, RejectReason, Registry,
-    RegistrySnapshot, Rejected, ServiceMonitor, ServiceConfig, ServiceSnapshot,
+    Admission, CloseReport, ConnSnapshot, IpConnections, RateLimit, Registry, RegistrySnapshot,
+    RejectReason, Rejected, ServiceConfig, ServiceMonitor, ServiceSnapshot,
 };
 
 /// The README's examples, compiled as doctests.

@@ -221,7 +221,9 @@ fn admit<IO: 'static, E: Into<BoxError>>(
 fn refuse(service: &ServiceMonitor, peer: SocketAddr, error: BoxError) {
     let reason = match find_rejected(&*error) {
         Some(rejected) => rejected.reason().clone(),
-        None if error.is::<tower::timeout::error::Elapsed>() => RejectReason::Other("timeout".into()),
+        None if error.is::<tower::timeout::error::Elapsed>() => {
+            RejectReason::Other("timeout".into())
+        }
         None => RejectReason::Other("error".into()),
     };
     tracing::debug!(sid = %service.sid(), %peer, %reason, error = %error, "connection refused");

@@ -10,7 +10,7 @@ use metrics::{
     Metadata, Unit,
 };
 
-use super::service::{ServiceMonitor, ServiceInner};
+use super::service::{ServiceInner, ServiceMonitor};
 
 /// Describes every metric (help text and unit) to the installed recorder;
 /// [`crate::metrics::describe`].

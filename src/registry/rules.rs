@@ -10,7 +10,7 @@ use arc_swap::ArcSwap;
 use ipnet::IpNet;
 
 use super::service::lock;
-use super::{RejectReason, ServiceMonitor, ServiceConfig};
+use super::{RejectReason, ServiceConfig, ServiceMonitor};
 use crate::io::CloseCause;
 use crate::ip::{canonical_ip, canonical_net, IpSet};
 

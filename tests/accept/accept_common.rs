@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::Arc;
 
 use monconn::layers::BoxError;
-use monconn::{Accepted, Listener, Registry, ServiceMonitor, ServiceConfig};
+use monconn::{Accepted, Listener, Registry, ServiceConfig, ServiceMonitor};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;

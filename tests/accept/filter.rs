@@ -77,8 +77,9 @@ async fn cidr_rule_refuses_the_whole_network() {
 
 #[tokio::test]
 async fn ipv4_mapped_peer_on_a_dual_stack_listener_matches_ipv4_rules() {
-    let service =
-        Registry::new().create("dual", quiet_config().blacklist([net("127.0.0.0/8")])).unwrap();
+    let service = Registry::new()
+        .create("dual", quiet_config().blacklist([net("127.0.0.0/8")]))
+        .unwrap();
     let listener = Listener::bind("[::]:0", service.clone()).await.unwrap();
     let port = listener.local_addr().port();
     let mut server = serve(listener);

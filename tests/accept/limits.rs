@@ -146,9 +146,7 @@ async fn limits_changed_at_runtime_apply_to_the_next_connection() {
 
 #[tokio::test]
 async fn pause_at_limit_holds_clients_back_instead_of_refusing() {
-    let config = quiet_config()
-        .conn_limit(2)
-        .pause_at_limit(true);
+    let config = quiet_config().conn_limit(2).pause_at_limit(true);
     let (service, mut server) = serve_new("limits", config).await;
 
     let (_, c1) = attempt(lo(2), server.addr).await;

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use accept_common::{attempt, counts, lo, refused, serve, Fate};
-use monconn::{Listener, RateLimit, RejectReason, Registry, ServiceMonitor, ServiceConfig};
+use monconn::{Listener, RateLimit, Registry, RejectReason, ServiceConfig, ServiceMonitor};
 use serde_json::json;
 use support::{connect_from, eventually, listen, quiet_config, within};
 use tokio::sync::Semaphore;
@@ -104,7 +104,9 @@ async fn connections_from_65536_other_addresses_do_not_unthrottle_an_ip() {
         per_sec: 0.001,
         burst: 1,
     };
-    let service = Registry::new().create("churn", quiet_config().rate_limit(rate)).unwrap();
+    let service = Registry::new()
+        .create("churn", quiet_config().rate_limit(rate))
+        .unwrap();
     let addr = served(&service).await;
     let throttled = lo(2);
     assert_eq!(knock(throttled, addr).await, Fate::Admitted);
@@ -156,19 +158,24 @@ fn local() -> SocketAddr {
 
 #[tokio::test]
 async fn ipv6_addresses_of_one_64_share_per_ip_limit_ip_limit_and_rate() {
-    let service = Registry::new().create(
-        "v6",
-        quiet_config()
-            .per_ip_limit(2)
-            .ip_limit(1),
-    ).unwrap();
+    let service = Registry::new()
+        .create("v6", quiet_config().per_ip_limit(2).ip_limit(1))
+        .unwrap();
     let wrap = |peer: &str| service.wrap(tokio::io::empty(), v6(peer), local());
     let a = wrap("[2001:db8:1:2::1]:1000").expect("first of its /64");
     let b = wrap("[2001:db8:1:2:ffff::9]:1000").expect("same /64: same IP for ip_limit");
     let err = wrap("[2001:db8:1:2:abcd::7]:1000").unwrap_err();
-    assert_eq!(err.reason(), &RejectReason::PerIpLimit, "a third from one /64");
+    assert_eq!(
+        err.reason(),
+        &RejectReason::PerIpLimit,
+        "a third from one /64"
+    );
     let err = wrap("[2001:db8:1:3::1]:1000").unwrap_err();
-    assert_eq!(err.reason(), &RejectReason::IpLimit, "another /64 is another IP");
+    assert_eq!(
+        err.reason(),
+        &RejectReason::IpLimit,
+        "another /64 is another IP"
+    );
     let json = serde_json::to_value(service.snapshot()).unwrap();
     assert_eq!(json["ip_count"], 1);
     let key = &service.snapshot().ips[0];
@@ -187,7 +194,11 @@ async fn ipv6_addresses_of_one_64_share_per_ip_limit_ip_limit_and_rate() {
     });
     let _c = wrap("[2001:db8:5:6::1]:1000").expect("the /64's one token");
     let err = wrap("[2001:db8:5:6::2]:1000").unwrap_err();
-    assert_eq!(err.reason(), &RejectReason::RateLimit, "a new address of the /64");
+    assert_eq!(
+        err.reason(),
+        &RejectReason::RateLimit,
+        "a new address of the /64"
+    );
     let _d = wrap("[2001:db8:5:7::1]:1000").expect("another /64's token");
 }
 
@@ -230,7 +241,9 @@ async fn ipv4_counts_are_keyed_by_address_in_snapshots() {
 
 #[tokio::test]
 async fn ipv6_prefix_128_keys_by_address_and_a_change_keeps_counts_exact() {
-    let service = Registry::new().create("v6p", quiet_config().ipv6_prefix(128)).unwrap();
+    let service = Registry::new()
+        .create("v6p", quiet_config().ipv6_prefix(128))
+        .unwrap();
     let wrap = |peer: &str| service.wrap(tokio::io::empty(), v6(peer), local());
     let a = wrap("[2001:db8::1]:1").unwrap();
     let b = wrap("[2001:db8::2]:1").unwrap();

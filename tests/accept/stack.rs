@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use accept_common::{assert_closed, attempt, counts, lo, refused, Fate};
 use monconn::layers::{BoxError, FilterLayer, LimitLayer};
-use monconn::{Accepted, Listener, RejectReason, Registry, Rejected, ServiceMonitor};
+use monconn::{Accepted, Listener, Registry, RejectReason, Rejected, ServiceMonitor};
 use support::{connect_from, eventually, quiet_config, within};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
@@ -148,10 +148,12 @@ async fn handshake_refusal_is_counted_by_the_layers_reason() {
 
 #[tokio::test]
 async fn builder_puts_user_layers_inside_filter_and_limits() {
-    let service = Registry::new().create(
-        "built",
-        quiet_config().blacklist(["127.0.0.2/32".parse().unwrap()]),
-    ).unwrap();
+    let service = Registry::new()
+        .create(
+            "built",
+            quiet_config().blacklist(["127.0.0.2/32".parse().unwrap()]),
+        )
+        .unwrap();
     let listener = Listener::builder(service.clone())
         .layer(tower::timeout::TimeoutLayer::new(Duration::from_secs(5)))
         .layer(tower::util::MapRequestLayer::new(
@@ -212,10 +214,9 @@ fn listener_and_its_accept_are_send() {
 #[tokio::test]
 async fn keepalive_and_nodelay_follow_the_config_at_runtime() {
     use socket2::SockRef;
-    let service = Registry::new().create(
-        "sockopt",
-        quiet_config().keepalive(Duration::from_secs(30)),
-    ).unwrap();
+    let service = Registry::new()
+        .create("sockopt", quiet_config().keepalive(Duration::from_secs(30)))
+        .unwrap();
     let listener = Listener::bind("127.0.0.1:0", service.clone())
         .await
         .unwrap();

@@ -120,10 +120,7 @@ async fn a_kick_closes_a_live_connection_and_a_gone_one_gets_404() {
         serde_json::json!({"sid": "echo", "id": id, "kicked": true})
     );
     closed_by_server(&mut client).await;
-    eventually("the kick counted", || {
-        svc.snapshot().closed["kicked"] == 1
-    })
-    .await;
+    eventually("the kick counted", || svc.snapshot().closed["kicked"] == 1).await;
 
     let gone = act(addr, Method::POST, &path).await;
     assert_eq!(gone.status, 404);
@@ -250,10 +247,12 @@ async fn a_ban_refuses_new_clients_kicks_with_kick_1_and_an_unban_lifts_it() {
 #[tokio::test]
 async fn readyz_is_503_while_a_service_stops() {
     let registry = Registry::new();
-    let web = registry.create(
-        "web",
-        quiet_config().wait_timeout(std::time::Duration::from_secs(30)),
-    ).unwrap();
+    let web = registry
+        .create(
+            "web",
+            quiet_config().wait_timeout(std::time::Duration::from_secs(30)),
+        )
+        .unwrap();
     let _db = registry.create("db", quiet_config()).unwrap();
     let addr = serve_admin(Admin::new(registry.clone())).await;
     assert_eq!(get(addr, "/readyz").await.status, 200);

@@ -263,7 +263,13 @@ async fn a_tap_client_that_never_reads_loses_events_and_slows_no_connection() {
     )
     .await;
     eventually("closed", || svc.connections() == 0).await;
-    assert_eq!(svc.bytes(), monconn::ByteCounts { read: 2 * TOTAL as u64, written: 2 * TOTAL as u64 });
+    assert_eq!(
+        svc.bytes(),
+        monconn::ByteCounts {
+            read: 2 * TOTAL as u64,
+            written: 2 * TOTAL as u64
+        }
+    );
     println!(
         "32 MiB echoed in {untapped:?} with no tap, {tapped:?} under a tap that is never read"
     );

@@ -76,7 +76,13 @@ async fn byte_counts_equal_the_wire_and_keep_alive_is_one_connection() {
     // what the client read.
     assert_eq!(service.accepted(), 1);
     assert_eq!(service.connections(), 1);
-    assert_eq!(service.bytes(), monconn::ByteCounts { read: written, written: read });
+    assert_eq!(
+        service.bytes(),
+        monconn::ByteCounts {
+            read: written,
+            written: read
+        }
+    );
     let conns = service.snapshot_with_conns().conns.unwrap();
     assert_eq!(conns.len(), 1);
     assert_eq!(conns[0].peer, client.local);
@@ -92,7 +98,13 @@ async fn byte_counts_equal_the_wire_and_keep_alive_is_one_connection() {
         .unwrap()
         .unwrap();
     eventually("server side closed", || service.connections() == 0).await;
-    assert_eq!(service.bytes(), monconn::ByteCounts { read: written, written: read });
+    assert_eq!(
+        service.bytes(),
+        monconn::ByteCounts {
+            read: written,
+            written: read
+        }
+    );
     let snap = service.snapshot();
     assert_eq!(snap.accepted, 1);
     assert_eq!(snap.closed["normal"], 1);
@@ -134,7 +146,9 @@ async fn connect_info_reaches_the_handler() {
 
 #[tokio::test]
 async fn conn_limit_one_refuses_a_second_connection_while_the_first_is_open() {
-    let service = Registry::new().create("limit", quiet_config().conn_limit(1)).unwrap();
+    let service = Registry::new()
+        .create("limit", quiet_config().conn_limit(1))
+        .unwrap();
     let (addr, _server) = serve(&service, app()).await;
 
     let mut first = Client::connect(addr).await;
@@ -247,7 +261,9 @@ async fn graceful_shutdown_lets_a_request_finish_within_wait_timeout() {
 #[tokio::test]
 async fn graceful_shutdown_cuts_a_request_past_wait_timeout_and_returns() {
     let wait = Duration::from_millis(500);
-    let service = Registry::new().create("cut", quiet_config().wait_timeout(wait)).unwrap();
+    let service = Registry::new()
+        .create("cut", quiet_config().wait_timeout(wait))
+        .unwrap();
     let mut slow = slow_server(&service).await;
 
     // One idle keep-alive connection (closed by the shutdown at once) and

@@ -48,7 +48,9 @@ async fn custom_listener(
 
 #[tokio::test]
 async fn axum_serves_through_a_custom_stack() {
-    let service = Registry::new().create("axum-custom", quiet_config()).unwrap();
+    let service = Registry::new()
+        .create("axum-custom", quiet_config())
+        .unwrap();
     let listener = custom_listener(&service).await;
     let addr = listener.local_addr();
     let app = Router::new().route(
@@ -76,7 +78,9 @@ async fn axum_serves_through_a_custom_stack() {
 
 #[tokio::test]
 async fn tonic_serves_through_a_custom_stack() {
-    let service = Registry::new().create("tonic-custom", quiet_config()).unwrap();
+    let service = Registry::new()
+        .create("tonic-custom", quiet_config())
+        .unwrap();
     let listener = custom_listener(&service).await;
     let addr = listener.local_addr();
     let (_reporter, health) = tonic_health::server::health_reporter();

@@ -92,7 +92,13 @@ async fn the_connection_info_reaches_the_handler_and_bytes_are_exact() {
         last_written = written;
     }
     let (read, written) = client.wire.get();
-    assert_eq!(service.bytes(), monconn::ByteCounts { read: written, written: read });
+    assert_eq!(
+        service.bytes(),
+        monconn::ByteCounts {
+            read: written,
+            written: read
+        }
+    );
     assert_eq!(service.accepted(), 1);
 
     // An idle keep-alive connection is closed by the graceful shutdown.
@@ -104,13 +110,21 @@ async fn the_connection_info_reaches_the_handler_and_bytes_are_exact() {
         Some(CloseReport { drained: 1, cut: 0 })
     );
     eventually("closed", || service.connections() == 0).await;
-    assert_eq!(service.bytes(), monconn::ByteCounts { read: written, written: read });
+    assert_eq!(
+        service.bytes(),
+        monconn::ByteCounts {
+            read: written,
+            written: read
+        }
+    );
 }
 
 #[tokio::test]
 async fn graceful_shutdown_is_bounded_by_wait_timeout() {
     let wait = Duration::from_millis(500);
-    let service = Registry::new().create("hyper-cut", quiet_config().wait_timeout(wait)).unwrap();
+    let service = Registry::new()
+        .create("hyper-cut", quiet_config().wait_timeout(wait))
+        .unwrap();
     let (listener, addr) = bind_monitored(&service).await;
     let (stop, signal, report) = graceful_on_stop(&service);
     let (hung, mut hanging) = mpsc::unbounded_channel();

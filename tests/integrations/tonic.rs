@@ -133,7 +133,9 @@ async fn health_check_through_the_listener_is_counted_and_knows_its_peer() {
 #[tokio::test]
 async fn graceful_shutdown_cuts_an_endless_watch_and_the_server_returns() {
     let wait = Duration::from_millis(500);
-    let service = Registry::new().create("grpc-cut", quiet_config().wait_timeout(wait)).unwrap();
+    let service = Registry::new()
+        .create("grpc-cut", quiet_config().wait_timeout(wait))
+        .unwrap();
     let grpc = grpc_server(&service).await;
     let mut health = client(grpc.addr).await;
 

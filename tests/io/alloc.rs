@@ -313,13 +313,15 @@ fn memory_per_connection() {
 /// the per-IP table's small capacity).
 #[test]
 fn the_rate_table_is_bounded_at_65536_clients() {
-    let service = Registry::new().create(
-        "rates",
-        quiet().rate_limit(monconn::RateLimit {
-            per_sec: 0.01,
-            burst: 1,
-        }),
-    ).unwrap();
+    let service = Registry::new()
+        .create(
+            "rates",
+            quiet().rate_limit(monconn::RateLimit {
+                per_sec: 0.01,
+                burst: 1,
+            }),
+        )
+        .unwrap();
     let mut kept = Vec::new();
     let mut admitted = 0;
     start();

@@ -220,19 +220,61 @@ async fn take_bytes_hands_out_each_byte_once() {
     let (mut b, mut b_client) = tcp_pair(&service).await;
     send(&mut a, &mut a_client, 100, 10).await;
     send(&mut b, &mut b_client, 1, 2000).await;
-    assert_eq!(service.take_bytes(), monconn::ByteCounts { read: 101, written: 2010 });
-    assert_eq!(service.bytes(), monconn::ByteCounts { read: 0, written: 0 });
-    assert_eq!(service.take_bytes(), monconn::ByteCounts { read: 0, written: 0 });
+    assert_eq!(
+        service.take_bytes(),
+        monconn::ByteCounts {
+            read: 101,
+            written: 2010
+        }
+    );
+    assert_eq!(
+        service.bytes(),
+        monconn::ByteCounts {
+            read: 0,
+            written: 0
+        }
+    );
+    assert_eq!(
+        service.take_bytes(),
+        monconn::ByteCounts {
+            read: 0,
+            written: 0
+        }
+    );
 
     send(&mut a, &mut a_client, 7, 3).await;
-    assert_eq!(service.bytes(), monconn::ByteCounts { read: 7, written: 3 });
+    assert_eq!(
+        service.bytes(),
+        monconn::ByteCounts {
+            read: 7,
+            written: 3
+        }
+    );
     // Closing a connection whose earlier bytes were taken adds nothing new.
     drop(a);
-    assert_eq!(service.bytes(), monconn::ByteCounts { read: 7, written: 3 });
+    assert_eq!(
+        service.bytes(),
+        monconn::ByteCounts {
+            read: 7,
+            written: 3
+        }
+    );
     send(&mut b, &mut b_client, 5, 0).await;
-    assert_eq!(service.take_bytes(), monconn::ByteCounts { read: 12, written: 3 });
+    assert_eq!(
+        service.take_bytes(),
+        monconn::ByteCounts {
+            read: 12,
+            written: 3
+        }
+    );
     drop(b);
-    assert_eq!(service.bytes(), monconn::ByteCounts { read: 0, written: 0 });
+    assert_eq!(
+        service.bytes(),
+        monconn::ByteCounts {
+            read: 0,
+            written: 0
+        }
+    );
     // The records themselves still hold everything.
     assert_eq!(service.snapshot().closed["normal"], 2);
 }
@@ -278,9 +320,21 @@ async fn reset_stats_zeroes_counters_but_not_live_connections() {
 
     // Counting resumes from zero.
     send(&mut a, &mut a_client, 3, 4).await;
-    assert_eq!(service.bytes(), monconn::ByteCounts { read: 3, written: 4 });
+    assert_eq!(
+        service.bytes(),
+        monconn::ByteCounts {
+            read: 3,
+            written: 4
+        }
+    );
     drop(a);
-    assert_eq!(service.bytes(), monconn::ByteCounts { read: 3, written: 4 });
+    assert_eq!(
+        service.bytes(),
+        monconn::ByteCounts {
+            read: 3,
+            written: 4
+        }
+    );
     let snap = service.snapshot();
     assert_eq!((snap.accepted, snap.closed["normal"]), (0, 1));
 }
@@ -390,9 +444,21 @@ async fn partial_vectored_writes_and_one_byte_reads_counted_exactly() {
     io.shutdown().await.unwrap();
     assert_eq!(io.get_ref().sink, sent);
     assert_eq!(io.record().bytes_written(), sent.len() as u64);
-    assert_eq!(service.bytes(), monconn::ByteCounts { read: 5000, written: sent.len() as u64 });
+    assert_eq!(
+        service.bytes(),
+        monconn::ByteCounts {
+            read: 5000,
+            written: sent.len() as u64
+        }
+    );
     drop(io);
-    assert_eq!(service.bytes(), monconn::ByteCounts { read: 5000, written: sent.len() as u64 });
+    assert_eq!(
+        service.bytes(),
+        monconn::ByteCounts {
+            read: 5000,
+            written: sent.len() as u64
+        }
+    );
 }
 
 #[tokio::test]

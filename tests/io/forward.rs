@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use monconn::forward::{buffers_lent, copy_bidirectional, eof_pending, spliced_bytes, Mode};
-use monconn::{Registry, ServiceMonitor, ServiceConfig};
+use monconn::{Registry, ServiceConfig, ServiceMonitor};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -155,7 +155,13 @@ async fn both_ways(config: ServiceConfig, up: usize, down: usize, splice: bool) 
     assert_eq!((b.unwrap(), d.unwrap()), (up as u64, down as u64));
     assert_eq!(rig.result().await.unwrap(), (up as u64, down as u64));
     eventually("connection gone", || rig.service.connections() == 0).await;
-    assert_eq!(rig.service.bytes(), monconn::ByteCounts { read: up as u64, written: down as u64 });
+    assert_eq!(
+        rig.service.bytes(),
+        monconn::ByteCounts {
+            read: up as u64,
+            written: down as u64
+        }
+    );
     assert_eq!(buffers_lent(), (0, 0));
     spliced_bytes() - spliced
 }
@@ -184,13 +190,7 @@ async fn big_transfer_both_ways_splice_path() {
 async fn big_transfer_both_ways_with_print_bytes() {
     // print_bytes keeps every byte on the counted, dumping path, even when
     // splice is allowed.
-    let spliced = both_ways(
-        quiet_config().print_bytes(true),
-        12 << 20,
-        9 << 20,
-        true,
-    )
-    .await;
+    let spliced = both_ways(quiet_config().print_bytes(true), 12 << 20, 9 << 20, true).await;
     assert_eq!(spliced, 0);
 }
 
@@ -250,7 +250,13 @@ async fn backend_half_close_still_takes_the_client_bytes() {
     assert_eq!(got.unwrap(), up as u64);
     assert_eq!(rig.result().await.unwrap(), (up as u64, 7));
     eventually("connection gone", || rig.service.connections() == 0).await;
-    assert_eq!(rig.service.bytes(), monconn::ByteCounts { read: up as u64, written: 7 });
+    assert_eq!(
+        rig.service.bytes(),
+        monconn::ByteCounts {
+            read: up as u64,
+            written: 7
+        }
+    );
 }
 
 /// Everything `stream` reads until its peer's EOF (or `within`'s limit).
@@ -276,7 +282,13 @@ async fn without_half_close_the_first_eof_closes_both_sides() {
     assert_eq!(to_eof("client read to EOF", &mut client).await, b"reply");
     assert!(to_eof("backend read to EOF", &mut server).await.is_empty());
     eventually("connection gone", || rig.service.connections() == 0).await;
-    assert_eq!(rig.service.bytes(), monconn::ByteCounts { read: 7, written: 5 });
+    assert_eq!(
+        rig.service.bytes(),
+        monconn::ByteCounts {
+            read: 7,
+            written: 5
+        }
+    );
 
     // The same when the client ends first: the backend's side closes too,
     // and what the backend had not sent yet is not waited for.

@@ -6,7 +6,9 @@ use crate::support;
 use std::io;
 use std::time::{Duration, Instant};
 
-use monconn::{CloseCause, CloseReport, MonitoredIo, RejectReason, Registry, ServiceMonitor, ServiceConfig};
+use monconn::{
+    CloseCause, CloseReport, MonitoredIo, Registry, RejectReason, ServiceConfig, ServiceMonitor,
+};
 use support::{eventually, pattern, pattern_byte, quiet_config, tcp_pair, within};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -99,7 +101,10 @@ async fn close_drains_what_finishes_and_cuts_the_rest_at_wait_timeout() {
     eventually("close has begun", || !service.is_running()).await;
     // New connections are refused from now on.
     let peer = "127.0.0.1:5555".parse().unwrap();
-    assert_eq!(service.admit(peer).unwrap_err().reason(), &RejectReason::Stopped);
+    assert_eq!(
+        service.admit(peer).unwrap_err().reason(),
+        &RejectReason::Stopped
+    );
     go.send(()).unwrap();
 
     let report = within("close", close).await.unwrap();
@@ -144,14 +149,18 @@ async fn close_drains_what_finishes_and_cuts_the_rest_at_wait_timeout() {
 
 #[tokio::test]
 async fn close_with_no_connections_returns_at_once() {
-    let service = Registry::new().create("empty", config(Duration::from_secs(3600))).unwrap();
+    let service = Registry::new()
+        .create("empty", config(Duration::from_secs(3600)))
+        .unwrap();
     let report = within("close", service.close()).await;
     assert_eq!(report, CloseReport::default());
     assert!(!service.is_running());
 }
 
 /// A connection whose client closes when told; the server reads to EOF.
-async fn drains_on_signal(service: &ServiceMonitor) -> (oneshot::Sender<()>, JoinHandle<io::Result<()>>) {
+async fn drains_on_signal(
+    service: &ServiceMonitor,
+) -> (oneshot::Sender<()>, JoinHandle<io::Result<()>>) {
     let (mut conn, mut client) = tcp_pair(service).await;
     let (tx, rx) = oneshot::channel::<()>();
     tokio::spawn(async move {
@@ -318,7 +327,9 @@ fn gated_listener(
 /// it comes out of the stack (its client sees the end without a byte).
 #[tokio::test]
 async fn close_cuts_a_connection_still_in_the_accept_layers() {
-    let service = Registry::new().create("handshaking", config(Duration::from_millis(200))).unwrap();
+    let service = Registry::new()
+        .create("handshaking", config(Duration::from_millis(200)))
+        .unwrap();
     let tcp = support::listen().await;
     let addr = tcp.local_addr().unwrap();
     let (open_gate, gate) = tokio::sync::watch::channel(false);
@@ -355,7 +366,9 @@ async fn close_cuts_a_connection_still_in_the_accept_layers() {
 /// writes fail with `ConnectionAborted`.
 #[tokio::test]
 async fn an_admission_attached_after_the_cut_is_born_closed() {
-    let service = Registry::new().create("late-attach", config(Duration::from_millis(100))).unwrap();
+    let service = Registry::new()
+        .create("late-attach", config(Duration::from_millis(100)))
+        .unwrap();
     let (mut client, stream) = support::plain_pair().await;
     let peer = stream.peer_addr().unwrap();
     let local = stream.local_addr().unwrap();

@@ -101,7 +101,9 @@ async fn publishes_exact_figures_with_units_and_only_the_service_label() {
     let recorder = DebuggingRecorder::new();
     let snapshotter = recorder.snapshotter();
     let sid = "metrics-exact";
-    let service = Registry::new().create(sid, quiet_config().conn_limit(2)).unwrap();
+    let service = Registry::new()
+        .create(sid, quiet_config().conn_limit(2))
+        .unwrap();
     let listener = listen().await;
     let two = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
     let (mut a, mut a_client) = tcp_pair_from(&listener, &service, support::LOCALHOST).await;

@@ -5,7 +5,7 @@ use crate::support;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use monconn::{CloseCause, RejectReason, Registry, ServiceConfig};
+use monconn::{CloseCause, Registry, RejectReason, ServiceConfig};
 use support::quiet_config;
 
 fn peer(s: &str) -> SocketAddr {
@@ -64,7 +64,9 @@ fn update_config_changes_one_field() {
 
 #[test]
 fn admission_dropped_unattached_gives_its_slot_back() {
-    let service = Registry::new().create("adm", quiet_config().conn_limit(1)).unwrap();
+    let service = Registry::new()
+        .create("adm", quiet_config().conn_limit(1))
+        .unwrap();
     let admission = service.admit(peer("10.0.0.1:1")).unwrap();
     assert_eq!(admission.peer(), peer("10.0.0.1:1"));
     assert_eq!((service.connections(), service.ip_count()), (1, 1));
@@ -85,9 +87,7 @@ fn admission_dropped_unattached_gives_its_slot_back() {
 
 #[test]
 fn limits_hold_at_admission() {
-    let config = quiet_config()
-        .ip_limit(2)
-        .per_ip_limit(2);
+    let config = quiet_config().ip_limit(2).per_ip_limit(2);
     let service = Registry::new().create("limits", config).unwrap();
     let local = peer("127.0.0.1:80");
     let wrap = |p: &str| service.wrap(tokio::io::empty(), peer(p), local);
@@ -98,7 +98,10 @@ fn limits_hold_at_admission() {
         &RejectReason::PerIpLimit
     );
     let _b1 = wrap("10.0.0.2:1").unwrap();
-    assert_eq!(wrap("10.0.0.3:1").unwrap_err().reason(), &RejectReason::IpLimit);
+    assert_eq!(
+        wrap("10.0.0.3:1").unwrap_err().reason(),
+        &RejectReason::IpLimit
+    );
     drop(a1);
     assert!(
         wrap("10.0.0.1:4").is_ok(),
@@ -145,8 +148,9 @@ fn conn_lookup_and_ips() {
 /// Without a runtime there is no sweeper task; `sweep` does its work by hand.
 #[test]
 fn sweep_by_hand_without_a_runtime() {
-    let service =
-        Registry::new().create("hand", quiet_config().max_idle(Duration::ZERO)).unwrap();
+    let service = Registry::new()
+        .create("hand", quiet_config().max_idle(Duration::ZERO))
+        .unwrap();
     let local = peer("127.0.0.1:80");
     let conn = service
         .wrap(tokio::io::empty(), peer("10.0.0.1:1"), local)
@@ -182,10 +186,12 @@ fn default_config_has_no_timeouts() {
 /// `wrap` applies the service's blacklist, like the listener does.
 #[tokio::test]
 async fn wrap_applies_the_blacklist() {
-    let service = monconn::Registry::new().create(
-        "wrap-filter",
-        monconn::ServiceConfig::default().blacklist(["127.0.0.0/8".parse().unwrap()]),
-    ).unwrap();
+    let service = monconn::Registry::new()
+        .create(
+            "wrap-filter",
+            monconn::ServiceConfig::default().blacklist(["127.0.0.0/8".parse().unwrap()]),
+        )
+        .unwrap();
     let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = tcp.local_addr().unwrap();
     let _client = tokio::net::TcpStream::connect(addr).await.unwrap();

@@ -5,7 +5,7 @@ use crate::support;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use monconn::{MonitoredIo, RejectReason, Registry, ServiceMonitor};
+use monconn::{MonitoredIo, Registry, RejectReason, ServiceMonitor};
 use serde_json::{json, Value};
 use support::{listen, quiet_config, tcp_pair_from, LOCALHOST};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -87,7 +87,9 @@ async fn fresh_service_snapshot() {
     assert_eq!(with_conns["conns"], json!([]));
 }
 
-async fn snapshot_scene(service: &ServiceMonitor) -> (Vec<(MonitoredIo<TcpStream>, TcpStream)>, Value) {
+async fn snapshot_scene(
+    service: &ServiceMonitor,
+) -> (Vec<(MonitoredIo<TcpStream>, TcpStream)>, Value) {
     let listener = listen().await;
     let local = listener.local_addr().unwrap();
     let two = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));

@@ -10,7 +10,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use monconn::{CloseCause, ConnRecord, MonitoredIo, Registry, ServiceMonitor, ServiceConfig};
+use monconn::{CloseCause, ConnRecord, MonitoredIo, Registry, ServiceConfig, ServiceMonitor};
 use support::{eventually, listen, quiet_config, tcp_pair, tcp_pair_from, within, LOCALHOST};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -60,8 +60,9 @@ async fn closed_count(service: &ServiceMonitor, cause: &str, n: u64) {
 
 #[tokio::test]
 async fn idle_connection_closed_while_active_ones_stay() {
-    let service =
-        Registry::new().create("idle", config().max_idle(Duration::from_secs(1))).unwrap();
+    let service = Registry::new()
+        .create("idle", config().max_idle(Duration::from_secs(1)))
+        .unwrap();
 
     // A client that sends a byte every few ms.
     let (sender_conn, mut sender) = tcp_pair(&service).await;
@@ -116,10 +117,12 @@ async fn idle_connection_closed_while_active_ones_stay() {
 
 #[tokio::test]
 async fn read_timeout_closes_a_read_pending_too_long() {
-    let service = Registry::new().create(
-        "read-timeout",
-        config().read_timeout(Duration::from_millis(300)),
-    ).unwrap();
+    let service = Registry::new()
+        .create(
+            "read-timeout",
+            config().read_timeout(Duration::from_millis(300)),
+        )
+        .unwrap();
     // Gets a byte every 30 ms: its reads are never pending for long.
     let (fed_conn, mut feeder) = tcp_pair(&service).await;
     let fed_rec = fed_conn.record().clone();
@@ -153,10 +156,12 @@ async fn read_timeout_closes_a_read_pending_too_long() {
 
 #[tokio::test]
 async fn write_timeout_closes_a_write_to_a_peer_that_stopped_reading() {
-    let service = Registry::new().create(
-        "write-timeout",
-        config().write_timeout(Duration::from_millis(300)),
-    ).unwrap();
+    let service = Registry::new()
+        .create(
+            "write-timeout",
+            config().write_timeout(Duration::from_millis(300)),
+        )
+        .unwrap();
     let (mut conn, mut client) = tcp_pair(&service).await;
     let record = conn.record().clone();
     // The server writes until the socket buffers are full and its write stays

@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use monconn::integrations::{Graceful, PendingReport};
-use monconn::{Listener, MonitoredIo, ServiceMonitor, ServiceConfig};
+use monconn::{Listener, MonitoredIo, ServiceConfig, ServiceMonitor};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -105,7 +105,10 @@ pub async fn connect_from(src: IpAddr, addr: SocketAddr) -> TcpStream {
 }
 
 /// Accepts one connection on `listener` and wraps it in `service`.
-pub async fn accept_wrapped(listener: &TcpListener, service: &ServiceMonitor) -> MonitoredIo<TcpStream> {
+pub async fn accept_wrapped(
+    listener: &TcpListener,
+    service: &ServiceMonitor,
+) -> MonitoredIo<TcpStream> {
     let (stream, peer) = within("accept", listener.accept()).await.expect("accept");
     let local = listener.local_addr().expect("local_addr");
     service.wrap(stream, peer, local).expect("admitted")

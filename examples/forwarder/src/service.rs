@@ -11,7 +11,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 use monconn::layers::proxy::ProxyHeader;
 use monconn::layers::{FilterLayer, LimitLayer, Pass, ProxyProtocolLayer};
-use monconn::{AcceptStack, Listener, MonitoredIo, ServiceMonitor, ServiceConfig};
+use monconn::{AcceptStack, Listener, MonitoredIo, ServiceConfig, ServiceMonitor};
 use socket2::{Domain, Socket, Type};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Handle;

@@ -64,9 +64,7 @@ pub fn all(registry: &Registry) -> All {
             .collect(),
         draining: draining()
             .iter()
-            .map(|(_, service, errors)| {
-                WithBackendErrors::new(service.snapshot(), errors.get())
-            })
+            .map(|(_, service, errors)| WithBackendErrors::new(service.snapshot(), errors.get()))
             .collect(),
         log_lines_dropped: logging::dropped(),
     }

@@ -199,7 +199,9 @@ pub struct ProxyRefused {
 impl ProxyRefused {
     fn new(error: HeaderError, conn: Accepted<TcpStream>) -> Self {
         let reason = match &error {
-            HeaderError::NotProxy { .. } | HeaderError::Malformed { .. } => RejectReason::ProxyMalformed,
+            HeaderError::NotProxy { .. } | HeaderError::Malformed { .. } => {
+                RejectReason::ProxyMalformed
+            }
             HeaderError::Oversized { .. } => RejectReason::ProxyOversized,
             HeaderError::Timeout(_) => RejectReason::ProxyTimeout,
             HeaderError::Truncated { .. } | HeaderError::Io(_) => RejectReason::ProxyTruncated,
