@@ -7,6 +7,7 @@
 //! |---|---|---|
 //! | GET | `/` | the live dashboard (one HTML page, no external resource) |
 //! | GET | `/events` | the dashboard's server-sent events (`?filter=&sort=&limit=`, as `/connections`) |
+//! | GET | `/tap` | a [tap](crate::tap) as server-sent events: `?sid=&ip=IP-or-CIDR&conn=ID` (each optional; none: every connection); events `tap` (its filter and limits), `open`, `read` and `write` (`offset`, `len`, `hex` of the first bytes), `close` (`cause`, `bytes_read`, `bytes_written`, `duration_ms`), `lost` (events dropped so far); limits: [`Admin::tap_limits`] |
 //! | GET | `/healthz` | `{"alive": true}`: the process answers |
 //! | GET | `/readyz` | `{"ready": true}` when every service accepts; 503 and `"stopping": [sid, ...]` otherwise |
 //! | GET | `/stats` | `{"services": [ServiceSnapshot, ...]}` |
@@ -78,6 +79,7 @@ mod events;
 mod routes;
 mod sampler;
 mod serve;
+mod tap;
 
 pub use auth::bearer_matches;
 pub use serve::{
@@ -90,6 +92,7 @@ use std::sync::Arc;
 
 use axum::Router;
 
+use crate::tap::TapLimits;
 use crate::Registry;
 
 /// Renders the text `GET /metrics` serves (Prometheus exposition format),
@@ -127,6 +130,7 @@ pub struct Admin {
     metrics: Option<MetricsRenderer>,
     max_rows: usize,
     extra: Option<Router>,
+    tap_limits: TapLimits,
 }
 
 // === impl Admin ===
@@ -141,6 +145,7 @@ impl Admin {
             metrics: None,
             max_rows: MAX_ROWS,
             extra: None,
+            tap_limits: TapLimits::default(),
         }
     }
 
@@ -162,6 +167,22 @@ impl Admin {
     /// at once (at least 1). Default: [`MAX_ROWS`].
     pub fn max_rows(mut self, rows: usize) -> Self {
         self.max_rows = rows.max(1);
+        self
+    }
+
+    /// What each `GET /tap` subscriber gets at most: bytes per read or
+    /// write, events per second, events queued. Default:
+    /// [`TapLimits::default`] (64 bytes, 200 events/s, 256 queued).
+    ///
+    /// ```
+    /// use monconn::{admin::Admin, tap::TapLimits};
+    ///
+    /// let admin = Admin::new(monconn::Registry::new())
+    ///     .tap_limits(TapLimits::default().with_bytes_per_event(256));
+    /// # let _ = admin;
+    /// ```
+    pub fn tap_limits(mut self, limits: TapLimits) -> Self {
+        self.tap_limits = limits;
         self
     }
 }
@@ -205,6 +226,7 @@ impl fmt::Debug for Admin {
             .field("metrics", &self.metrics.is_some())
             .field("max_rows", &self.max_rows)
             .field("extended", &self.extra.is_some())
+            .field("tap_limits", &self.tap_limits)
             .finish()
     }
 }

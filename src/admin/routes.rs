@@ -14,7 +14,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::sampler::Sampler;
-use super::{auth, events, Admin, MetricsRenderer};
+use super::{auth, events, tap, Admin, MetricsRenderer};
+use crate::tap::TapLimits;
 use crate::{Registry, ServiceMonitor};
 
 /// The dashboard: one page, no external resource.
@@ -26,6 +27,7 @@ pub(super) struct Shared {
     pub(super) token: Option<Arc<str>>,
     pub(super) metrics: Option<MetricsRenderer>,
     pub(super) max_rows: usize,
+    pub(super) tap_limits: TapLimits,
     /// The session cookie's value: random, one per admin.
     pub(super) session: String,
     pub(super) sampler: Sampler,
@@ -37,6 +39,7 @@ pub(super) fn build(admin: Admin) -> Router {
         token: admin.token,
         metrics: admin.metrics,
         max_rows: admin.max_rows,
+        tap_limits: admin.tap_limits,
         session: auth::new_session(),
         sampler: Sampler::default(),
     });
@@ -52,6 +55,7 @@ pub(super) fn build(admin: Admin) -> Router {
         .route("/readyz", get(readyz))
         .route("/events", get(events::events))
         .route("/connections", get(events::connections))
+        .route("/tap", get(tap::tap))
         .route("/stats", get(all))
         .route("/stats/{sid}", get(one))
         .route("/stats/{sid}/connections", get(connections))

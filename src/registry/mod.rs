@@ -34,6 +34,7 @@ mod rules;
 mod service;
 mod snapshot;
 mod sweeper;
+mod tap;
 
 pub use admission::Admission;
 pub use close::CloseReport;
@@ -51,6 +52,8 @@ use std::fmt;
 use std::sync::{Arc, OnceLock, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use serde::Serialize;
+
+use crate::tap::Hub;
 
 /// Services by id. Cheap to clone; clones share the same services.
 ///
@@ -72,6 +75,8 @@ use serde::Serialize;
 #[derive(Clone, Default)]
 pub struct Registry {
     services: Arc<RwLock<BTreeMap<Arc<str>, ServiceMonitor>>>,
+    /// Its taps, shared by all its services' connections.
+    hub: Arc<Hub>,
 }
 
 /// The error of [`Registry::create`]: the sid names a service already.
@@ -190,7 +195,7 @@ impl Registry {
                 running: s.is_running(),
             });
         }
-        let service = ServiceMonitor::new(Arc::from(sid), config);
+        let service = ServiceMonitor::new(Arc::from(sid), config, self.hub.clone());
         services.insert(Arc::from(sid), service.clone());
         Ok(service)
     }
@@ -215,7 +220,7 @@ impl Registry {
             s.set_config(config);
             return s.clone();
         }
-        let service = ServiceMonitor::new(Arc::from(sid), config);
+        let service = ServiceMonitor::new(Arc::from(sid), config, self.hub.clone());
         services.insert(Arc::from(sid), service.clone());
         service
     }
@@ -225,7 +230,7 @@ impl Registry {
         let mut services = self.write();
         services
             .entry(Arc::from(sid))
-            .or_insert_with(|| ServiceMonitor::new(Arc::from(sid), config))
+            .or_insert_with(|| ServiceMonitor::new(Arc::from(sid), config, self.hub.clone()))
             .clone()
     }
 

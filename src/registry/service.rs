@@ -18,6 +18,7 @@ use super::ServiceConfig;
 use crate::clock::now_ms;
 use crate::io::{CloseCause, ConnRecord, MonitoredIo, Record, Release};
 use crate::ip::client_key;
+use crate::tap::Hub;
 
 /// A service's byte totals: read from and written to its clients.
 ///
@@ -93,6 +94,8 @@ pub(crate) struct ServiceInner {
     /// The key of this service's duration histogram.
     #[cfg(feature = "metrics")]
     duration_key: metrics::Key,
+    /// Its registry's taps, told of every connection.
+    hub: Arc<Hub>,
 }
 
 #[derive(Default)]
@@ -127,7 +130,7 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 // === impl ServiceMonitor ===
 
 impl ServiceMonitor {
-    pub(crate) fn new(sid: Arc<str>, config: ServiceConfig) -> Self {
+    pub(crate) fn new(sid: Arc<str>, config: ServiceConfig, hub: Arc<Hub>) -> Self {
         let config = Arc::new(config);
         ServiceMonitor {
             inner: Arc::new(ServiceInner {
@@ -147,6 +150,7 @@ impl ServiceMonitor {
                 sweeper: AtomicBool::new(false),
                 by_addr: Default::default(),
                 recent: Default::default(),
+                hub,
             }),
         }
     }
@@ -468,7 +472,7 @@ impl ServiceInner {
             id,
             sid,
             (peer, local),
-            print_bytes,
+            (print_bytes, Some(self.hub.clone())),
             prefix,
             self.clone(),
             proxy,
@@ -483,6 +487,9 @@ impl ServiceInner {
         self.by_addr.insert(&record);
         drop(table);
         self.counters.accepted.fetch_add(1, Relaxed);
+        // After the listing: a tap starting now finds it in the table, or
+        // it finds the tap here.
+        self.hub.on_open(&record);
         record
     }
 

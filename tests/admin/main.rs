@@ -12,3 +12,4 @@ mod guard;
 mod http;
 mod live;
 mod server;
+mod tap;

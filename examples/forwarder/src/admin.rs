@@ -8,7 +8,7 @@
 //! | GET | `/metrics` | Prometheus text |
 //! | POST, DELETE | `/services/{sid}/blacklist/{ip-or-cidr}` | `{"sid", "blacklist": [...]}`; `?kick=1` on POST also closes the live connections from it |
 //! | POST | `/services/{sid}/connections/{id}/kick` | `{"sid", "id", "kicked": true}` |
-//! | GET | `/`, `/events`, `/connections`, `/healthz`, `/readyz`, `/services/{sid}/blacklist`; POST, DELETE `/session` | the live dashboard and the rest of [`monconn::admin`] |
+//! | GET | `/`, `/events`, `/tap`, `/connections`, `/healthz`, `/readyz`, `/services/{sid}/blacklist`; POST, DELETE `/session` | the live dashboard, the runtime tap and the rest of [`monconn::admin`] |
 //!
 //! It is [`monconn::admin`]'s router and server, with two routes of the
 //! forwarder's own (`/stats`, `/stats/{sid}`, through
