@@ -5,7 +5,7 @@
 //! garbage, half headers, silence, oversized headers and untrusted sources
 //! are refused and counted by reason.
 
-use crate::accept_common::{assert_closed, counts, lo, refused};
+use crate::accept_common::{assert_closed, counts, lo, refused, serve, WELCOME};
 use crate::support::{connect_from, eventually, quiet_config, within};
 
 use std::net::SocketAddr;
@@ -271,6 +271,54 @@ async fn garbage_half_headers_silence_and_oversized_headers_are_refused_by_reaso
     );
     assert_eq!(service.snapshot(false).accepted, 0);
     server.abort();
+}
+
+#[tokio::test]
+async fn a_silent_client_is_refused_within_a_tick_of_its_timeout_while_others_are_served() {
+    // The layer's clock ticks every quarter of the timeout.
+    let (timeout, tick) = (Duration::from_secs(1), Duration::from_millis(250));
+    let listener = listener(quiet_config(), trust_lo1().header_timeout(timeout)).await;
+    let service = listener.service().clone();
+    let mut server = serve(listener);
+    let start = Instant::now();
+    let mut silent = connect_from(lo(1), server.addr).await;
+    let mut half = connect_from(lo(1), server.addr).await;
+    half.write_all(b"\r\n\r\n\0\r\nQUIT\n\x21").await.unwrap();
+
+    // Meanwhile, a client through the same balancer is served at once.
+    let mut good = connect_from(lo(1), server.addr).await;
+    good.write_all(b"PROXY TCP4 192.0.2.8 10.0.0.1 52000 443\r\nhi")
+        .await
+        .unwrap();
+    let mut welcome = [0u8; 1];
+    within("welcome", good.read_exact(&mut welcome))
+        .await
+        .unwrap();
+    assert_eq!(welcome[0], WELCOME);
+    let admitted = within("admitted", server.admitted.recv()).await;
+    assert_eq!(admitted, Some(addr("192.0.2.8:52000")));
+    if start.elapsed() < timeout {
+        assert!(refused(&service).is_empty());
+    }
+
+    // The silent and the half-sent ones: refused after the timeout, at
+    // most a tick late (plus a second of slack for a busy machine).
+    assert_closed("silent client", &mut silent).await;
+    assert_closed("half a header", &mut half).await;
+    let took = start.elapsed();
+    assert!(took >= timeout, "{took:?}");
+    assert!(took < timeout + tick + Duration::from_secs(1), "{took:?}");
+    eventually("two timeouts counted", || {
+        refused(&service).values().sum::<u64>() == 2
+    })
+    .await;
+    assert_eq!(refused(&service), counts(&[("proxy_timeout", 2)]));
+    // The good one is still served.
+    let stats = service.snapshot(false);
+    assert_eq!((stats.accepted, stats.connections), (1, 1));
+    good.write_all(b"!").await.unwrap();
+    drop(good);
+    eventually("closed", || service.connections() == 0).await;
 }
 
 #[tokio::test]
