@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use monconn::integrations::ConnInfo;
 use monconn::layers::proxy::{Command, ProxyConfig, ProxyHeader};
-use monconn::{Listener, MonitoredIo, Registry, ServiceConfig};
+use monconn::{Listener, MonitoredIo, Registry, ServiceConfig, ServiceSnapshot};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -184,6 +184,38 @@ async fn v2_local_and_v1_unknown_are_served_as_the_socket_peer() {
         assert_eq!(info.proxy_header().unwrap().source(), None);
         assert_eq!(info.bytes_read(), 4);
     }
+}
+
+#[tokio::test]
+async fn snapshots_show_the_socket_peer_of_proxied_connections_only() {
+    let listener = listener(quiet_config(), trust_lo1().serve_untrusted()).await;
+    let service = listener.service().clone();
+    let to = listener.local_addr();
+    let mut lb = connect_from(lo(1), to).await;
+    lb.write_all(b"PROXY TCP4 192.0.2.7 10.0.0.1 51000 443\r\nhi")
+        .await
+        .unwrap();
+    let (proxied, _, _) = accept_and_read(&listener, 2).await;
+    // From an untrusted source, served as it is: no header, no socket_peer.
+    let mut direct = connect_from(lo(7), to).await;
+    direct.write_all(b"hi").await.unwrap();
+    let (plain, _, _) = accept_and_read(&listener, 2).await;
+
+    let stats = service.snapshot(true);
+    let conns = stats.conns.as_ref().unwrap();
+    let lb_addr = lb.local_addr().unwrap();
+    assert_eq!(conns[0].peer, addr("192.0.2.7:51000"));
+    assert_eq!(conns[0].socket_peer, Some(lb_addr));
+    assert_eq!(conns[1].peer, direct.local_addr().unwrap());
+    assert_eq!(conns[1].socket_peer, None);
+    // In JSON: both addresses of the proxied one; the key left out of the other.
+    let json = serde_json::to_value(&stats).unwrap();
+    assert_eq!(json["conns"][0]["peer"], "192.0.2.7:51000");
+    assert_eq!(json["conns"][0]["socket_peer"], lb_addr.to_string());
+    assert!(json["conns"][1].get("socket_peer").is_none(), "{json}");
+    let back: ServiceSnapshot = serde_json::from_value(json).unwrap();
+    assert_eq!(back, stats);
+    drop((proxied, plain));
 }
 
 #[tokio::test]
