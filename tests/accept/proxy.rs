@@ -334,12 +334,13 @@ async fn a_silent_client_is_refused_within_a_tick_of_its_timeout_while_others_ar
     }
 
     // The silent and the half-sent ones: refused after the timeout, at
-    // most a tick late (plus a second of slack for a busy machine).
+    // most a tick late (plus two seconds of slack for a busy machine; the
+    // layer's unit tests check the tick exactly, on tokio's paused clock).
     assert_closed("silent client", &mut silent).await;
     assert_closed("half a header", &mut half).await;
     let took = start.elapsed();
     assert!(took >= timeout, "{took:?}");
-    assert!(took < timeout + tick + Duration::from_secs(1), "{took:?}");
+    assert!(took < timeout + tick + Duration::from_secs(2), "{took:?}");
     eventually("two timeouts counted", || {
         refused(&service).values().sum::<u64>() == 2
     })

@@ -107,28 +107,32 @@ impl Shared {
 /// Advances the epoch every tick and wakes the connections whose deadline
 /// came, while any waits; holds the table weakly, so a layer dropped with
 /// it ends it at the next tick.
-async fn ticker(shared: Weak<Shared>, tick: Duration) {
+fn ticker(shared: Weak<Shared>, tick: Duration) -> impl Future<Output = ()> + Send {
+    // Made now, so that the task dropped before its first poll (its runtime
+    // shutting down) still marks the ticker stopped.
     let mut running = Running(shared.clone());
-    let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + tick, tick);
-    loop {
-        interval.tick().await;
-        let Some(shared) = shared.upgrade() else {
-            return;
-        };
-        let mut table = shared.lock();
-        if table.waiting.is_empty() {
-            table.ticking = false;
-            if table.waiting.capacity() > KEEP_CAPACITY {
-                table.waiting = Slab::new();
+    async move {
+        let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + tick, tick);
+        loop {
+            interval.tick().await;
+            let Some(shared) = shared.upgrade() else {
+                return;
+            };
+            let mut table = shared.lock();
+            if table.waiting.is_empty() {
+                table.ticking = false;
+                if table.waiting.capacity() > KEEP_CAPACITY {
+                    table.waiting = Slab::new();
+                }
+                running.disarm();
+                return;
             }
-            running.0 = Weak::new();
-            return;
-        }
-        let epoch = shared.epoch.load(Relaxed) + 1;
-        shared.epoch.store(epoch, Relaxed);
-        for (_, (deadline, waker)) in &table.waiting {
-            if *deadline <= epoch {
-                waker.wake_by_ref();
+            let epoch = shared.epoch.load(Relaxed) + 1;
+            shared.epoch.store(epoch, Relaxed);
+            for (_, (deadline, waker)) in &table.waiting {
+                if *deadline <= epoch {
+                    waker.wake_by_ref();
+                }
             }
         }
     }
@@ -137,6 +141,13 @@ async fn ticker(shared: Weak<Shared>, tick: Duration) {
 /// Marks the ticker stopped however it ends (its runtime shut down, say),
 /// so that the next waiting connection starts another.
 struct Running(Weak<Shared>);
+
+impl Running {
+    /// The ticker marked itself stopped: nothing left to do.
+    fn disarm(&mut self) {
+        self.0 = Weak::new();
+    }
+}
 
 impl Drop for Running {
     fn drop(&mut self) {
@@ -272,6 +283,31 @@ mod tests {
         assert_eq!(waiting(&deadlines).0, 0);
         tokio::time::sleep(Duration::from_millis(150)).await;
         assert_eq!((waiting(&deadlines), tasks()), ((0, false), 0));
+    }
+
+    #[test]
+    fn a_ticker_lost_with_its_runtime_is_started_again() {
+        let deadlines = Deadlines::new(Duration::from_millis(400));
+        let runtime = |paused| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .start_paused(paused)
+                .build()
+                .unwrap()
+        };
+        // A connection waits, and its runtime goes, ticker and all.
+        runtime(false).block_on(async {
+            let mut stalled = Box::pin(deadlines.run(std::future::pending::<()>()));
+            assert!(poll_once(stalled.as_mut()).await.is_pending());
+            assert_eq!(waiting(&deadlines), (1, true));
+        });
+        assert_eq!(waiting(&deadlines), (0, false));
+        // The next one, in another runtime, still expires.
+        runtime(true).block_on(async {
+            let stalled = deadlines.run(std::future::pending::<()>());
+            let outer = tokio::time::timeout(Duration::from_secs(60), stalled).await;
+            assert!(matches!(outer, Ok(Err(Expired))), "{outer:?}");
+        });
     }
 
     #[tokio::test(start_paused = true)]
