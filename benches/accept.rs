@@ -6,7 +6,7 @@
 //!   100,000-entry CIDR blacklist loaded. Clients connect from 4 tasks and
 //!   close with `SO_LINGER` 0 (no TIME_WAIT pile-up); an iteration ends when
 //!   the server has accepted, wrapped and dropped the connection.
-//! - `filter/*`: the filter decision alone (`Service::ip_verdict`) against
+//! - `filter/*`: the filter decision alone (`ServiceMonitor::ip_verdict`) against
 //!   1,000 and 100,000 random IPv4 CIDRs (/8 to /32) and IPv6 CIDRs, over
 //!   4,096 random client addresses.
 //!
@@ -136,7 +136,7 @@ async fn bare_server(done: Arc<Done>, keepalive: bool) -> SocketAddr {
 }
 
 async fn monconn_server(done: Arc<Done>, config: ServiceConfig) -> SocketAddr {
-    let service = Registry::new().create("bench", config);
+    let service = Registry::new().create("bench", config).unwrap();
     let listener = Listener::bind("127.0.0.1:0", service).await.unwrap();
     let addr = listener.local_addr();
     tokio::spawn(async move {
@@ -191,7 +191,7 @@ fn accept(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(4));
 
     let default = ServiceConfig::default();
-    let blacklist = default.clone().with_blacklist(cidrs(100_000, 1));
+    let blacklist = default.clone().blacklist(cidrs(100_000, 1));
     let servers: [(&str, Option<ServiceConfig>); 3] = [
         ("bare_tokio", None),
         ("listener_default_stack", Some(default)),
@@ -226,10 +226,12 @@ fn filter(c: &mut Criterion) {
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2));
     for entries in [1_000usize, 100_000] {
-        let service = Registry::new().create(
-            "filter",
-            ServiceConfig::default().with_blacklist(cidrs(entries, 3)),
-        );
+        let service = Registry::new()
+            .create(
+                "filter",
+                ServiceConfig::default().blacklist(cidrs(entries, 3)),
+            )
+            .unwrap();
         for (family, probes) in [("v4", &probes_v4), ("v6", &probes_v6)] {
             group.bench_with_input(
                 BenchmarkId::new(format!("ip_verdict_{family}"), entries),
@@ -245,16 +247,18 @@ fn filter(c: &mut Criterion) {
         }
     }
     // A runtime change to a 100,000-entry list: reject then release.
-    let service = Registry::new().create(
-        "filter",
-        ServiceConfig::default().with_blacklist(cidrs(100_000, 5)),
-    );
+    let service = Registry::new()
+        .create(
+            "filter",
+            ServiceConfig::default().blacklist(cidrs(100_000, 5)),
+        )
+        .unwrap();
     let extra: IpNet = "198.51.100.0/24".parse().unwrap();
     group.sample_size(10);
     group.bench_function("reject_and_release/100000", |b| {
         b.iter(|| {
-            assert!(service.reject_ip(extra));
-            assert!(service.release_ip(extra));
+            assert!(service.ban(extra));
+            assert!(service.unban(extra));
         })
     });
     group.sample_size(50);
@@ -267,8 +271,9 @@ fn filter(c: &mut Criterion) {
         .map(|n| IpNet::V4(Ipv4Net::new([10, 1, (n >> 8) as u8, n as u8].into(), 32).unwrap()))
         .collect();
     clustered.extend(cidrs(100_000 - clustered.len(), 4));
-    let service =
-        Registry::new().create("filter", ServiceConfig::default().with_blacklist(clustered));
+    let service = Registry::new()
+        .create("filter", ServiceConfig::default().blacklist(clustered))
+        .unwrap();
     let probes: Vec<IpAddr> = (0..4096)
         .map(|_| IpAddr::V4([10, 1, rng.random(), rng.random()].into()))
         .collect();
@@ -304,12 +309,9 @@ fn interleaved(rounds: usize) {
         ("bare_tokio_keepalive", Some(None)),
         (
             "listener_blacklist_100k",
-            Some(Some(default.clone().with_blacklist(cidrs(100_000, 1)))),
+            Some(Some(default.clone().blacklist(cidrs(100_000, 1)))),
         ),
-        (
-            "listener_no_keepalive",
-            Some(Some(default.with_keepalive(None))),
-        ),
+        ("listener_no_keepalive", Some(Some(default.keepalive(None)))),
     ];
     // MONCONN_ACCEPT_ONLY=name runs one variant (for strace or perf).
     let only = std::env::var("MONCONN_ACCEPT_ONLY").ok();
@@ -374,10 +376,12 @@ fn interleaved_filter(rounds: usize) {
         .collect();
     let mut cases = Vec::new();
     for entries in [1_000usize, 100_000] {
-        let service = Registry::new().create(
-            "filter",
-            ServiceConfig::default().with_blacklist(cidrs(entries, 3)),
-        );
+        let service = Registry::new()
+            .create(
+                "filter",
+                ServiceConfig::default().blacklist(cidrs(entries, 3)),
+            )
+            .unwrap();
         let set = monconn::IpSet::new(service.config().blacklist.iter().copied());
         println!("{entries} entries: {} ranges", set.ranges());
         cases.push((format!("v4/{entries}"), service.clone(), &v4));
@@ -415,7 +419,7 @@ fn interleaved_filter(rounds: usize) {
 
 criterion_group!(benches, filter, accept);
 
-/// The rate table under churn (`MONCONN_RATE_ROUNDS=n`): `Service::admit`
+/// The rate table under churn (`MONCONN_RATE_ROUNDS=n`): `ServiceMonitor::admit`
 /// with a `rate_limit` of one token per 1,000 s, from 65,536 new addresses
 /// (each gets a bucket: the table fills to its cap), then 65,536 more new
 /// addresses (the table is full and nothing has refilled: they share the
@@ -426,13 +430,15 @@ fn rate_churn(rounds: usize) {
     let peer = |n: u32| SocketAddr::new(IpAddr::V4((0x0a00_0000 + n).into()), 1);
     let mut phases: [Vec<f64>; 3] = Default::default();
     for _ in 0..rounds {
-        let service = Registry::new().create(
-            "rate",
-            ServiceConfig::default().with_rate_limit(Some(monconn::RateLimit {
-                per_sec: 0.001,
-                burst: 1,
-            })),
-        );
+        let service = Registry::new()
+            .create(
+                "rate",
+                ServiceConfig::default().rate_limit(monconn::RateLimit {
+                    per_sec: 0.001,
+                    burst: 1,
+                }),
+            )
+            .unwrap();
         for (phase, range) in [(0, 0..N), (1, N..2 * N), (2, 0..N)] {
             let started = Instant::now();
             for n in range {

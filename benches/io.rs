@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
-use monconn::{Registry, Service, ServiceConfig};
+use monconn::{Registry, ServiceConfig, ServiceMonitor};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -67,12 +67,12 @@ async fn tcp_pair() -> (TcpStream, TcpStream) {
     (client, server)
 }
 
-fn service() -> Service {
+fn service() -> ServiceMonitor {
     let config = ServiceConfig::default()
-        .with_read_timeout(None)
-        .with_write_timeout(None)
-        .with_max_idle(None);
-    Registry::new().create("bench", config)
+        .read_timeout(None)
+        .write_timeout(None)
+        .max_idle(None);
+    Registry::new().create("bench", config).unwrap()
 }
 
 fn bulk_copy(c: &mut Criterion) {
@@ -102,7 +102,13 @@ fn bulk_copy(c: &mut Criterion) {
             let w = s.wrap(w, wp, rp).unwrap();
             let r = s.wrap(r, rp, wp).unwrap();
             let elapsed = timed(w, r, iters).await;
-            assert_eq!(s.bytes(), (iters * TOTAL as u64, iters * TOTAL as u64));
+            assert_eq!(
+                s.bytes(),
+                monconn::ByteCounts {
+                    read: iters * TOTAL as u64,
+                    written: iters * TOTAL as u64
+                }
+            );
             elapsed
         })
     });
@@ -119,7 +125,13 @@ fn bulk_copy(c: &mut Criterion) {
             let w = s.wrap(w, addr, addr).unwrap();
             let r = s.wrap(r, addr, addr).unwrap();
             let elapsed = timed(w, r, iters).await;
-            assert_eq!(s.bytes(), (iters * TOTAL as u64, iters * TOTAL as u64));
+            assert_eq!(
+                s.bytes(),
+                monconn::ByteCounts {
+                    read: iters * TOTAL as u64,
+                    written: iters * TOTAL as u64
+                }
+            );
             elapsed
         })
     });

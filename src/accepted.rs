@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 
 use crate::proxied::ProxyInfo;
-use crate::{Admission, MonitoredIo, Service};
+use crate::{Admission, MonitoredIo, ServiceMonitor};
 
 /// A connection just accepted, as it flows through the accept stack (a
 /// `tower::Service<Accepted<IO>>`): its transport, addresses and, once a
@@ -72,7 +72,10 @@ impl<IO> Accepted<IO> {
     /// # Errors
     /// [`Rejected`](crate::Rejected) when `service` refuses it now (not
     /// counted: the caller counts refusals).
-    pub fn into_monitored(self, service: &Service) -> Result<MonitoredIo<IO>, crate::Rejected>
+    pub fn into_monitored(
+        self,
+        service: &ServiceMonitor,
+    ) -> Result<MonitoredIo<IO>, crate::Rejected>
     where
         IO: 'static,
     {

@@ -15,7 +15,7 @@
 //! use monconn::{Listener, Registry, ServiceConfig};
 //!
 //! let registry = Registry::new();
-//! let service = registry.create("web", ServiceConfig::default().with_conn_limit(Some(10_000)));
+//! let service = registry.create("web", ServiceConfig::default().conn_limit(10_000)).unwrap();
 //! let app = Router::new()
 //!     .route("/", get(|| async { "hello" }))
 //!     .nest("/stats", stats::router(registry.clone())); // JSON snapshots
@@ -50,7 +50,7 @@
 //! # Features
 //! | feature | what it adds |
 //! |---|---|
-//! | *(none)* | [`MonitoredIo`], [`Registry`], [`Service`], [`Listener`], the accept [`layers`], [`integrations::graceful`], [`integrations::ConnInfo`], the hyper recipe |
+//! | *(none)* | [`MonitoredIo`], [`Registry`], [`ServiceMonitor`], [`Listener`], the accept [`layers`], [`integrations::graceful`], [`integrations::ConnInfo`], the hyper recipe |
 //! | `axum` | `axum::serve` takes a [`Listener`] of any stack; `ConnectInfo<ConnInfo>`; [`integrations::stats`], the JSON router and side server |
 //! | `tonic` | [`integrations::tonic::Incoming`], `Connected`, `ConnInfoLayer` |
 //! | `metrics` | service figures on the `metrics` facade ([`metrics`]) |
@@ -62,10 +62,10 @@
 //! - Accepting: [`Listener`] (with [`Listener::builder`] for your own layers,
 //!   any stack being an [`AcceptStack`]), [`Accepted`] (a connection in the
 //!   stack), [`layers`] (`FilterLayer`, `LimitLayer`), [`Rejected`] and
-//!   [`Reason`] (why a connection was refused).
+//!   [`RejectReason`] (why a connection was refused).
 //! - Counting: [`MonitoredIo`] (the wrapper), [`ConnRecord`] (one
 //!   connection's live counters), [`CloseCause`] (why it was cut).
-//! - Owning: [`Registry`] of [`Service`]s by id, each with a
+//! - Owning: [`Registry`] of [`ServiceMonitor`]s by id, each with a
 //!   [`ServiceConfig`] (timeouts, limits, lists), an [`Admission`] per
 //!   connection, [`ServiceSnapshot`] / [`RegistrySnapshot`] /
 //!   [`ConnSnapshot`] (serde), [`CloseReport`] of a graceful close.
@@ -75,10 +75,10 @@
 //! A connection flows one way, and so do the imports: the
 //! [`Listener`] accepts it and passes it, as an [`Accepted`], through the
 //! accept stack of [`layers`] (filter, limits, your own); a layer admits it
-//! into its [`Service`] (an [`Admission`]), and the service wraps it in a
+//! into its [`ServiceMonitor`] (an [`Admission`]), and the service wraps it in a
 //! [`MonitoredIo`] that counts into the connection's own [`ConnRecord`].
 //! Modules import downwards only: listener → layers → `Accepted` → registry
-//! ([`Registry`], [`Service`], snapshots, sweeper, limits, rules) → io
+//! ([`Registry`], [`ServiceMonitor`], snapshots, sweeper, limits, rules) → io
 //! ([`MonitoredIo`], [`ConnRecord`], [`CloseCause`]) → the leaves (the
 //! address helpers [`client_key`], [`canonical_ip`], [`IpSet`], and a
 //! coarse clock). io knows nothing of the registry: it hands a dropped
@@ -109,7 +109,7 @@
 //! let mut buf = [0; 5];
 //! conn.read_exact(&mut buf).await?;
 //!
-//! let stats = service.snapshot(true);
+//! let stats = service.snapshot_with_conns();
 //! assert_eq!(stats.connections, 1);
 //! assert_eq!(stats.bytes_read, 5);
 //! # Ok(()) }
@@ -150,8 +150,8 @@ pub use ip::{canonical_ip, client_key, IpSet};
 pub use ipnet;
 pub use listener::{AcceptStack, DefaultStack, Listener, ListenerBuilder};
 pub use registry::{
-    Admission, CloseReport, ConnSnapshot, IpConnections, RateLimit, Reason, Registry,
-    RegistrySnapshot, Rejected, Service, ServiceConfig, ServiceSnapshot,
+    Admission, CloseReport, ConnSnapshot, IpConnections, RateLimit, Registry, RegistrySnapshot,
+    RejectReason, Rejected, ServiceConfig, ServiceMonitor, ServiceSnapshot,
 };
 
 /// The README's examples, compiled as doctests.

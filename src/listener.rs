@@ -18,7 +18,7 @@ use tokio::sync::Mutex;
 use tower::ServiceBuilder;
 
 use crate::layers::{BoxError, Filter, FilterLayer, Limit, LimitLayer, Pass};
-use crate::{Accepted, MonitoredIo, Service};
+use crate::{Accepted, MonitoredIo, ServiceMonitor};
 use state::{Ctx, State};
 
 /// The accept stack of [`Listener::bind`] and [`Listener::from_tcp`]: the
@@ -46,7 +46,7 @@ where
     type Io = IO;
 }
 
-/// Accepts TCP connections for a [`Service`] and yields them as
+/// Accepts TCP connections for a [`ServiceMonitor`] and yields them as
 /// [`MonitoredIo`]s.
 ///
 /// Every accepted connection gets the service's TCP keepalive (default 30 s)
@@ -62,7 +62,7 @@ where
 /// next accepts. After the stack, the connection's
 /// [`Admission`](crate::Admission) is attached (or taken now, if no layer
 /// took one). A connection still in the stack when
-/// [`Service::close`] cuts is counted in its
+/// [`ServiceMonitor::close`] cuts is counted in its
 /// [`CloseReport::cut`](crate::CloseReport::cut) and closed when it comes
 /// out, never yielded.
 ///
@@ -91,7 +91,7 @@ where
 /// let (mut conn, peer) = listener.accept().await?;
 /// conn.write_all(b"hello\n").await?;
 /// assert_eq!(peer, client.local_addr()?);
-/// assert_eq!(service.snapshot(false).bytes_written, 6);
+/// assert_eq!(service.snapshot().bytes_written, 6);
 /// # Ok(()) }
 /// ```
 pub struct Listener<S = DefaultStack>
@@ -99,7 +99,7 @@ where
     S: tower::Service<Accepted<TcpStream>>,
 {
     tcp: TcpListener,
-    service: Service,
+    service: ServiceMonitor,
     local: SocketAddr,
     accept_errors: AtomicU64,
     /// Locked by one `accept` at a time: the stack and the connections in
@@ -114,7 +114,7 @@ impl Listener {
     /// The bind error (address in use, say), with the address in its message.
     pub async fn bind(
         addr: impl ToSocketAddrs + fmt::Display,
-        service: Service,
+        service: ServiceMonitor,
     ) -> io::Result<Self> {
         let tcp = TcpListener::bind(&addr)
             .await
@@ -126,7 +126,7 @@ impl Listener {
     ///
     /// # Errors
     /// When the listener's local address cannot be read.
-    pub fn from_tcp(tcp: TcpListener, service: Service) -> io::Result<Self> {
+    pub fn from_tcp(tcp: TcpListener, service: ServiceMonitor) -> io::Result<Self> {
         let stack = ServiceBuilder::new()
             .layer(FilterLayer::new(&service))
             .layer(LimitLayer::new(&service))
@@ -146,7 +146,7 @@ impl Listener {
     ///     .await?;
     /// # Ok(()) }
     /// ```
-    pub fn builder(service: Service) -> ListenerBuilder<tower::layer::util::Identity> {
+    pub fn builder(service: ServiceMonitor) -> ListenerBuilder<tower::layer::util::Identity> {
         ListenerBuilder::new(service)
     }
 }
@@ -162,7 +162,7 @@ where
     ///
     /// # Errors
     /// When the listener's local address cannot be read.
-    pub fn with_stack(tcp: TcpListener, service: Service, stack: S) -> io::Result<Self> {
+    pub fn with_stack(tcp: TcpListener, service: ServiceMonitor, stack: S) -> io::Result<Self> {
         let local = tcp.local_addr()?;
         let mut state = State::new(stack);
         state.sockopts.on_listener(&tcp, &service.config());
@@ -200,7 +200,7 @@ where
     }
 
     /// The service the connections belong to.
-    pub fn service(&self) -> &Service {
+    pub fn service(&self) -> &ServiceMonitor {
         &self.service
     }
 

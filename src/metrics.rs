@@ -2,7 +2,7 @@
 //!
 //! Each service publishes its figures, labelled `service = sid` (never the
 //! peer's IP), from its sweeper's tick and whenever
-//! [`Service::publish_metrics`](crate::Service::publish_metrics) is called (at scrape time, say); never per
+//! [`ServiceMonitor::publish_metrics`](crate::ServiceMonitor::publish_metrics) is called (at scrape time, say); never per
 //! read or write. The connection duration histogram is recorded as each
 //! connection closes.
 //!
@@ -28,8 +28,8 @@
 //! `seconds`; every metric has a description ([`describe`]). Every rejection
 //! reason and close cause is published, zeros included, so that rates can be
 //! computed from the first scrape. Counters are published as absolute values
-//! of the service's own totals: after [`Service::reset_stats`](crate::Service::reset_stats) or
-//! [`Service::take_bytes`](crate::Service::take_bytes) an exporter keeps the higher value it already saw
+//! of the service's own totals: after [`ServiceMonitor::reset_stats`](crate::ServiceMonitor::reset_stats) or
+//! [`ServiceMonitor::take_bytes`](crate::ServiceMonitor::take_bytes) an exporter keeps the higher value it already saw
 //! (Prometheus counters never go down) until the totals pass it again.
 //!
 //! # Examples

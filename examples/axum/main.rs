@@ -35,7 +35,7 @@ struct Args {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:3000")]
     listen: SocketAddr,
-    /// Service id in stats and metrics (default: the listen address).
+    /// ServiceMonitor id in stats and metrics (default: the listen address).
     #[arg(long)]
     sid: Option<String>,
     /// Most concurrent connections.
@@ -130,14 +130,14 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let registry = Registry::new();
     let sid = args.sid.clone().unwrap_or_else(|| args.listen.to_string());
     let config = ServiceConfig::default()
-        .with_conn_limit(args.conn_limit)
-        .with_ip_limit(args.ip_limit)
-        .with_per_ip_limit(args.per_ip_limit)
-        .with_blacklist(args.blacklist.iter().copied())
-        .with_max_idle((args.max_idle > 0).then(|| Duration::from_secs(args.max_idle)))
-        .with_keepalive((args.keepalive > 0).then(|| Duration::from_secs(args.keepalive)))
-        .with_wait_timeout(Duration::from_secs(args.wait_timeout));
-    let service = registry.create(&sid, config);
+        .conn_limit(args.conn_limit)
+        .ip_limit(args.ip_limit)
+        .per_ip_limit(args.per_ip_limit)
+        .blacklist(args.blacklist.iter().copied())
+        .max_idle((args.max_idle > 0).then(|| Duration::from_secs(args.max_idle)))
+        .keepalive((args.keepalive > 0).then(|| Duration::from_secs(args.keepalive)))
+        .wait_timeout(Duration::from_secs(args.wait_timeout));
+    let service = registry.create(&sid, config).unwrap();
     let listener = Listener::bind(args.listen, service.clone()).await?;
     tracing::info!(addr = %listener.local_addr(), %sid, "serving (monitored)");
 

@@ -75,10 +75,10 @@ async fn main() -> std::process::ExitCode {
 
 async fn server(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let config = ServiceConfig::default()
-        .with_conn_limit(args.conn_limit)
-        .with_nodelay(true)
-        .with_wait_timeout(Duration::from_secs(args.wait_timeout));
-    let service = Registry::global().create("grpc", config);
+        .conn_limit(args.conn_limit)
+        .nodelay(true)
+        .wait_timeout(Duration::from_secs(args.wait_timeout));
+    let service = Registry::global().create("grpc", config).unwrap();
     let listener = Listener::bind(args.listen, service.clone()).await?;
     tracing::info!(addr = %listener.local_addr(), "serving grpc.health.v1.Health");
 
@@ -108,7 +108,7 @@ async fn server(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(every).await;
-                let snapshot = stats.snapshot(false);
+                let snapshot = stats.snapshot();
                 tracing::info!("{}", serde_json::to_string(&snapshot).unwrap_or_default());
             }
         });
@@ -128,7 +128,7 @@ async fn server(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     if let Some(report) = report.wait().await {
         tracing::info!(drained = report.drained, cut = report.cut, "stopped");
     }
-    println!("{}", serde_json::to_string(&service.snapshot(false))?);
+    println!("{}", serde_json::to_string(&service.snapshot())?);
     Ok(())
 }
 

@@ -13,7 +13,7 @@ fuzz_target!(|data: &[u8]| {
     match config::parse(text) {
         Ok(specs) => {
             for spec in specs {
-                let service = monconn::Registry::new().create(&spec.sid, spec.config);
+                let service = monconn::Registry::new().create(&spec.sid, spec.config).unwrap();
                 drop(service.admit(([127, 0, 0, 1], 4000).into()));
                 assert_eq!(service.connections(), 0);
             }

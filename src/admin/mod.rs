@@ -13,7 +13,7 @@
 //! | GET | `/stats/{sid}` | one [`ServiceSnapshot`](crate::ServiceSnapshot) |
 //! | GET | `/stats/{sid}/connections` | `{"sid", "connections": [ConnSnapshot, ...]}` |
 //! | GET | `/connections` | the top rows by rate: `{"total", "matched", "rows": [...]}`; `?filter=IP-or-CIDR`, `?sort=rate\|in\|out\|age\|idle`, `?limit=` |
-//! | GET | `/metrics` | the renderer's text ([`Admin::with_metrics`]); 404 without one |
+//! | GET | `/metrics` | the renderer's text ([`Admin::metrics`]); 404 without one |
 //! | POST | `/services/{sid}/connections/{id}/kick` | `{"sid", "id", "kicked": true}`; 404 `no connection N ...` when it is gone |
 //! | GET | `/services/{sid}/blacklist` | `{"sid", "blacklist": [...]}` |
 //! | POST | `/services/{sid}/blacklist/{ip-or-cidr}` | `{"sid", "blacklist", "kicked"}`; `?kick=1` closes its live connections too |
@@ -26,7 +26,7 @@
 //! a CIDR may be written plainly (`.../blacklist/10.0.0.0/8`) or encoded.
 //!
 //! # Security
-//! - With a token ([`Admin::with_token`]), every route but `/`, `/healthz`
+//! - With a token ([`Admin::token`]), every route but `/`, `/healthz`
 //!   and `/readyz` needs `Authorization: Bearer TOKEN` (the scheme in any
 //!   case; compared in constant time) or the session cookie that
 //!   `POST /session` sets with that header (`HttpOnly; SameSite=Strict;
@@ -45,7 +45,7 @@
 //! five minutes of per-service figures in a ring (a page opened late still
 //! draws its sparklines) and, while someone watches, the live connections
 //! with their current rates, of which each page gets the top
-//! [`Admin::with_max_rows`] by the column it sorts on.
+//! [`Admin::max_rows`] by the column it sorts on.
 //!
 //! # Examples
 //! An axum app with the operator's view under `/monconn`:
@@ -58,7 +58,7 @@
 //! let service = registry.service("web");
 //! let app = Router::new()
 //!     .route("/", get(|| async { "hello" }))
-//!     .nest("/monconn", admin::router(Admin::new(registry.clone()).with_token("s3cret")));
+//!     .nest("/monconn", admin::router(Admin::new(registry.clone()).token("s3cret")));
 //! let listener = Listener::bind("127.0.0.1:3000", service).await?;
 //! axum::serve(listener, app).await
 //! # }
@@ -112,9 +112,9 @@ pub const SESSION_COOKIE: &str = "monconn_session";
 ///
 /// let registry = monconn::Registry::new();
 /// let admin = Admin::new(registry)
-///     .with_token("s3cret")
-///     .with_metrics(|| "# no metrics yet\n".to_owned())
-///     .with_max_rows(100);
+///     .token("s3cret")
+///     .metrics(|| "# no metrics yet\n".to_owned())
+///     .max_rows(100);
 /// # let _ = admin;
 /// ```
 #[derive(Clone)]

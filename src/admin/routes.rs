@@ -15,7 +15,7 @@ use serde_json::json;
 
 use super::sampler::Sampler;
 use super::{auth, events, Admin, MetricsRenderer};
-use crate::{Registry, Service};
+use crate::{Registry, ServiceMonitor};
 
 /// The dashboard: one page, no external resource.
 const DASHBOARD: &str = include_str!("dashboard.html");
@@ -108,14 +108,14 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
 }
 
 async fn all(State(shared): State<Arc<Shared>>) -> Response {
-    json(StatusCode::OK, &shared.registry.snapshot(false))
+    json(StatusCode::OK, &shared.registry.snapshot())
 }
 
 async fn one(
     State(shared): State<Arc<Shared>>,
     sid: Result<Path<String>, PathRejection>,
 ) -> Response {
-    with_service(&shared, sid, |s| json(StatusCode::OK, &s.snapshot(false)))
+    with_service(&shared, sid, |s| json(StatusCode::OK, &s.snapshot()))
 }
 
 async fn connections(
@@ -123,7 +123,7 @@ async fn connections(
     sid: Result<Path<String>, PathRejection>,
 ) -> Response {
     with_service(&shared, sid, |s| {
-        let conns = s.snapshot(true).conns.unwrap_or_default();
+        let conns = s.snapshot_with_conns().conns.unwrap_or_default();
         json(
             StatusCode::OK,
             &json!({ "sid": s.sid(), "connections": conns }),
@@ -206,7 +206,7 @@ async fn ban(
         Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
     };
     change_list(&shared, path, |s, net| {
-        s.reject_ip(net);
+        s.ban(net);
         let kicked = if kick { s.kick_net(net) } else { 0 };
         tracing::info!(sid = %s.sid(), %net, kicked, "banned");
         list_reply(s, kicked)
@@ -218,7 +218,7 @@ async fn unban(
     path: Result<Path<(String, String)>, PathRejection>,
 ) -> Response {
     change_list(&shared, path, |s, net| {
-        if !s.release_ip(net) {
+        if !s.unban(net) {
             return error(
                 StatusCode::NOT_FOUND,
                 format!("{net} is not on the blacklist of `{}`", s.sid()),
@@ -232,7 +232,7 @@ async fn unban(
 fn change_list(
     shared: &Shared,
     path: Result<Path<(String, String)>, PathRejection>,
-    f: impl FnOnce(&Service, IpNet) -> Response,
+    f: impl FnOnce(&ServiceMonitor, IpNet) -> Response,
 ) -> Response {
     let (sid, net) = match path {
         Ok(Path(p)) => p,
@@ -245,7 +245,7 @@ fn change_list(
     with_service(shared, Ok(Path(sid)), |s| f(s, net))
 }
 
-fn list_reply(service: &Service, kicked: usize) -> Response {
+fn list_reply(service: &ServiceMonitor, kicked: usize) -> Response {
     let list: Vec<String> = service
         .config()
         .blacklist
@@ -263,7 +263,7 @@ fn list_reply(service: &Service, kicked: usize) -> Response {
 fn with_service(
     shared: &Shared,
     sid: Result<Path<String>, PathRejection>,
-    f: impl FnOnce(&Service) -> Response,
+    f: impl FnOnce(&ServiceMonitor) -> Response,
 ) -> Response {
     let sid = match sid {
         Ok(Path(sid)) => sid,

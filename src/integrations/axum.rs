@@ -12,9 +12,9 @@
 //! let service = Registry::global().create(
 //!     "web",
 //!     ServiceConfig::default()
-//!         .with_conn_limit(Some(10_000))
-//!         .with_wait_timeout(Duration::from_secs(10)),
-//! );
+//!         .conn_limit(10_000)
+//!         .wait_timeout(Duration::from_secs(10)),
+//! ).unwrap();
 //! let listener = Listener::bind("127.0.0.1:3000", service.clone()).await?;
 //!
 //! async fn hello(ConnectInfo(conn): ConnectInfo<ConnInfo>) -> String {

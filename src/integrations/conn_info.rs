@@ -66,8 +66,8 @@ impl ConnInfo {
         self.record.proxy().map(|p| &p.header)
     }
 
-    /// The connection's id, unique within its service (see [`Service::conn`](crate::Service::conn)
-    /// and [`Service::kick`](crate::Service::kick)).
+    /// The connection's id, unique within its service (see [`ServiceMonitor::conn`](crate::ServiceMonitor::conn)
+    /// and [`ServiceMonitor::kick`](crate::ServiceMonitor::kick)).
     pub fn id(&self) -> u64 {
         self.record.id()
     }

@@ -31,8 +31,8 @@
 //! # async fn run() -> std::io::Result<()> {
 //! let service = Registry::new().create(
 //!     "web",
-//!     ServiceConfig::default().with_wait_timeout(Duration::from_secs(10)),
-//! );
+//!     ServiceConfig::default().wait_timeout(Duration::from_secs(10)),
+//! ).unwrap();
 //! let listener = Listener::bind("127.0.0.1:3000", service.clone()).await?;
 //! let builder = auto::Builder::new(TokioExecutor::new());
 //! let graceful = GracefulShutdown::new();

@@ -35,4 +35,4 @@ pub mod stats;
 pub mod tonic;
 
 pub use conn_info::ConnInfo;
-pub use shutdown::{graceful, Graceful, ShutdownReport};
+pub use shutdown::{graceful, Graceful, PendingReport};

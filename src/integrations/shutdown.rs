@@ -8,7 +8,7 @@ use std::task::{ready, Context, Poll};
 use pin_project_lite::pin_project;
 use tokio::sync::watch;
 
-use crate::{CloseReport, Service};
+use crate::{CloseReport, ServiceMonitor};
 
 /// Wraps a shutdown `signal` for a server's graceful shutdown
 /// (`axum::serve(..).with_graceful_shutdown(..)`, tonic's
@@ -16,7 +16,7 @@ use crate::{CloseReport, Service};
 /// returns in bounded time.
 ///
 /// The returned future resolves when `signal` does, and at that moment starts
-/// [`Service::close`] in a task of its own: the service admits nothing more,
+/// [`ServiceMonitor::close`] in a task of its own: the service admits nothing more,
 /// live connections may finish for up to the service's `wait_timeout`, then
 /// the rest are cut: their next read or write fails with `ConnectionAborted`,
 /// the server drops them, and its own graceful shutdown, which waits for every
@@ -41,8 +41,8 @@ use crate::{CloseReport, Service};
 ///
 /// let service = Registry::new().create(
 ///     "web",
-///     ServiceConfig::default().with_wait_timeout(Duration::from_secs(10)),
-/// );
+///     ServiceConfig::default().wait_timeout(Duration::from_secs(10)),
+/// ).unwrap();
 /// let listener = Listener::bind("127.0.0.1:3000", service.clone()).await?;
 /// let app = axum::Router::new().route("/", axum::routing::get(|| async { "hello" }));
 /// let ctrl_c = async {
@@ -55,7 +55,7 @@ use crate::{CloseReport, Service};
 /// println!("{:?}", report.wait().await);
 /// # Ok(()) }
 /// ```
-pub fn graceful<F>(service: Service, signal: F) -> Graceful<F>
+pub fn graceful<F>(service: ServiceMonitor, signal: F) -> Graceful<F>
 where
     F: Future<Output = ()>,
 {
@@ -82,8 +82,8 @@ pin_project! {
     ///
     /// let service = Registry::new().create(
     ///     "web",
-    ///     ServiceConfig::default().with_wait_timeout(Duration::from_secs(5)),
-    /// );
+    ///     ServiceConfig::default().wait_timeout(Duration::from_secs(5)),
+    /// ).unwrap();
     /// let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     /// let shutdown = monconn::integrations::graceful(service, async {
     ///     let _ = stopped.await;
@@ -99,15 +99,15 @@ pin_project! {
     pub struct Graceful<F> {
         #[pin]
         signal: F,
-        service: Option<Service>,
+        service: Option<ServiceMonitor>,
         report: watch::Sender<Option<CloseReport>>,
     }
 }
 
 impl<F> Graceful<F> {
     /// A handle that yields the [`CloseReport`] once the close is done.
-    pub fn report(&self) -> ShutdownReport {
-        ShutdownReport {
+    pub fn report(&self) -> PendingReport {
+        PendingReport {
             rx: self.report.subscribe(),
         }
     }
@@ -129,7 +129,7 @@ impl<F: Future<Output = ()>> Future for Graceful<F> {
     }
 }
 
-fn start_close(service: Service, report: watch::Sender<Option<CloseReport>>) {
+fn start_close(service: ServiceMonitor, report: watch::Sender<Option<CloseReport>>) {
     let close = async move {
         let sid = service.sid().to_owned();
         tracing::debug!(%sid, wait_timeout = ?service.config().wait_timeout, "draining");
@@ -159,11 +159,11 @@ impl<F> fmt::Debug for Graceful<F> {
 /// Yields the [`CloseReport`] of a [`graceful`] shutdown. Clones wait for the
 /// same report.
 #[derive(Clone, Debug)]
-pub struct ShutdownReport {
+pub struct PendingReport {
     rx: watch::Receiver<Option<CloseReport>>,
 }
 
-impl ShutdownReport {
+impl PendingReport {
     /// The report, if the close is done.
     pub fn get(&self) -> Option<CloseReport> {
         *self.rx.borrow()

@@ -89,19 +89,19 @@ pub async fn bind(
 }
 
 async fn all(State(registry): State<Registry>) -> Response {
-    json(StatusCode::OK, &registry.snapshot(false))
+    json(StatusCode::OK, &registry.snapshot())
 }
 
 async fn one(State(registry): State<Registry>, Path(sid): Path<String>) -> Response {
     match registry.get(&sid) {
-        Some(service) => json(StatusCode::OK, &service.snapshot(false)),
+        Some(service) => json(StatusCode::OK, &service.snapshot()),
         None => error(StatusCode::NOT_FOUND, format!("no service `{sid}`")),
     }
 }
 
 async fn connections(State(registry): State<Registry>, Path(sid): Path<String>) -> Response {
     match registry.get(&sid) {
-        Some(service) => json(StatusCode::OK, &service.snapshot(true).conns),
+        Some(service) => json(StatusCode::OK, &service.snapshot_with_conns().conns),
         None => error(StatusCode::NOT_FOUND, format!("no service `{sid}`")),
     }
 }

@@ -8,7 +8,7 @@
 //! that type, so the connection's monconn record is found from the
 //! addresses: [`conn_info`] in a handler, or [`ConnInfoLayer`] on the
 //! server to put a [`ConnInfo`] into every request's extensions. Both scan
-//! the service's connection table (see [`Service::find_conn`]).
+//! the service's connection table (see [`ServiceMonitor::find_conn`]).
 //!
 //! # Examples
 //! ```no_run
@@ -20,9 +20,9 @@
 //! let service = Registry::global().create(
 //!     "grpc",
 //!     ServiceConfig::default()
-//!         .with_conn_limit(Some(1000))
-//!         .with_wait_timeout(Duration::from_secs(10)),
-//! );
+//!         .conn_limit(1000)
+//!         .wait_timeout(Duration::from_secs(10)),
+//! ).unwrap();
 //! let listener = Listener::bind("127.0.0.1:50051", service.clone()).await?;
 //! let (_reporter, health) = tonic_health::server::health_reporter();
 //! let ctrl_c = async {
@@ -54,7 +54,7 @@ use tokio_stream::Stream;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
 use super::ConnInfo;
-use crate::{AcceptStack, DefaultStack, Listener, MonitoredIo, Service};
+use crate::{AcceptStack, DefaultStack, Listener, MonitoredIo, ServiceMonitor};
 
 /// How long the stream waits after yielding an error, before accepting
 /// again: tonic only traces incoming errors, it does not back off.
@@ -73,9 +73,9 @@ type Accept<IO> = Pin<Box<dyn Future<Output = io::Result<(MonitoredIo<IO>, Socke
 /// 200 ms before accepting again, so that it never spins. It never ends.
 ///
 /// `TCP_NODELAY` is on, as tonic's own server sets it by default, unless
-/// the listener was given [`Listener::with_nodelay`]. tonic's own TCP
+/// the listener was given [`Listener::nodelay`]. tonic's own TCP
 /// settings (`tcp_nodelay`, `tcp_keepalive`) do not apply to an incoming
-/// stream: use [`Listener::with_nodelay`] and
+/// stream: use [`Listener::nodelay`] and
 /// [`ServiceConfig::keepalive`](crate::ServiceConfig::keepalive).
 ///
 /// # Examples
@@ -102,7 +102,7 @@ pub struct Incoming<S: AcceptStack = DefaultStack> {
 
 impl<S: AcceptStack> Incoming<S> {
     /// The connections of `listener`, with `TCP_NODELAY` on unless the
-    /// listener says otherwise ([`Listener::with_nodelay`]).
+    /// listener says otherwise ([`Listener::nodelay`]).
     pub fn new(listener: Listener<S>) -> Self {
         Incoming {
             listener: Arc::new(listener.nodelay_unless_set(true)),
@@ -183,12 +183,12 @@ impl<IO> Connected for MonitoredIo<IO> {
 /// The monconn view of the connection a tonic request came on, found in
 /// `service` from the request's [`TcpConnectInfo`]; `None` when the request
 /// has no TCP connect info or the connection is not (or no longer) in
-/// `service`. Scans the service's table; see [`Service::find_conn`].
-pub fn conn_info<T>(request: &tonic::Request<T>, service: &Service) -> Option<ConnInfo> {
+/// `service`. Scans the service's table; see [`ServiceMonitor::find_conn`].
+pub fn conn_info<T>(request: &tonic::Request<T>, service: &ServiceMonitor) -> Option<ConnInfo> {
     lookup(request.extensions().get::<TcpConnectInfo>()?, service)
 }
 
-fn lookup(tcp: &TcpConnectInfo, service: &Service) -> Option<ConnInfo> {
+fn lookup(tcp: &TcpConnectInfo, service: &ServiceMonitor) -> Option<ConnInfo> {
     let record = service.find_conn(tcp.remote_addr?, tcp.local_addr?)?;
     Some(ConnInfo::from_record(record))
 }
@@ -198,11 +198,11 @@ fn lookup(tcp: &TcpConnectInfo, service: &Service) -> Option<ConnInfo> {
 /// where handlers find it with `request.extensions().get::<ConnInfo>()`.
 ///
 /// Each request costs a scan of the service's connection table (see
-/// [`Service::find_conn`]). Clones share the service.
+/// [`ServiceMonitor::find_conn`]). Clones share the service.
 ///
 /// # Examples
 /// ```no_run
-/// # async fn run(listener: monconn::Listener, service: monconn::Service) -> Result<(), tonic::transport::Error> {
+/// # async fn run(listener: monconn::Listener, service: monconn::ServiceMonitor) -> Result<(), tonic::transport::Error> {
 /// use monconn::integrations::tonic::{ConnInfoLayer, Incoming};
 ///
 /// let (_reporter, health) = tonic_health::server::health_reporter();
@@ -215,12 +215,12 @@ fn lookup(tcp: &TcpConnectInfo, service: &Service) -> Option<ConnInfo> {
 /// ```
 #[derive(Clone, Debug)]
 pub struct ConnInfoLayer {
-    service: Service,
+    service: ServiceMonitor,
 }
 
 impl ConnInfoLayer {
     /// Looks connections up in `service`.
-    pub fn new(service: Service) -> Self {
+    pub fn new(service: ServiceMonitor) -> Self {
         ConnInfoLayer { service }
     }
 }
@@ -240,7 +240,7 @@ impl<S> tower_layer::Layer<S> for ConnInfoLayer {
 #[derive(Clone, Debug)]
 pub struct AddConnInfo<S> {
     inner: S,
-    service: Service,
+    service: ServiceMonitor,
 }
 
 impl<S, B> tower::Service<http::Request<B>> for AddConnInfo<S>

@@ -17,8 +17,8 @@ pub enum CloseCause {
     ReadTimeout,
     /// Closed by the sweeper: a write pending past `write_timeout`.
     WriteTimeout,
-    /// Closed by [`Service::kick`](crate::Service::kick) or
-    /// [`Service::kick_ip`](crate::Service::kick_ip).
+    /// Closed by [`ServiceMonitor::kick`](crate::ServiceMonitor::kick) or
+    /// [`ServiceMonitor::kick_ip`](crate::ServiceMonitor::kick_ip).
     Kicked,
     /// Cut when its service stopped and `wait_timeout` ran out.
     Shutdown,

@@ -20,7 +20,7 @@
 //! server.read_exact(&mut buf).await?;
 //! server.write_all(b"pong!").await?;
 //! assert_eq!((server.record().bytes_read(), server.record().bytes_written()), (4, 5));
-//! assert_eq!(service.bytes(), (4, 5));
+//! assert_eq!(service.bytes(), monconn::ByteCounts { read: 4, written: 5 });
 //! # Ok(()) }
 //! ```
 

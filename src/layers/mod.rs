@@ -6,8 +6,8 @@
 //! connection, with a [`Rejected`](crate::Rejected) error naming the reason, or
 //! pass it on, possibly over a new transport. A refused connection is closed
 //! at once, with nothing read from it, and counted by reason in its
-//! [`Service`](crate::Service). The built-in layers close it only once it is
-//! counted (their refusal holds it, [`Rejected::holding`](crate::Rejected::holding)),
+//! [`ServiceMonitor`](crate::ServiceMonitor). The built-in layers close it only once it is
+//! counted (their refusal holds it, [`Rejected::closing`](crate::Rejected::closing)),
 //! so that stats read after a client saw its close include its refusal.
 //!
 //! - [`FilterLayer`]: the service's blacklist and allowlist (IPs and CIDRs).

@@ -11,7 +11,7 @@ use tower_layer::Layer;
 
 use super::Listener;
 use crate::layers::{BoxError, Filter, FilterLayer, Limit, LimitLayer, Pass};
-use crate::{Accepted, Service};
+use crate::{Accepted, ServiceMonitor};
 
 /// Builds a [`Listener`] whose accept stack is the built-in
 /// [`FilterLayer`] and [`LimitLayer`] around the user's own layers, in the
@@ -32,7 +32,7 @@ use crate::{Accepted, Service};
 /// # Ok(()) }
 /// ```
 pub struct ListenerBuilder<L, P = Identity> {
-    service: Service,
+    service: ServiceMonitor,
     layers: ServiceBuilder<L>,
     /// The layer in front of the built-in ones (the PROXY protocol's).
     first: P,
@@ -40,7 +40,7 @@ pub struct ListenerBuilder<L, P = Identity> {
 }
 
 impl ListenerBuilder<Identity> {
-    pub(super) fn new(service: Service) -> Self {
+    pub(super) fn new(service: ServiceMonitor) -> Self {
         ListenerBuilder {
             service,
             layers: ServiceBuilder::new(),

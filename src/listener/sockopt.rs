@@ -20,7 +20,7 @@ type Wanted = (Option<Duration>, bool);
 #[derive(Debug, Default)]
 pub(super) struct SockOpts {
     /// `TCP_NODELAY` for this listener whatever the service's config says
-    /// (see `Listener::with_nodelay`).
+    /// (see `Listener::nodelay`).
     pub(super) nodelay: Option<bool>,
     applied: Option<Wanted>,
     /// Set each accepted socket until the accept queue is empty: it may hold

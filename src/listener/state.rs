@@ -15,7 +15,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use super::sockopt::SockOpts;
 use crate::layers::BoxError;
-use crate::{Accepted, MonitoredIo, Reason, Rejected, Service};
+use crate::{Accepted, MonitoredIo, RejectReason, Rejected, ServiceMonitor};
 
 /// How long to wait after a resource error (`EMFILE`, ...) before accepting again.
 pub(super) const BACKOFF: Duration = Duration::from_millis(50);
@@ -25,7 +25,7 @@ type Wait = Pin<Box<dyn Future<Output = ()> + Send>>;
 /// What one `accept` needs besides the state.
 pub(super) struct Ctx<'a> {
     pub(super) tcp: &'a TcpListener,
-    pub(super) service: &'a Service,
+    pub(super) service: &'a ServiceMonitor,
     pub(super) local: SocketAddr,
     pub(super) accept_errors: &'a AtomicU64,
 }
@@ -160,7 +160,7 @@ where
     /// Backpressure: with `pause_at_limit`, no accept while the service is at
     /// `conn_limit`. `Ready(true)` when a wait just ended (check again),
     /// `Ready(false)` when not at the limit.
-    fn poll_paused(&mut self, cx: &mut Context<'_>, service: &Service) -> Poll<bool> {
+    fn poll_paused(&mut self, cx: &mut Context<'_>, service: &ServiceMonitor) -> Poll<bool> {
         if !at_limit(service) {
             self.released = None;
             return Poll::Ready(false);
@@ -184,7 +184,7 @@ where
     }
 }
 
-fn at_limit(service: &Service) -> bool {
+fn at_limit(service: &ServiceMonitor) -> bool {
     let config = service.inner.config();
     config.pause_at_limit
         && config
@@ -196,7 +196,7 @@ fn at_limit(service: &Service) -> bool {
 /// (counted, traced and closed), or cut by a service close while in the
 /// stack (closed).
 fn admit<IO: 'static, E: Into<BoxError>>(
-    service: &Service,
+    service: &ServiceMonitor,
     peer: SocketAddr,
     result: Result<Accepted<IO>, E>,
 ) -> Option<MonitoredIo<IO>> {
@@ -218,11 +218,13 @@ fn admit<IO: 'static, E: Into<BoxError>>(
 }
 
 /// Counts and traces a refused connection (dropping it closes it).
-fn refuse(service: &Service, peer: SocketAddr, error: BoxError) {
+fn refuse(service: &ServiceMonitor, peer: SocketAddr, error: BoxError) {
     let reason = match find_rejected(&*error) {
         Some(rejected) => rejected.reason().clone(),
-        None if error.is::<tower::timeout::error::Elapsed>() => Reason::Other("timeout".into()),
-        None => Reason::Other("error".into()),
+        None if error.is::<tower::timeout::error::Elapsed>() => {
+            RejectReason::Other("timeout".into())
+        }
+        None => RejectReason::Other("error".into()),
     };
     tracing::debug!(sid = %service.sid(), %peer, %reason, error = %error, "connection refused");
     service.count_rejected(&reason);

@@ -9,7 +9,7 @@ use crate::io::MonitoredIo;
 use crate::ip::client_key;
 use crate::proxied::ProxyInfo;
 
-/// A connection's reserved slot in a [`Service`](crate::Service): it is counted
+/// A connection's reserved slot in a [`ServiceMonitor`](crate::ServiceMonitor): it is counted
 /// in the service's active connections and its IP's count, and has passed the
 /// service's limits.
 ///

@@ -3,11 +3,11 @@
 use std::net::IpAddr;
 use std::sync::atomic::Ordering::Relaxed;
 
-use super::service::{lock, Service, DRAINING, STOPPED};
+use super::service::{lock, ServiceMonitor, DRAINING, STOPPED};
 use crate::io::CloseCause;
 use crate::ip::canonical_ip;
 
-/// What a graceful [`Service::close`] did.
+/// What a graceful [`ServiceMonitor::close`] did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CloseReport {
     /// Connections that ended by themselves within `wait_timeout`.
@@ -22,9 +22,9 @@ pub struct CloseReport {
     pub cut: usize,
 }
 
-// === impl Service ===
+// === impl ServiceMonitor ===
 
-impl Service {
+impl ServiceMonitor {
     /// Closes connection `id` ([`CloseCause::Kicked`]): its next poll fails
     /// with `ConnectionAborted`. Returns whether it was open.
     pub fn kick(&self, id: u64) -> bool {

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
-/// The settings of one [`Service`](crate::Service).
+/// The settings of one [`ServiceMonitor`](crate::ServiceMonitor).
 ///
 /// Defaults: no read or write timeout and no idle limit (like tower-http's
 /// timeouts, off until asked for: a server streaming events or downloads
@@ -30,7 +30,7 @@ use ipnet::IpNet;
 /// [`MonitoredIo`](crate::MonitoredIo)).
 ///
 /// A `None` time or limit means "none". Settings changed at runtime with
-/// [`Service::set_config`](crate::Service::set_config) apply to connections
+/// [`ServiceMonitor::set_config`](crate::ServiceMonitor::set_config) apply to connections
 /// admitted afterwards, and the sweeper reads the timeouts at every tick.
 ///
 /// # Examples
@@ -39,9 +39,9 @@ use ipnet::IpNet;
 /// use monconn::ServiceConfig;
 ///
 /// let config = ServiceConfig::default()
-///     .with_max_idle(Some(Duration::from_secs(60)))
-///     .with_conn_limit(Some(1000))
-///     .with_blacklist(["10.0.0.0/8".parse().unwrap()]);
+///     .max_idle(Duration::from_secs(60))
+///     .conn_limit(1000)
+///     .blacklist(["10.0.0.0/8".parse().unwrap()]);
 /// assert_eq!(config.conn_limit, Some(1000));
 /// ```
 #[derive(Clone, Debug, PartialEq)]

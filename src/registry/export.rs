@@ -10,7 +10,7 @@ use metrics::{
     Metadata, Unit,
 };
 
-use super::service::{Service, ServiceInner};
+use super::service::{ServiceInner, ServiceMonitor};
 
 /// Describes every metric (help text and unit) to the installed recorder;
 /// [`crate::metrics::describe`].
@@ -67,7 +67,7 @@ fn describe_once() {
     DESCRIBED.call_once(describe);
 }
 
-impl Service {
+impl ServiceMonitor {
     /// Publishes the service's figures to the `metrics` facade now (see
     /// [`crate::metrics`]).
     pub fn publish_metrics(&self) {
@@ -78,10 +78,10 @@ impl Service {
 /// Publishes the figures of the service `inner` (its sweeper does, at each tick).
 pub(crate) fn publish(inner: &Arc<ServiceInner>) {
     describe_once();
-    let service = Service {
+    let service = ServiceMonitor {
         inner: inner.clone(),
     };
-    let s = service.snapshot(false);
+    let s = service.snapshot();
     let sid = s.sid;
     counter!("monconn_connections_accepted_total", "service" => sid.clone()).absolute(s.accepted);
     for (reason, n) in s.rejected {

@@ -3,10 +3,10 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use super::service::{lock, Service};
+use super::service::{lock, ServiceMonitor};
 use crate::io::ConnRecord;
 
-impl Service {
+impl ServiceMonitor {
     /// The live record of connection `id`, if it is open.
     pub fn conn(&self, id: u64) -> Option<Arc<ConnRecord>> {
         lock(&self.inner.table).conns.get(&id).cloned()

@@ -1,7 +1,7 @@
 //! The registry of services, their live connection tables and snapshots.
 //!
 //! A [`Registry`] maps a service id (`sid`, usually the listen address) to a
-//! [`Service`]. Each service holds its [`ServiceConfig`], exact live counters
+//! [`ServiceMonitor`]. Each service holds its [`ServiceConfig`], exact live counters
 //! and the table of its open connections' [`ConnRecord`]s; one sweeper task
 //! per service closes idle and timed-out connections.
 //!
@@ -13,10 +13,10 @@
 //! let registry = Registry::new();
 //! let web = registry.create(
 //!     "web",
-//!     ServiceConfig::default().with_max_idle(Some(Duration::from_secs(60))),
-//! );
+//!     ServiceConfig::default().max_idle(Duration::from_secs(60)),
+//! ).unwrap();
 //! assert_eq!(registry.get("web").unwrap().sid(), web.sid());
-//! let stats = registry.snapshot(false);
+//! let stats = registry.snapshot();
 //! assert_eq!(stats.services.len(), 1);
 //! ```
 
@@ -38,8 +38,8 @@ pub use close::CloseReport;
 pub use config::{RateLimit, ServiceConfig};
 #[cfg(feature = "metrics")]
 pub(crate) use export::describe as describe_metrics;
-pub use reason::{Reason, Rejected};
-pub use service::Service;
+pub use reason::{RejectReason, Rejected};
+pub use service::ServiceMonitor;
 pub use snapshot::{ConnSnapshot, IpConnections, ServiceSnapshot};
 
 use std::collections::BTreeMap;
@@ -58,16 +58,16 @@ use serde::Serialize;
 /// use monconn::{Registry, ServiceConfig};
 ///
 /// let registry = Registry::new();
-/// let web = registry.create("web", ServiceConfig::default().with_conn_limit(Some(100)));
+/// let web = registry.create("web", ServiceConfig::default().conn_limit(100)).unwrap();
 /// let ssh = registry.service("ssh"); // created with the defaults
 /// assert_eq!(registry.get("web").unwrap().sid(), web.sid());
-/// let sids: Vec<_> = registry.snapshot(false).services.into_iter().map(|s| s.sid).collect();
+/// let sids: Vec<_> = registry.snapshot().services.into_iter().map(|s| s.sid).collect();
 /// assert_eq!(sids, ["ssh", "web"]);
 /// # drop(ssh);
 /// ```
 #[derive(Clone, Default)]
 pub struct Registry {
-    services: Arc<RwLock<BTreeMap<Arc<str>, Service>>>,
+    services: Arc<RwLock<BTreeMap<Arc<str>, ServiceMonitor>>>,
 }
 
 /// Every service's snapshot, as `{"services": [...]}`.
@@ -88,11 +88,11 @@ fn normalize(sid: &str) -> &str {
 impl Registry {
     // A panic elsewhere cannot leave the map half-written (every write is one
     // insert or remove), so a poisoned lock is taken as it is.
-    fn read(&self) -> RwLockReadGuard<'_, BTreeMap<Arc<str>, Service>> {
+    fn read(&self) -> RwLockReadGuard<'_, BTreeMap<Arc<str>, ServiceMonitor>> {
         self.services.read().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn write(&self) -> RwLockWriteGuard<'_, BTreeMap<Arc<str>, Service>> {
+    fn write(&self) -> RwLockWriteGuard<'_, BTreeMap<Arc<str>, ServiceMonitor>> {
         self.services
             .write()
             .unwrap_or_else(PoisonError::into_inner)
@@ -111,7 +111,7 @@ impl Registry {
 
     /// The service `sid`, created with the default config if it does not
     /// exist. An empty sid is `"default"`.
-    pub fn service(&self, sid: &str) -> Service {
+    pub fn service(&self, sid: &str) -> ServiceMonitor {
         if let Some(s) = self.get(sid) {
             return s;
         }
@@ -120,35 +120,35 @@ impl Registry {
 
     /// Creates the service `sid` with `config`, or, if it exists, sets its
     /// config to `config` and returns it.
-    pub fn create(&self, sid: &str, config: ServiceConfig) -> Service {
+    pub fn create(&self, sid: &str, config: ServiceConfig) -> ServiceMonitor {
         let sid = normalize(sid);
         let mut services = self.write();
         if let Some(s) = services.get(sid) {
             s.set_config(config);
             return s.clone();
         }
-        let service = Service::new(Arc::from(sid), config);
+        let service = ServiceMonitor::new(Arc::from(sid), config);
         services.insert(Arc::from(sid), service.clone());
         service
     }
 
-    fn create_if_absent(&self, sid: &str, config: ServiceConfig) -> Service {
+    fn create_if_absent(&self, sid: &str, config: ServiceConfig) -> ServiceMonitor {
         let sid = normalize(sid);
         let mut services = self.write();
         services
             .entry(Arc::from(sid))
-            .or_insert_with(|| Service::new(Arc::from(sid), config))
+            .or_insert_with(|| ServiceMonitor::new(Arc::from(sid), config))
             .clone()
     }
 
     /// The service `sid`, if it exists.
-    pub fn get(&self, sid: &str) -> Option<Service> {
+    pub fn get(&self, sid: &str) -> Option<ServiceMonitor> {
         let services = self.read();
         services.get(normalize(sid)).cloned()
     }
 
     /// Removes the service `sid` and closes it gracefully (see
-    /// [`Service::close`]). `None` if there was no such service.
+    /// [`ServiceMonitor::close`]). `None` if there was no such service.
     pub async fn remove(&self, sid: &str) -> Option<CloseReport> {
         let service = {
             let mut services = self.write();
@@ -158,7 +158,7 @@ impl Registry {
     }
 
     /// All services, sorted by sid.
-    pub fn list(&self) -> Vec<Service> {
+    pub fn list(&self) -> Vec<ServiceMonitor> {
         let services = self.read();
         services.values().cloned().collect()
     }
@@ -176,7 +176,7 @@ impl Registry {
         reports
     }
 
-    /// Every service's snapshot; see [`Service::snapshot`].
+    /// Every service's snapshot; see [`ServiceMonitor::snapshot`].
     pub fn snapshot(&self, with_conns: bool) -> RegistrySnapshot {
         RegistrySnapshot {
             services: self.list().iter().map(|s| s.snapshot(with_conns)).collect(),

@@ -6,11 +6,11 @@ use std::io;
 
 /// Why a connection was refused at accept time.
 ///
-/// The built-in reasons are counted in fixed slots; [`Reason::Other`] lets a
+/// The built-in reasons are counted in fixed slots; [`RejectReason::Other`] lets a
 /// user's own layer (a failed handshake, say) name its own reason.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
-pub enum Reason {
+pub enum RejectReason {
     /// The peer's address is on the blacklist.
     Blacklisted,
     /// An allowlist is set and the peer's address is not on it.
@@ -39,36 +39,36 @@ pub enum Reason {
     Other(Cow<'static, str>),
 }
 
-impl Reason {
+impl RejectReason {
     /// The built-in reasons, in the order of their counter slots (the
-    /// PROXY protocol's are counted by name, as [`Reason::Other`] is, and
+    /// PROXY protocol's are counted by name, as [`RejectReason::Other`] is, and
     /// appear in snapshots once they happen).
-    pub(crate) const BUILTIN: [Reason; 7] = [
-        Reason::Blacklisted,
-        Reason::NotAllowed,
-        Reason::ConnLimit,
-        Reason::IpLimit,
-        Reason::PerIpLimit,
-        Reason::RateLimit,
-        Reason::Stopped,
+    pub(crate) const BUILTIN: [RejectReason; 7] = [
+        RejectReason::Blacklisted,
+        RejectReason::NotAllowed,
+        RejectReason::ConnLimit,
+        RejectReason::IpLimit,
+        RejectReason::PerIpLimit,
+        RejectReason::RateLimit,
+        RejectReason::Stopped,
     ];
 
     /// The reason's name as it appears in snapshots and metrics labels.
     pub fn as_str(&self) -> &str {
         match self {
-            Reason::Blacklisted => "blacklisted",
-            Reason::NotAllowed => "not_allowed",
-            Reason::ConnLimit => "conn_limit",
-            Reason::IpLimit => "ip_limit",
-            Reason::PerIpLimit => "per_ip_limit",
-            Reason::RateLimit => "rate_limit",
-            Reason::Stopped => "stopped",
-            Reason::ProxyUntrusted => "proxy_untrusted",
-            Reason::ProxyTimeout => "proxy_timeout",
-            Reason::ProxyMalformed => "proxy_malformed",
-            Reason::ProxyOversized => "proxy_oversized",
-            Reason::ProxyTruncated => "proxy_truncated",
-            Reason::Other(name) => name,
+            RejectReason::Blacklisted => "blacklisted",
+            RejectReason::NotAllowed => "not_allowed",
+            RejectReason::ConnLimit => "conn_limit",
+            RejectReason::IpLimit => "ip_limit",
+            RejectReason::PerIpLimit => "per_ip_limit",
+            RejectReason::RateLimit => "rate_limit",
+            RejectReason::Stopped => "stopped",
+            RejectReason::ProxyUntrusted => "proxy_untrusted",
+            RejectReason::ProxyTimeout => "proxy_timeout",
+            RejectReason::ProxyMalformed => "proxy_malformed",
+            RejectReason::ProxyOversized => "proxy_oversized",
+            RejectReason::ProxyTruncated => "proxy_truncated",
+            RejectReason::Other(name) => name,
         }
     }
 
@@ -78,7 +78,7 @@ impl Reason {
     }
 }
 
-impl fmt::Display for Reason {
+impl fmt::Display for RejectReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
@@ -90,7 +90,7 @@ impl fmt::Display for Reason {
 /// downcasts it to count the refusal by reason.
 #[derive(Clone, Debug)]
 pub struct Rejected {
-    reason: Reason,
+    reason: RejectReason,
     peer: std::net::SocketAddr,
     /// The refused connection, closed when the last clone of this drops.
     conn: Option<std::sync::Arc<dyn std::any::Any + Send + Sync>>,
@@ -98,7 +98,7 @@ pub struct Rejected {
 
 impl Rejected {
     /// A refusal of `peer` for `reason`.
-    pub fn new(reason: Reason, peer: std::net::SocketAddr) -> Self {
+    pub fn new(reason: RejectReason, peer: std::net::SocketAddr) -> Self {
         Rejected {
             reason,
             peer,
@@ -114,10 +114,10 @@ impl Rejected {
     /// layers hold the connection they refuse; a layer of your own may too.
     ///
     /// ```
-    /// use monconn::{Reason, Rejected};
+    /// use monconn::{RejectReason, Rejected};
     /// let (client, server) = std::os::unix::net::UnixStream::pair().unwrap();
-    /// let refused = Rejected::new(Reason::Blacklisted, "10.0.0.1:4000".parse().unwrap())
-    ///     .holding(server);
+    /// let refused = Rejected::new(RejectReason::Blacklisted, "10.0.0.1:4000".parse().unwrap())
+    ///     .closing(server);
     /// client.set_nonblocking(true).unwrap();
     /// let mut byte = [0u8; 1];
     /// // Still open: nothing to read yet, but no EOF either.
@@ -125,13 +125,13 @@ impl Rejected {
     /// drop(refused);
     /// assert_eq!(std::io::Read::read(&mut &client, &mut byte).unwrap(), 0);
     /// ```
-    pub fn holding(mut self, conn: impl std::any::Any + Send + Sync) -> Self {
+    pub fn closing(mut self, conn: impl std::any::Any + Send + Sync) -> Self {
         self.conn = Some(std::sync::Arc::new(conn));
         self
     }
 
     /// Why the connection was refused.
-    pub fn reason(&self) -> &Reason {
+    pub fn reason(&self) -> &RejectReason {
         &self.reason
     }
 

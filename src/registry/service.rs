@@ -13,7 +13,7 @@ use tokio::sync::Notify;
 
 use super::admission::Admission;
 use super::rate::RateTable;
-use super::reason::{Reason, Rejected};
+use super::reason::{RejectReason, Rejected};
 use super::ServiceConfig;
 use crate::clock::now_ms;
 use crate::io::{CloseCause, ConnRecord, MonitoredIo, Record, Release};
@@ -43,13 +43,13 @@ pub(super) const STOPPED: u8 = 2;
 ///     let local = stream.local_addr()?;
 ///     let Ok(mut conn) = service.wrap(stream, peer, local) else { continue };
 ///     tokio::spawn(async move { conn.write_all(b"hello\n").await });
-///     let snapshot = service.snapshot(false);
+///     let snapshot = service.snapshot();
 ///     println!("{}", serde_json::to_string(&snapshot).unwrap());
 /// }
 /// # }
 /// ```
 #[derive(Clone)]
-pub struct Service {
+pub struct ServiceMonitor {
     pub(crate) inner: Arc<ServiceInner>,
 }
 
@@ -86,7 +86,7 @@ pub(crate) struct Table {
 #[derive(Default)]
 pub(crate) struct Counters {
     pub(crate) accepted: AtomicU64,
-    pub(crate) rejected: [AtomicU64; Reason::BUILTIN.len()],
+    pub(crate) rejected: [AtomicU64; RejectReason::BUILTIN.len()],
     pub(crate) rejected_other: Mutex<BTreeMap<String, u64>>,
     pub(crate) closed: [AtomicU64; CloseCause::ALL.len()],
     pub(crate) accept_errors: AtomicU64,
@@ -104,12 +104,12 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-// === impl Service ===
+// === impl ServiceMonitor ===
 
-impl Service {
+impl ServiceMonitor {
     pub(crate) fn new(sid: Arc<str>, config: ServiceConfig) -> Self {
         let config = Arc::new(config);
-        Service {
+        ServiceMonitor {
             inner: Arc::new(ServiceInner {
                 #[cfg(feature = "metrics")]
                 duration_key: super::export::duration_key(&sid),
@@ -158,8 +158,8 @@ impl Service {
 
     /// Reserves a slot for a connection from `peer`, or refuses it.
     ///
-    /// Refuses when the service is stopping ([`Reason::Stopped`]); when the
-    /// peer's `rate_limit` bucket is empty ([`Reason::RateLimit`]: checked
+    /// Refuses when the service is stopping ([`RejectReason::Stopped`]); when the
+    /// peer's `rate_limit` bucket is empty ([`RejectReason::RateLimit`]: checked
     /// before the other limits, so an attempt they refuse still spends its
     /// token); at `conn_limit`; when the peer's key is new and the service is
     /// at `ip_limit`; or at `per_ip_limit` for that key. The check and the
@@ -170,7 +170,7 @@ impl Service {
     /// IPv4 address, or an IPv6 network of
     /// [`ipv6_prefix`](ServiceConfig::ipv6_prefix) bits. The rate buckets
     /// belong to the service: every [`Listener`](crate::Listener), accept
-    /// stack and [`Service::wrap`] of it draws on the same bucket for a
+    /// stack and [`ServiceMonitor::wrap`] of it draws on the same bucket for a
     /// client. At most 65,536 keys have a bucket of their own; a bucket is
     /// forgotten only once it has refilled (a full bucket is what a new
     /// client gets, so nothing is lost). When all 65,536 are still
@@ -180,8 +180,8 @@ impl Service {
     /// under 3.2 MiB (3.1 MiB measured at the cap).
     ///
     /// The refusal is not counted here: the caller counts it with
-    /// [`Service::count_rejected`] (the [`Listener`](crate::Listener) and
-    /// [`Service::wrap`] do).
+    /// [`ServiceMonitor::count_rejected`] (the [`Listener`](crate::Listener) and
+    /// [`ServiceMonitor::wrap`] do).
     ///
     /// # Errors
     /// [`Rejected`] with the reason.
@@ -193,13 +193,13 @@ impl Service {
     /// Admits and wraps a connection accepted by hand (the Go tool's
     /// `WrapMonConn`): it is counted, listed and swept like any other.
     /// The service's blacklist and allowlist apply, then its limits
-    /// ([`Service::admit`]: `rate_limit`, with the buckets the service's
+    /// ([`ServiceMonitor::admit`]: `rate_limit`, with the buckets the service's
     /// listeners use, `conn_limit`, `ip_limit`, `per_ip_limit`); a refusal
     /// is counted by reason.
     ///
     /// # Errors
-    /// [`Rejected`] when the peer is filtered out ([`Service::ip_verdict`]) or
-    /// [`Service::admit`] refuses the connection; drop `io` to close it.
+    /// [`Rejected`] when the peer is filtered out ([`ServiceMonitor::ip_verdict`]) or
+    /// [`ServiceMonitor::admit`] refuses the connection; drop `io` to close it.
     pub fn wrap<T: 'static>(
         &self,
         io: T,
@@ -220,7 +220,7 @@ impl Service {
     }
 
     /// Counts a connection refused for `reason`.
-    pub fn count_rejected(&self, reason: &Reason) {
+    pub fn count_rejected(&self, reason: &RejectReason) {
         let c = &self.inner.counters;
         match reason.slot() {
             Some(slot) => {
@@ -271,7 +271,7 @@ impl Service {
     }
 
     /// Bytes read and written by the service's connections, closed and live,
-    /// minus what [`Service::take_bytes`] handed out.
+    /// minus what [`ServiceMonitor::take_bytes`] handed out.
     pub fn bytes(&self) -> (u64, u64) {
         self.inner.bytes(&lock(&self.inner.table))
     }
@@ -329,9 +329,9 @@ impl Service {
     }
 }
 
-impl fmt::Debug for Service {
+impl fmt::Debug for ServiceMonitor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Service")
+        f.debug_struct("ServiceMonitor")
             .field("sid", &self.sid())
             .field("connections", &self.connections())
             .finish()
@@ -361,34 +361,34 @@ impl ServiceInner {
         self.state.load(Relaxed) == STOPPED
     }
 
-    /// Admits `peer` (see [`Service::admit`]); returns the `ipv6_prefix` it
+    /// Admits `peer` (see [`ServiceMonitor::admit`]); returns the `ipv6_prefix` it
     /// was keyed with, for the release.
     fn admit(self: &Arc<Self>, peer: SocketAddr) -> Result<u8, Rejected> {
         let refuse = |reason| Err(Rejected::new(reason, peer));
         if self.state.load(Relaxed) != RUNNING {
-            return refuse(Reason::Stopped);
+            return refuse(RejectReason::Stopped);
         }
         let config = self.config.load();
         let ip = client_key(peer.ip(), config.ipv6_prefix);
         if let Some(rate) = config.rate_limit {
             if !self.rates.allow(ip, rate) {
-                return refuse(Reason::RateLimit);
+                return refuse(RejectReason::RateLimit);
             }
         }
         let mut table = lock(&self.table);
         // Again under the lock: `close` changes the state under it.
         if self.state.load(Relaxed) != RUNNING {
-            return refuse(Reason::Stopped);
+            return refuse(RejectReason::Stopped);
         }
         if config.conn_limit.is_some_and(|l| table.active >= l) {
-            return refuse(Reason::ConnLimit);
+            return refuse(RejectReason::ConnLimit);
         }
         let known = table.ips.get(&ip).copied().unwrap_or(0) as usize;
         if known == 0 && config.ip_limit.is_some_and(|l| table.ips.len() >= l) {
-            return refuse(Reason::IpLimit);
+            return refuse(RejectReason::IpLimit);
         }
         if config.per_ip_limit.is_some_and(|l| known >= l) {
-            return refuse(Reason::PerIpLimit);
+            return refuse(RejectReason::PerIpLimit);
         }
         table.active += 1;
         *table.ips.entry(ip).or_insert(0) += 1;

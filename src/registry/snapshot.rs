@@ -7,8 +7,8 @@ use std::sync::atomic::Ordering::Relaxed;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use super::reason::Reason;
-use super::service::{lock, Service};
+use super::reason::RejectReason;
+use super::service::{lock, ServiceMonitor};
 use crate::clock::{now_ms, since, system_secs, unix_secs};
 use crate::io::CloseCause;
 
@@ -19,7 +19,7 @@ use crate::io::CloseCause;
 /// # Examples
 /// ```
 /// let service = monconn::Registry::new().service("web");
-/// let snap = service.snapshot(false);
+/// let snap = service.snapshot();
 /// assert_eq!((snap.connections, snap.accepted, snap.bytes_read), (0, 0, 0));
 /// assert_eq!(snap.rejected["blacklisted"], 0);
 /// // The JSON of `/stats/{sid}`, and back.
@@ -116,14 +116,14 @@ pub struct ConnSnapshot {
     pub bytes_written: u64,
 }
 
-impl Service {
+impl ServiceMonitor {
     /// The service's figures now; with `with_conns`, the list of open
     /// connections too.
     ///
     /// # Examples
     /// ```
     /// let service = monconn::Registry::new().service("web");
-    /// let json = serde_json::to_value(service.snapshot(false)).unwrap();
+    /// let json = serde_json::to_value(service.snapshot()).unwrap();
     /// assert_eq!(json["sid"], "web");
     /// assert_eq!(json["connections"], 0);
     /// ```
@@ -169,7 +169,7 @@ impl Service {
         let connections = table.active;
         drop(table);
 
-        let mut rejected: BTreeMap<String, u64> = Reason::BUILTIN
+        let mut rejected: BTreeMap<String, u64> = RejectReason::BUILTIN
             .iter()
             .zip(&c.rejected)
             .map(|(r, n)| (r.as_str().to_owned(), n.load(Relaxed)))

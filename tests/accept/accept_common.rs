@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::Arc;
 
 use monconn::layers::BoxError;
-use monconn::{Accepted, Listener, Registry, Service, ServiceConfig};
+use monconn::{Accepted, Listener, Registry, ServiceConfig, ServiceMonitor};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -96,8 +96,8 @@ pub fn lo(n: u8) -> IpAddr {
 
 /// A new service `sid` with `config`, served by [`serve`] on 127.0.0.1
 /// (any port) through the default accept stack.
-pub async fn serve_new(sid: &str, config: ServiceConfig) -> (Service, Server) {
-    let service = Registry::new().create(sid, config);
+pub async fn serve_new(sid: &str, config: ServiceConfig) -> (ServiceMonitor, Server) {
+    let service = Registry::new().create(sid, config).unwrap();
     let listener = Listener::bind("127.0.0.1:0", service.clone())
         .await
         .expect("bind 127.0.0.1:0");
@@ -113,8 +113,8 @@ pub async fn assert_closed(what: &str, stream: &mut TcpStream) {
 }
 
 /// The service's refusals by reason, the reasons never used left out.
-pub fn refused(service: &Service) -> BTreeMap<String, u64> {
-    let mut rejected = service.snapshot(false).rejected;
+pub fn refused(service: &ServiceMonitor) -> BTreeMap<String, u64> {
+    let mut rejected = service.snapshot().rejected;
     rejected.retain(|_, n| *n > 0);
     rejected
 }

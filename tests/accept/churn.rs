@@ -5,7 +5,7 @@ use crate::support;
 use std::io;
 use std::time::Duration;
 
-use monconn::{MonitoredIo, Registry, Service};
+use monconn::{MonitoredIo, Registry, ServiceMonitor};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use support::{accept_wrapped, eventually, listen, quiet_config, within};
@@ -122,7 +122,7 @@ fn server_bytes(how: End, payload: usize) -> (u64, u64) {
     }
 }
 
-async fn batch(listener: &TcpListener, service: &Service, ends: &[(End, usize)]) {
+async fn batch(listener: &TcpListener, service: &ServiceMonitor, ends: &[(End, usize)]) {
     let addr = listener.local_addr().unwrap();
     let mut pairs = Vec::new();
     for &(how, payload) in ends {
@@ -157,7 +157,7 @@ fn quiet_planned_panics() {
 #[tokio::test]
 async fn thousand_connections_ended_in_mixed_ways_leave_nothing() {
     quiet_planned_panics();
-    let service = Registry::new().create("churn", quiet_config());
+    let service = Registry::new().create("churn", quiet_config()).unwrap();
     let listener = listen().await;
     let mut rng = SmallRng::seed_from_u64(1000);
     let ends: Vec<(End, usize)> = (0..TOTAL)
@@ -190,7 +190,7 @@ async fn thousand_connections_ended_in_mixed_ways_leave_nothing() {
     assert_eq!(service.connections(), 0);
     assert_eq!(service.ip_count(), 0);
     assert!(service.ips().is_empty());
-    let snap = service.snapshot(true);
+    let snap = service.snapshot_with_conns();
     assert_eq!(snap.conns, Some(Vec::new()));
     assert_eq!((snap.connections, snap.ip_count), (0, 0));
     assert!(snap.ips.is_empty());

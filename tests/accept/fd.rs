@@ -69,7 +69,7 @@ fn out_of_fds_child() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let service = Registry::new().create("fds", quiet_config());
+        let service = Registry::new().create("fds", quiet_config()).unwrap();
         let listener = Listener::bind("127.0.0.1:0", service.clone())
             .await
             .unwrap();
@@ -112,7 +112,7 @@ fn out_of_fds_child() {
         let errors = listener.accept_errors();
         // One error per 50 ms backoff at most: 1.5 s gives 30 or so.
         assert!((3..=60).contains(&errors), "accept_errors = {errors}");
-        assert_eq!(service.snapshot(false).accept_errors, errors);
+        assert_eq!(service.snapshot().accept_errors, errors);
         assert_eq!(service.accepted(), 1);
         assert_eq!(service.connections(), 1);
         drop(conn);

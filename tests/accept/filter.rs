@@ -22,20 +22,20 @@ fn counts(pairs: &[(&str, u64)]) -> BTreeMap<String, u64> {
 }
 
 /// The reasons with a count (the snapshot lists every built-in one).
-fn refused(service: &monconn::Service) -> BTreeMap<String, u64> {
-    let mut rejected = service.snapshot(false).rejected;
+fn refused(service: &monconn::ServiceMonitor) -> BTreeMap<String, u64> {
+    let mut rejected = service.snapshot().rejected;
     rejected.retain(|_, n| *n > 0);
     rejected
 }
 
 async fn listener(config: ServiceConfig) -> Listener {
-    let service = Registry::new().create("filter", config);
+    let service = Registry::new().create("filter", config).unwrap();
     Listener::bind("127.0.0.1:0", service).await.unwrap()
 }
 
 #[tokio::test]
 async fn blacklisted_ip_is_closed_with_nothing_read() {
-    let listener = listener(quiet_config().with_blacklist([net("127.0.0.2/32")])).await;
+    let listener = listener(quiet_config().blacklist([net("127.0.0.2/32")])).await;
     let service = listener.service().clone();
     let mut server = serve(listener);
 
@@ -47,8 +47,8 @@ async fn blacklisted_ip_is_closed_with_nothing_read() {
     assert_eq!(peer.ip(), lo(3));
 
     // The admitted client's 5 bytes, and not one of the refused client's.
-    eventually("admitted bytes read", || service.bytes().0 == 5).await;
-    let stats = service.snapshot(false);
+    eventually("admitted bytes read", || service.bytes().read == 5).await;
+    let stats = service.snapshot();
     assert_eq!(stats.accepted, 1);
     assert_eq!(stats.connections, 1);
     assert_eq!(stats.bytes_read, 5);
@@ -58,7 +58,7 @@ async fn blacklisted_ip_is_closed_with_nothing_read() {
 
 #[tokio::test]
 async fn cidr_rule_refuses_the_whole_network() {
-    let listener = listener(quiet_config().with_blacklist([net("127.0.0.0/30")])).await;
+    let listener = listener(quiet_config().blacklist([net("127.0.0.0/30")])).await;
     let service = listener.service().clone();
     let server = serve(listener);
 
@@ -70,15 +70,16 @@ async fn cidr_rule_refuses_the_whole_network() {
     use Fate::*;
     // 127.0.0.0/30 is .0 to .3.
     assert_eq!(got, [Refused, Refused, Refused, Admitted, Admitted]);
-    let stats = service.snapshot(false);
+    let stats = service.snapshot();
     assert_eq!(stats.accepted, 2);
     assert_eq!(refused(&service), counts(&[("blacklisted", 3)]));
 }
 
 #[tokio::test]
 async fn ipv4_mapped_peer_on_a_dual_stack_listener_matches_ipv4_rules() {
-    let service =
-        Registry::new().create("dual", quiet_config().with_blacklist([net("127.0.0.0/8")]));
+    let service = Registry::new()
+        .create("dual", quiet_config().blacklist([net("127.0.0.0/8")]))
+        .unwrap();
     let listener = Listener::bind("[::]:0", service.clone()).await.unwrap();
     let port = listener.local_addr().port();
     let mut server = serve(listener);
@@ -94,12 +95,12 @@ async fn ipv4_mapped_peer_on_a_dual_stack_listener_matches_ipv4_rules() {
     assert_eq!(fate, Fate::Admitted);
     assert_eq!(server.admitted.recv().await.unwrap().ip(), v6.ip());
 
-    let stats = service.snapshot(false);
+    let stats = service.snapshot();
     assert_eq!(refused(&service), counts(&[("blacklisted", 1)]));
     assert_eq!(stats.accepted, 1);
 
     // A rule written as a mapped address matches a plain IPv4 client too.
-    service.set_config(quiet_config().with_blacklist([net("::ffff:127.0.0.5/128")]));
+    service.set_config(quiet_config().blacklist([net("::ffff:127.0.0.5/128")]));
     assert_eq!(attempt(lo(5), v4).await.0, Fate::Refused);
     assert_eq!(attempt(lo(6), v4).await.0, Fate::Admitted);
     let peer = server.admitted.recv().await.unwrap();
@@ -109,7 +110,7 @@ async fn ipv4_mapped_peer_on_a_dual_stack_listener_matches_ipv4_rules() {
 
 #[tokio::test]
 async fn allowlist_admits_only_its_addresses() {
-    let listener = listener(quiet_config().with_allowlist([net("127.0.0.8/31")])).await;
+    let listener = listener(quiet_config().allowlist([net("127.0.0.8/31")])).await;
     let service = listener.service().clone();
     let server = serve(listener);
 
@@ -118,10 +119,10 @@ async fn allowlist_admits_only_its_addresses() {
     assert_eq!(attempt(lo(10), server.addr).await.0, Fate::Refused);
     assert_eq!(attempt(lo(1), server.addr).await.0, Fate::Refused);
     // The blacklist wins over the allowlist.
-    assert!(service.reject_ip(lo(9)));
+    assert!(service.ban(lo(9)));
     assert_eq!(attempt(lo(9), server.addr).await.0, Fate::Refused);
 
-    let stats = service.snapshot(false);
+    let stats = service.snapshot();
     assert_eq!(stats.accepted, 2);
     assert_eq!(
         refused(&service),
@@ -140,7 +141,7 @@ async fn runtime_reject_kick_and_release() {
     eventually("one connection", || service.connections() == 1).await;
 
     // Blacklisted now, live connection kicked.
-    assert_eq!(service.reject_and_kick(net("127.0.0.0/30")), 1);
+    assert_eq!(service.ban_and_kick(net("127.0.0.0/30")), 1);
     let mut buf = [0u8; 8];
     let end = within("kicked close", live.read(&mut buf)).await;
     assert!(matches!(end, Ok(0)) || end.is_err(), "{end:?}");
@@ -150,8 +151,8 @@ async fn runtime_reject_kick_and_release() {
     assert_eq!(attempt(lo(4), server.addr).await.0, Fate::Admitted);
 
     // Released: admitted again.
-    assert!(service.release_ip(net("127.0.0.0/30")));
-    assert!(!service.release_ip(net("127.0.0.0/30")));
+    assert!(service.unban(net("127.0.0.0/30")));
+    assert!(!service.unban(net("127.0.0.0/30")));
     assert_eq!(attempt(lo(2), server.addr).await.0, Fate::Admitted);
 
     // set_config replaces the lists as a whole.
@@ -160,10 +161,10 @@ async fn runtime_reject_kick_and_release() {
     assert_eq!(attempt(lo(2), server.addr).await.0, Fate::Admitted);
 
     eventually("kick counted", || {
-        service.snapshot(false).closed.get("kicked") == Some(&1)
+        service.snapshot().closed.get("kicked") == Some(&1)
     })
     .await;
-    let stats = service.snapshot(false);
+    let stats = service.snapshot();
     assert_eq!(stats.accepted, 4);
     assert_eq!(refused(&service), counts(&[("blacklisted", 3)]));
 }

@@ -16,7 +16,7 @@ use tokio::io::AsyncReadExt;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conn_limit_holds_under_ten_times_the_attempts() {
     const LIMIT: usize = 5;
-    let (service, server) = serve_new("limits", quiet_config().with_conn_limit(Some(LIMIT))).await;
+    let (service, server) = serve_new("limits", quiet_config().conn_limit(LIMIT)).await;
 
     // Sample the open count all along, not only at accepts.
     let stop = Arc::new(AtomicBool::new(false));
@@ -67,7 +67,7 @@ async fn conn_limit_holds_under_ten_times_the_attempts() {
 
 #[tokio::test]
 async fn ip_limit_refuses_new_ips_but_not_known_ones() {
-    let (service, server) = serve_new("limits", quiet_config().with_ip_limit(Some(2))).await;
+    let (service, server) = serve_new("limits", quiet_config().ip_limit(2)).await;
 
     let (_, a1) = attempt(lo(2), server.addr).await;
     let (_, b1) = attempt(lo(3), server.addr).await;
@@ -85,7 +85,7 @@ async fn ip_limit_refuses_new_ips_but_not_known_ones() {
 
 #[tokio::test]
 async fn per_ip_limit_counts_each_address_apart() {
-    let (service, server) = serve_new("limits", quiet_config().with_per_ip_limit(Some(2))).await;
+    let (service, server) = serve_new("limits", quiet_config().per_ip_limit(2)).await;
 
     let (_, a1) = attempt(lo(2), server.addr).await;
     let (_, _a2) = attempt(lo(2), server.addr).await;
@@ -108,7 +108,7 @@ async fn rate_limit_refuses_past_the_burst() {
         per_sec: 0.01,
         burst: 3,
     };
-    let (service, server) = serve_new("limits", quiet_config().with_rate_limit(Some(rate))).await;
+    let (service, server) = serve_new("limits", quiet_config().rate_limit(rate)).await;
 
     let mut fates = Vec::new();
     for _ in 0..5 {
@@ -146,9 +146,7 @@ async fn limits_changed_at_runtime_apply_to_the_next_connection() {
 
 #[tokio::test]
 async fn pause_at_limit_holds_clients_back_instead_of_refusing() {
-    let config = quiet_config()
-        .with_conn_limit(Some(2))
-        .with_pause_at_limit(true);
+    let config = quiet_config().conn_limit(2).pause_at_limit(true);
     let (service, mut server) = serve_new("limits", config).await;
 
     let (_, c1) = attempt(lo(2), server.addr).await;

@@ -26,7 +26,7 @@ fn trust_lo1() -> ProxyConfig {
 }
 
 async fn listener(config: ServiceConfig, proxy: ProxyConfig) -> Listener<Proxied> {
-    let service = Registry::new().create("proxied", config);
+    let service = Registry::new().create("proxied", config).unwrap();
     Listener::builder(service)
         .proxy_protocol(proxy)
         .bind("127.0.0.1:0")
@@ -64,8 +64,8 @@ where
 #[tokio::test]
 async fn v1_header_names_the_client_that_every_guard_sees() {
     let config = quiet_config()
-        .with_blacklist(["192.0.2.66/32".parse().unwrap()])
-        .with_per_ip_limit(Some(1));
+        .blacklist(["192.0.2.66/32".parse().unwrap()])
+        .per_ip_limit(1);
     let listener = listener(config, trust_lo1()).await;
     let service = listener.service().clone();
     let to = listener.local_addr();
@@ -85,7 +85,7 @@ async fn v1_header_names_the_client_that_every_guard_sees() {
     assert_eq!(header.destination(), Some(addr("10.0.0.1:443")));
     // The payload's bytes only, not the header's.
     assert_eq!(info.bytes_read(), 5);
-    let stats = service.snapshot(true);
+    let stats = service.snapshot_with_conns();
     assert_eq!(stats.bytes_read, 5);
     assert_eq!(
         stats.conns.as_ref().unwrap()[0].peer,
@@ -157,7 +157,7 @@ async fn v2_ipv6_header_keeps_its_tlvs_and_the_payload() {
     assert_eq!((info.bytes_read(), info.bytes_written()), (8, 2));
     // Keyed by its /64, as any IPv6 client.
     let keys: Vec<String> = service
-        .snapshot(false)
+        .snapshot()
         .ips
         .iter()
         .map(|i| format!("{}/{}", i.ip, i.prefix))
@@ -201,7 +201,7 @@ async fn snapshots_show_the_socket_peer_of_proxied_connections_only() {
     direct.write_all(b"hi").await.unwrap();
     let (plain, _, _) = accept_and_read(&listener, 2).await;
 
-    let stats = service.snapshot(true);
+    let stats = service.snapshot_with_conns();
     let conns = stats.conns.as_ref().unwrap();
     let lb_addr = lb.local_addr().unwrap();
     assert_eq!(conns[0].peer, addr("192.0.2.7:51000"));
@@ -301,7 +301,7 @@ async fn garbage_half_headers_silence_and_oversized_headers_are_refused_by_reaso
             ("proxy_timeout", 2),
         ])
     );
-    assert_eq!(service.snapshot(false).accepted, 0);
+    assert_eq!(service.snapshot().accepted, 0);
     server.abort();
 }
 
@@ -347,7 +347,7 @@ async fn a_silent_client_is_refused_within_a_tick_of_its_timeout_while_others_ar
     .await;
     assert_eq!(refused(&service), counts(&[("proxy_timeout", 2)]));
     // The good one is still served.
-    let stats = service.snapshot(false);
+    let stats = service.snapshot();
     assert_eq!((stats.accepted, stats.connections), (1, 1));
     good.write_all(b"!").await.unwrap();
     drop(good);

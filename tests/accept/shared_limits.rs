@@ -1,6 +1,6 @@
 //! Rate and per-IP limits that cannot be flushed or dodged, over real
 //! loopback TCP: one rate table per service, shared by every listener and by
-//! `Service::wrap`; a throttled address stays throttled however many other
+//! `ServiceMonitor::wrap`; a throttled address stays throttled however many other
 //! addresses connect; IPv6 clients counted by their prefix.
 
 use crate::accept_common;
@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use accept_common::{attempt, counts, lo, refused, serve, Fate};
-use monconn::{Listener, RateLimit, Reason, Registry, Service, ServiceConfig};
+use monconn::{Listener, RateLimit, Registry, RejectReason, ServiceConfig, ServiceMonitor};
 use serde_json::json;
 use support::{connect_from, eventually, listen, quiet_config, within};
 use tokio::sync::Semaphore;
@@ -23,10 +23,10 @@ const SLOW: RateLimit = RateLimit {
 };
 
 fn slow_config() -> ServiceConfig {
-    quiet_config().with_rate_limit(Some(SLOW))
+    quiet_config().rate_limit(SLOW)
 }
 
-async fn served(service: &Service) -> SocketAddr {
+async fn served(service: &ServiceMonitor) -> SocketAddr {
     let listener = Listener::bind("127.0.0.1:0", service.clone())
         .await
         .expect("bind 127.0.0.1:0");
@@ -35,7 +35,7 @@ async fn served(service: &Service) -> SocketAddr {
 
 #[tokio::test]
 async fn wrap_applies_the_rate_limit() {
-    let service = Registry::new().create("wrap", slow_config());
+    let service = Registry::new().create("wrap", slow_config()).unwrap();
     let listener = listen().await;
     let addr = listener.local_addr().unwrap();
     let mut admitted = Vec::new();
@@ -53,7 +53,7 @@ async fn wrap_applies_the_rate_limit() {
 
 #[tokio::test]
 async fn listeners_and_wrap_of_one_service_share_its_rate_buckets() {
-    let service = Registry::new().create("shared", slow_config());
+    let service = Registry::new().create("shared", slow_config()).unwrap();
     let a = served(&service).await;
     let b = served(&service).await;
     let built = Listener::builder(service.clone())
@@ -74,7 +74,7 @@ async fn listeners_and_wrap_of_one_service_share_its_rate_buckets() {
     let _client = connect_from(lo(3), to).await;
     let (stream, peer) = within("accept", by_hand.accept()).await.unwrap();
     let err = service.wrap(stream, peer, to).unwrap_err();
-    assert_eq!(err.reason(), &Reason::RateLimit);
+    assert_eq!(err.reason(), &RejectReason::RateLimit);
     assert_eq!(refused(&service), counts(&[("rate_limit", 4)]));
 }
 
@@ -104,7 +104,9 @@ async fn connections_from_65536_other_addresses_do_not_unthrottle_an_ip() {
         per_sec: 0.001,
         burst: 1,
     };
-    let service = Registry::new().create("churn", quiet_config().with_rate_limit(Some(rate)));
+    let service = Registry::new()
+        .create("churn", quiet_config().rate_limit(rate))
+        .unwrap();
     let addr = served(&service).await;
     let throttled = lo(2);
     assert_eq!(knock(throttled, addr).await, Fate::Admitted);
@@ -127,8 +129,8 @@ async fn connections_from_65536_other_addresses_do_not_unthrottle_an_ip() {
     while let Some(done) = clients.join_next().await {
         done.unwrap();
     }
-    let seen = |s: &Service| {
-        let snap = s.snapshot(false);
+    let seen = |s: &ServiceMonitor| {
+        let snap = s.snapshot();
         snap.accepted + snap.rejected.values().sum::<u64>()
     };
     eventually("every churn connection seen", || {
@@ -156,22 +158,27 @@ fn local() -> SocketAddr {
 
 #[tokio::test]
 async fn ipv6_addresses_of_one_64_share_per_ip_limit_ip_limit_and_rate() {
-    let service = Registry::new().create(
-        "v6",
-        quiet_config()
-            .with_per_ip_limit(Some(2))
-            .with_ip_limit(Some(1)),
-    );
+    let service = Registry::new()
+        .create("v6", quiet_config().per_ip_limit(2).ip_limit(1))
+        .unwrap();
     let wrap = |peer: &str| service.wrap(tokio::io::empty(), v6(peer), local());
     let a = wrap("[2001:db8:1:2::1]:1000").expect("first of its /64");
     let b = wrap("[2001:db8:1:2:ffff::9]:1000").expect("same /64: same IP for ip_limit");
     let err = wrap("[2001:db8:1:2:abcd::7]:1000").unwrap_err();
-    assert_eq!(err.reason(), &Reason::PerIpLimit, "a third from one /64");
+    assert_eq!(
+        err.reason(),
+        &RejectReason::PerIpLimit,
+        "a third from one /64"
+    );
     let err = wrap("[2001:db8:1:3::1]:1000").unwrap_err();
-    assert_eq!(err.reason(), &Reason::IpLimit, "another /64 is another IP");
-    let json = serde_json::to_value(service.snapshot(false)).unwrap();
+    assert_eq!(
+        err.reason(),
+        &RejectReason::IpLimit,
+        "another /64 is another IP"
+    );
+    let json = serde_json::to_value(service.snapshot()).unwrap();
     assert_eq!(json["ip_count"], 1);
-    let key = &service.snapshot(false).ips[0];
+    let key = &service.snapshot().ips[0];
     assert_eq!(key.net().to_string(), "2001:db8:1:2::/64");
     assert_eq!(
         json["ips"],
@@ -187,7 +194,11 @@ async fn ipv6_addresses_of_one_64_share_per_ip_limit_ip_limit_and_rate() {
     });
     let _c = wrap("[2001:db8:5:6::1]:1000").expect("the /64's one token");
     let err = wrap("[2001:db8:5:6::2]:1000").unwrap_err();
-    assert_eq!(err.reason(), &Reason::RateLimit, "a new address of the /64");
+    assert_eq!(
+        err.reason(),
+        &RejectReason::RateLimit,
+        "a new address of the /64"
+    );
     let _d = wrap("[2001:db8:5:7::1]:1000").expect("another /64's token");
 }
 
@@ -200,13 +211,13 @@ async fn ipv6_loopback_counts_are_keyed_by_prefix_in_snapshots() {
             return;
         }
     };
-    let service = Registry::new().create("v6lo", slow_config());
+    let service = Registry::new().create("v6lo", slow_config()).unwrap();
     let addr = listener.local_addr().unwrap();
     let server = serve(Listener::from_tcp(listener, service.clone()).unwrap());
     let ip6: IpAddr = "::1".parse().unwrap();
     let (fate, _held) = attempt(ip6, server.addr).await;
     assert_eq!(fate, Fate::Admitted);
-    let json = serde_json::to_value(service.snapshot(false)).unwrap();
+    let json = serde_json::to_value(service.snapshot()).unwrap();
     assert_eq!(
         json["ips"],
         json!([{"ip": "::", "prefix": 64, "connections": 1}])
@@ -217,11 +228,11 @@ async fn ipv6_loopback_counts_are_keyed_by_prefix_in_snapshots() {
 
 #[tokio::test]
 async fn ipv4_counts_are_keyed_by_address_in_snapshots() {
-    let service = Registry::new().create("v4", quiet_config());
+    let service = Registry::new().create("v4", quiet_config()).unwrap();
     let addr = served(&service).await;
     let (_, _held) = attempt(lo(7), addr).await;
     eventually("counted", || service.connections() == 1).await;
-    let json = serde_json::to_value(service.snapshot(false)).unwrap();
+    let json = serde_json::to_value(service.snapshot()).unwrap();
     assert_eq!(
         json["ips"],
         json!([{"ip": "127.0.0.7", "prefix": 32, "connections": 1}])
@@ -230,7 +241,9 @@ async fn ipv4_counts_are_keyed_by_address_in_snapshots() {
 
 #[tokio::test]
 async fn ipv6_prefix_128_keys_by_address_and_a_change_keeps_counts_exact() {
-    let service = Registry::new().create("v6p", quiet_config().with_ipv6_prefix(128));
+    let service = Registry::new()
+        .create("v6p", quiet_config().ipv6_prefix(128))
+        .unwrap();
     let wrap = |peer: &str| service.wrap(tokio::io::empty(), v6(peer), local());
     let a = wrap("[2001:db8::1]:1").unwrap();
     let b = wrap("[2001:db8::2]:1").unwrap();
@@ -238,7 +251,7 @@ async fn ipv6_prefix_128_keys_by_address_and_a_change_keeps_counts_exact() {
     // Admitted under /128; the prefix changes; they still leave their keys.
     service.update_config(|c| c.ipv6_prefix = 48);
     let c = wrap("[2001:db8:0:7::3]:1").unwrap();
-    let json = serde_json::to_value(service.snapshot(false)).unwrap();
+    let json = serde_json::to_value(service.snapshot()).unwrap();
     assert_eq!(
         json["ips"],
         json!([

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use accept_common::{assert_closed, attempt, counts, lo, refused, Fate};
 use monconn::layers::{BoxError, FilterLayer, LimitLayer};
-use monconn::{Accepted, Listener, Reason, Registry, Rejected, Service};
+use monconn::{Accepted, Listener, Registry, RejectReason, Rejected, ServiceMonitor};
 use support::{connect_from, eventually, quiet_config, within};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
@@ -26,7 +26,7 @@ async fn hello(conn: Accepted<TcpStream>) -> Result<Accepted<BufReader<TcpStream
         return Err("closed before its greeting".into());
     }
     if !line.starts_with("HELLO ") {
-        return Err(Rejected::new(Reason::Other("handshake".into()), peer).into());
+        return Err(Rejected::new(RejectReason::Other("handshake".into()), peer).into());
     }
     conn.io.get_mut().write_all(b"+").await?;
     Ok(conn)
@@ -34,7 +34,7 @@ async fn hello(conn: Accepted<TcpStream>) -> Result<Accepted<BufReader<TcpStream
 
 /// Waits until a handshake's failure is counted: once, for `reason`, with
 /// nothing accepted and its slot freed.
-async fn refused_once_for(service: &Service, reason: &str) {
+async fn refused_once_for(service: &ServiceMonitor, reason: &str) {
     eventually("counted", || !refused(service).is_empty()).await;
     assert_eq!(refused(service), counts(&[(reason, 1)]));
     assert_eq!(service.accepted(), 0);
@@ -43,7 +43,7 @@ async fn refused_once_for(service: &Service, reason: &str) {
 
 /// A listener with the filter, the limits and the handshake under `timeout`;
 /// it echoes, on each admitted connection, what follows the greeting.
-async fn handshake_server(service: &Service, timeout: Duration) -> SocketAddr {
+async fn handshake_server(service: &ServiceMonitor, timeout: Duration) -> SocketAddr {
     let stack = ServiceBuilder::new()
         .layer(FilterLayer::new(service))
         .layer(LimitLayer::new(service))
@@ -81,7 +81,7 @@ async fn greet(src: std::net::IpAddr, addr: SocketAddr) -> TcpStream {
 
 #[tokio::test]
 async fn user_handshake_layer_transforms_the_io_and_is_monitored() {
-    let service = Registry::new().create("hs", quiet_config());
+    let service = Registry::new().create("hs", quiet_config()).unwrap();
     let addr = handshake_server(&service, Duration::from_secs(60)).await;
 
     let mut client = greet(lo(2), addr).await;
@@ -90,14 +90,14 @@ async fn user_handshake_layer_transforms_the_io_and_is_monitored() {
     within("echo", client.read_exact(&mut echo)).await.unwrap();
     assert_eq!(&echo, b"ping");
     // The MonitoredIo counts what passes after the handshake.
-    let stats = service.snapshot(false);
+    let stats = service.snapshot();
     assert_eq!((stats.bytes_read, stats.bytes_written), (4, 4));
     assert_eq!(stats.accepted, 1);
 }
 
 #[tokio::test]
 async fn a_slow_handshake_does_not_hold_up_other_accepts() {
-    let service = Registry::new().create("hs", quiet_config());
+    let service = Registry::new().create("hs", quiet_config()).unwrap();
     let addr = handshake_server(&service, Duration::from_secs(60)).await;
 
     // Connected, says nothing: its handshake waits (for up to 60 s).
@@ -123,7 +123,7 @@ async fn a_slow_handshake_does_not_hold_up_other_accepts() {
 
 #[tokio::test]
 async fn handshake_timeout_is_counted_as_timeout() {
-    let service = Registry::new().create("hs", quiet_config());
+    let service = Registry::new().create("hs", quiet_config()).unwrap();
     let addr = handshake_server(&service, Duration::from_millis(200)).await;
 
     // Silent past the timeout: closed.
@@ -135,7 +135,7 @@ async fn handshake_timeout_is_counted_as_timeout() {
 
 #[tokio::test]
 async fn handshake_refusal_is_counted_by_the_layers_reason() {
-    let service = Registry::new().create("hs", quiet_config());
+    let service = Registry::new().create("hs", quiet_config()).unwrap();
     let addr = handshake_server(&service, Duration::from_secs(60)).await;
 
     // A wrong greeting: refused with the layer's own reason.
@@ -148,10 +148,12 @@ async fn handshake_refusal_is_counted_by_the_layers_reason() {
 
 #[tokio::test]
 async fn builder_puts_user_layers_inside_filter_and_limits() {
-    let service = Registry::new().create(
-        "built",
-        quiet_config().with_blacklist(["127.0.0.2/32".parse().unwrap()]),
-    );
+    let service = Registry::new()
+        .create(
+            "built",
+            quiet_config().blacklist(["127.0.0.2/32".parse().unwrap()]),
+        )
+        .unwrap();
     let listener = Listener::builder(service.clone())
         .layer(tower::timeout::TimeoutLayer::new(Duration::from_secs(5)))
         .layer(tower::util::MapRequestLayer::new(
@@ -212,10 +214,9 @@ fn listener_and_its_accept_are_send() {
 #[tokio::test]
 async fn keepalive_and_nodelay_follow_the_config_at_runtime() {
     use socket2::SockRef;
-    let service = Registry::new().create(
-        "sockopt",
-        quiet_config().with_keepalive(Some(Duration::from_secs(30))),
-    );
+    let service = Registry::new()
+        .create("sockopt", quiet_config().keepalive(Duration::from_secs(30)))
+        .unwrap();
     let listener = Listener::bind("127.0.0.1:0", service.clone())
         .await
         .unwrap();
@@ -270,9 +271,9 @@ async fn keepalive_and_nodelay_follow_the_config_at_runtime() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refusal_is_counted_before_the_client_sees_its_close() {
     let config = quiet_config()
-        .with_blacklist(["127.0.0.2/32".parse().unwrap()])
-        .with_conn_limit(Some(1));
-    let service = Registry::new().create("slow-refusal", config);
+        .blacklist(["127.0.0.2/32".parse().unwrap()])
+        .conn_limit(1);
+    let service = Registry::new().create("slow-refusal", config).unwrap();
     let stack = ServiceBuilder::new()
         .then(|result: Result<Accepted<TcpStream>, BoxError>| async move {
             if result.is_err() {

@@ -15,13 +15,13 @@ use crate::support::{connect_from, eventually, quiet_config, within};
 #[tokio::test]
 async fn a_nested_router_serves_stats_health_metrics_and_the_page() {
     let registry = Registry::new();
-    let echo_svc = registry.create("echo", quiet_config());
-    let _other = registry.create("other:1", quiet_config());
+    let echo_svc = registry.create("echo", quiet_config()).unwrap();
+    let _other = registry.create("other:1", quiet_config()).unwrap();
     let echo_addr = echo(&echo_svc).await;
     let mut client = TcpStream::connect(echo_addr).await.unwrap();
     round_trip(&mut client, b"hello").await;
 
-    let admin = Admin::new(registry.clone()).with_metrics(|| "monconn_up 1\n".to_owned());
+    let admin = Admin::new(registry.clone()).metrics(|| "monconn_up 1\n".to_owned());
     let app = Router::new()
         .route("/", route_get(|| async { "app" }))
         .nest("/monconn", admin::router(admin));
@@ -105,11 +105,11 @@ async fn without_a_renderer_there_is_no_metrics_route() {
 #[tokio::test]
 async fn a_kick_closes_a_live_connection_and_a_gone_one_gets_404() {
     let registry = Registry::new();
-    let svc = registry.create("echo", quiet_config());
+    let svc = registry.create("echo", quiet_config()).unwrap();
     let echo_addr = echo(&svc).await;
     let mut client = TcpStream::connect(echo_addr).await.unwrap();
     round_trip(&mut client, b"ping").await;
-    let id = svc.snapshot(true).conns.unwrap()[0].id;
+    let id = svc.snapshot_with_conns().conns.unwrap()[0].id;
     let addr = serve_admin(Admin::new(registry.clone())).await;
 
     let path = format!("/services/echo/connections/{id}/kick");
@@ -120,10 +120,7 @@ async fn a_kick_closes_a_live_connection_and_a_gone_one_gets_404() {
         serde_json::json!({"sid": "echo", "id": id, "kicked": true})
     );
     closed_by_server(&mut client).await;
-    eventually("the kick counted", || {
-        svc.snapshot(false).closed["kicked"] == 1
-    })
-    .await;
+    eventually("the kick counted", || svc.snapshot().closed["kicked"] == 1).await;
 
     let gone = act(addr, Method::POST, &path).await;
     assert_eq!(gone.status, 404);
@@ -151,7 +148,7 @@ async fn a_kick_closes_a_live_connection_and_a_gone_one_gets_404() {
 #[tokio::test]
 async fn a_ban_refuses_new_clients_kicks_with_kick_1_and_an_unban_lifts_it() {
     let registry = Registry::new();
-    let svc = registry.create("echo", quiet_config());
+    let svc = registry.create("echo", quiet_config()).unwrap();
     let echo_addr = echo(&svc).await;
     let nine: IpAddr = "127.0.0.9".parse().unwrap();
     let mut live = connect_from(nine, echo_addr).await;
@@ -169,7 +166,7 @@ async fn a_ban_refuses_new_clients_kicks_with_kick_1_and_an_unban_lifts_it() {
     let mut refused = connect_from(nine, echo_addr).await;
     closed_by_server(&mut refused).await;
     eventually("counted as blacklisted", || {
-        svc.snapshot(false).rejected["blacklisted"] == 1
+        svc.snapshot().rejected["blacklisted"] == 1
     })
     .await;
 
@@ -250,11 +247,13 @@ async fn a_ban_refuses_new_clients_kicks_with_kick_1_and_an_unban_lifts_it() {
 #[tokio::test]
 async fn readyz_is_503_while_a_service_stops() {
     let registry = Registry::new();
-    let web = registry.create(
-        "web",
-        quiet_config().with_wait_timeout(std::time::Duration::from_secs(30)),
-    );
-    let _db = registry.create("db", quiet_config());
+    let web = registry
+        .create(
+            "web",
+            quiet_config().wait_timeout(std::time::Duration::from_secs(30)),
+        )
+        .unwrap();
+    let _db = registry.create("db", quiet_config()).unwrap();
     let addr = serve_admin(Admin::new(registry.clone())).await;
     assert_eq!(get(addr, "/readyz").await.status, 200);
     // A live connection holds the drain open.

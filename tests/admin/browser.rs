@@ -10,7 +10,7 @@ use std::time::Duration;
 use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
 use monconn::admin::Admin;
-use monconn::{Registry, Service};
+use monconn::{Registry, ServiceMonitor};
 use serde_json::{json, Value};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
@@ -165,16 +165,16 @@ async fn held(addr: SocketAddr, src: IpAddr) -> TcpStream {
     client
 }
 
-fn blacklisted(svc: &Service) -> u64 {
-    svc.snapshot(false).rejected["blacklisted"]
+fn blacklisted(svc: &ServiceMonitor) -> u64 {
+    svc.snapshot().rejected["blacklisted"]
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_shows_live_traffic_kicks_and_bans_in_chromium() {
     let driver = Driver::start().await;
     let registry = Registry::new();
-    let web = registry.create("web", quiet_config());
-    let api = registry.create("api", quiet_config());
+    let web = registry.create("web", quiet_config()).unwrap();
+    let api = registry.create("api", quiet_config()).unwrap();
     let (web_addr, api_addr) = (echo(&web).await, echo(&api).await);
     let localhost: IpAddr = "127.0.0.1".parse().unwrap();
     let mut load = Vec::new();
@@ -198,7 +198,7 @@ async fn the_dashboard_shows_live_traffic_kicks_and_bans_in_chromium() {
     }
     let mut victim = held(web_addr, localhost).await;
     let mut nine = held(web_addr, "127.0.0.9".parse().unwrap()).await;
-    let admin = serve_admin(Admin::new(registry.clone()).with_token(TOKEN)).await;
+    let admin = serve_admin(Admin::new(registry.clone()).token(TOKEN)).await;
 
     let page = driver.browser().await;
     page.goto(&format!("http://{admin}/")).await.unwrap();

@@ -11,9 +11,9 @@ const TOKEN: &str = "s3cret-token";
 
 async fn guarded() -> (std::net::SocketAddr, Registry) {
     let registry = Registry::new();
-    registry.create("web", quiet_config());
+    registry.create("web", quiet_config()).unwrap();
     (
-        serve_admin(Admin::new(registry.clone()).with_token(TOKEN)).await,
+        serve_admin(Admin::new(registry.clone()).token(TOKEN)).await,
         registry,
     )
 }
@@ -156,7 +156,7 @@ async fn state_changing_requests_need_the_header_and_the_token() {
 #[tokio::test]
 async fn without_a_token_state_changes_still_need_the_header() {
     let registry = Registry::new();
-    registry.create("web", quiet_config());
+    registry.create("web", quiet_config()).unwrap();
     let addr = serve_admin(Admin::new(registry.clone())).await;
     assert_eq!(get(addr, "/stats").await.status, 200);
     let forged = call(addr, Method::POST, "/services/web/blacklist/192.0.2.1", &[]).await;
@@ -282,10 +282,10 @@ async fn a_session_cookie_stands_for_the_token_but_not_for_the_header() {
 #[tokio::test]
 async fn nested_under_a_prefix_the_page_is_open_and_the_rest_guarded() {
     let registry = Registry::new();
-    registry.create("web", quiet_config());
+    registry.create("web", quiet_config()).unwrap();
     let app = axum::Router::new().nest(
         "/monconn",
-        monconn::admin::router(Admin::new(registry).with_token(TOKEN)),
+        monconn::admin::router(Admin::new(registry).token(TOKEN)),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

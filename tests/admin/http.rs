@@ -9,7 +9,7 @@ use hyper::header::HeaderMap;
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use monconn::admin::{self, Admin};
-use monconn::{Listener, Service};
+use monconn::{Listener, ServiceMonitor};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -90,7 +90,7 @@ pub async fn serve_admin(admin: Admin) -> SocketAddr {
 
 /// An echo server of `service` on a loopback port: each connection echoes
 /// what it reads, and is dropped at its first error (a kick, say).
-pub async fn echo(service: &Service) -> SocketAddr {
+pub async fn echo(service: &ServiceMonitor) -> SocketAddr {
     let listener = Listener::bind("127.0.0.1:0", service.clone())
         .await
         .unwrap();

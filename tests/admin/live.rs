@@ -99,7 +99,7 @@ fn service<'a>(frame: &'a Value, sid: &str) -> &'a Value {
 #[tokio::test]
 async fn a_page_opened_late_sees_history_then_live_rates_rows_and_rejections() {
     let registry = Registry::new();
-    let svc = registry.create("echo", quiet_config());
+    let svc = registry.create("echo", quiet_config()).unwrap();
     let echo_addr = echo(&svc).await;
     let addr = serve_admin(Admin::new(registry.clone())).await;
     tokio::time::sleep(Duration::from_millis(2_300)).await;
@@ -163,7 +163,7 @@ async fn a_page_opened_late_sees_history_then_live_rates_rows_and_rejections() {
     assert_eq!(frame["talkers"]["by_connections"][0]["connections"], 1);
 
     // A rejection shows up by reason, per second.
-    svc.reject_ip("127.0.0.9".parse::<IpAddr>().unwrap());
+    svc.ban("127.0.0.9".parse::<IpAddr>().unwrap());
     let _refused = connect_from("127.0.0.9".parse().unwrap(), echo_addr).await;
     let frame = events
         .tick_where("a blacklisted rate", |f| {
@@ -179,9 +179,9 @@ async fn a_page_opened_late_sees_history_then_live_rates_rows_and_rejections() {
 #[tokio::test]
 async fn the_table_is_capped_sorted_and_filtered_on_the_server() {
     let registry = Registry::new();
-    let svc = registry.create("echo", quiet_config());
+    let svc = registry.create("echo", quiet_config()).unwrap();
     let echo_addr = echo(&svc).await;
-    let addr = serve_admin(Admin::new(registry.clone()).with_max_rows(10)).await;
+    let addr = serve_admin(Admin::new(registry.clone()).max_rows(10)).await;
     let mut clients = Vec::new();
     for i in 0..30 {
         let mut c = TcpStream::connect(echo_addr).await.unwrap();
@@ -268,7 +268,7 @@ async fn the_table_is_capped_sorted_and_filtered_on_the_server() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_connections_give_a_capped_table_and_a_small_update() {
     let registry = Registry::new();
-    let svc = registry.create("big", quiet_config());
+    let svc = registry.create("big", quiet_config()).unwrap();
     let local: SocketAddr = "127.0.0.1:80".parse().unwrap();
     let conns: Vec<_> = (0..10_000u32)
         .map(|i| {

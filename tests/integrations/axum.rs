@@ -13,8 +13,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use http_support::Client;
 use monconn::integrations::ConnInfo;
-use monconn::integrations::ShutdownReport;
-use monconn::{CloseReport, Registry, Service};
+use monconn::integrations::PendingReport;
+use monconn::{CloseReport, Registry, ServiceMonitor};
 use support::{
     bind_monitored, eventually, graceful_on_stop, quiet_config, stop_and_wait_out, within, PATIENCE,
 };
@@ -40,7 +40,7 @@ fn app() -> Router {
 
 /// Serves `app` through a monitored listener for `service`, with
 /// `ConnInfo` connect info; returns the address and the server task.
-async fn serve(service: &Service, app: Router) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+async fn serve(service: &ServiceMonitor, app: Router) -> (SocketAddr, tokio::task::JoinHandle<()>) {
     let (listener, addr) = bind_monitored(service).await;
     let server = tokio::spawn(async move {
         axum::serve(
@@ -55,7 +55,7 @@ async fn serve(service: &Service, app: Router) -> (SocketAddr, tokio::task::Join
 
 #[tokio::test]
 async fn byte_counts_equal_the_wire_and_keep_alive_is_one_connection() {
-    let service = Registry::new().create("bytes", quiet_config());
+    let service = Registry::new().create("bytes", quiet_config()).unwrap();
     let (addr, _server) = serve(&service, app()).await;
 
     let mut client = Client::connect(addr).await;
@@ -76,8 +76,14 @@ async fn byte_counts_equal_the_wire_and_keep_alive_is_one_connection() {
     // what the client read.
     assert_eq!(service.accepted(), 1);
     assert_eq!(service.connections(), 1);
-    assert_eq!(service.bytes(), (written, read));
-    let conns = service.snapshot(true).conns.unwrap();
+    assert_eq!(
+        service.bytes(),
+        monconn::ByteCounts {
+            read: written,
+            written: read
+        }
+    );
+    let conns = service.snapshot_with_conns().conns.unwrap();
     assert_eq!(conns.len(), 1);
     assert_eq!(conns[0].peer, client.local);
     assert_eq!(
@@ -92,8 +98,14 @@ async fn byte_counts_equal_the_wire_and_keep_alive_is_one_connection() {
         .unwrap()
         .unwrap();
     eventually("server side closed", || service.connections() == 0).await;
-    assert_eq!(service.bytes(), (written, read));
-    let snap = service.snapshot(false);
+    assert_eq!(
+        service.bytes(),
+        monconn::ByteCounts {
+            read: written,
+            written: read
+        }
+    );
+    let snap = service.snapshot();
     assert_eq!(snap.accepted, 1);
     assert_eq!(snap.closed["normal"], 1);
     assert_eq!(client.wire.get(), (read, written));
@@ -101,7 +113,7 @@ async fn byte_counts_equal_the_wire_and_keep_alive_is_one_connection() {
 
 #[tokio::test]
 async fn connect_info_reaches_the_handler() {
-    let service = Registry::new().create("info", quiet_config());
+    let service = Registry::new().create("info", quiet_config()).unwrap();
     let (addr, _server) = serve(&service, app()).await;
     let src = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 7));
     let mut client = Client::connect_from(src, addr).await;
@@ -134,7 +146,9 @@ async fn connect_info_reaches_the_handler() {
 
 #[tokio::test]
 async fn conn_limit_one_refuses_a_second_connection_while_the_first_is_open() {
-    let service = Registry::new().create("limit", quiet_config().with_conn_limit(Some(1)));
+    let service = Registry::new()
+        .create("limit", quiet_config().conn_limit(1))
+        .unwrap();
     let (addr, _server) = serve(&service, app()).await;
 
     let mut first = Client::connect(addr).await;
@@ -146,7 +160,7 @@ async fn conn_limit_one_refuses_a_second_connection_while_the_first_is_open() {
     let refused = within("refused request", second.send(http_support::get("/"))).await;
     assert!(refused.is_err(), "second connection served: {refused:?}");
     eventually("refusal counted", || {
-        service.snapshot(false).rejected["conn_limit"] == 1
+        service.snapshot().rejected["conn_limit"] == 1
     })
     .await;
     assert_eq!(service.accepted(), 1);
@@ -163,7 +177,7 @@ async fn conn_limit_one_refuses_a_second_connection_while_the_first_is_open() {
     let mut third = Client::connect(addr).await;
     assert_eq!(third.get("/").await, "hello");
     assert_eq!(service.accepted(), 2);
-    assert_eq!(service.snapshot(false).rejected["conn_limit"], 1);
+    assert_eq!(service.snapshot().rejected["conn_limit"], 1);
 }
 
 /// A server with a `/slow` route that reports when it starts and answers
@@ -174,10 +188,10 @@ struct Slow {
     release: Arc<Notify>,
     stop: oneshot::Sender<()>,
     server: tokio::task::JoinHandle<()>,
-    report: ShutdownReport,
+    report: PendingReport,
 }
 
-async fn slow_server(service: &Service) -> Slow {
+async fn slow_server(service: &ServiceMonitor) -> Slow {
     let (started_tx, started) = mpsc::unbounded_channel();
     let release = Arc::new(Notify::new());
     let notified = release.clone();
@@ -215,8 +229,8 @@ async fn slow_server(service: &Service) -> Slow {
 
 #[tokio::test]
 async fn graceful_shutdown_lets_a_request_finish_within_wait_timeout() {
-    let config = quiet_config().with_wait_timeout(PATIENCE);
-    let service = Registry::new().create("drain", config);
+    let config = quiet_config().wait_timeout(PATIENCE);
+    let service = Registry::new().create("drain", config).unwrap();
     let mut slow = slow_server(&service).await;
 
     let mut client = Client::connect(slow.addr).await;
@@ -240,14 +254,16 @@ async fn graceful_shutdown_lets_a_request_finish_within_wait_timeout() {
     within("server return", slow.server).await.unwrap();
     let report = within("close report", slow.report.wait()).await;
     assert_eq!(report, Some(CloseReport { drained: 1, cut: 0 }));
-    let snap = service.snapshot(false);
+    let snap = service.snapshot();
     assert_eq!((snap.closed["normal"], snap.closed["shutdown"]), (1, 0));
 }
 
 #[tokio::test]
 async fn graceful_shutdown_cuts_a_request_past_wait_timeout_and_returns() {
     let wait = Duration::from_millis(500);
-    let service = Registry::new().create("cut", quiet_config().with_wait_timeout(wait));
+    let service = Registry::new()
+        .create("cut", quiet_config().wait_timeout(wait))
+        .unwrap();
     let mut slow = slow_server(&service).await;
 
     // One idle keep-alive connection (closed by the shutdown at once) and
@@ -266,7 +282,7 @@ async fn graceful_shutdown_cuts_a_request_past_wait_timeout_and_returns() {
     within("idle client end", idle.conn).await.unwrap().unwrap();
 
     eventually("all closed", || service.connections() == 0).await;
-    let snap = service.snapshot(false);
+    let snap = service.snapshot();
     assert_eq!((snap.closed["shutdown"], snap.closed["normal"]), (1, 1));
     let report = within("close report", slow.report.wait()).await;
     assert_eq!(report, Some(CloseReport { drained: 1, cut: 1 }));
@@ -276,7 +292,7 @@ async fn graceful_shutdown_cuts_a_request_past_wait_timeout_and_returns() {
 async fn connect_info_works_through_tap_io() {
     use axum::serve::ListenerExt;
 
-    let service = Registry::new().create("tap", quiet_config());
+    let service = Registry::new().create("tap", quiet_config()).unwrap();
     let (listener, addr) = bind_monitored(&service).await;
     let listener = listener.tap_io(|io| {
         let _ = io.get_ref().set_nodelay(true);
@@ -298,9 +314,9 @@ async fn connect_info_works_through_tap_io() {
 #[tokio::test]
 async fn the_sweeper_closes_an_idle_keep_alive_connection() {
     let config = quiet_config()
-        .with_max_idle(Some(Duration::from_millis(300)))
-        .with_idle_interval(Duration::from_millis(50));
-    let service = Registry::new().create("idle", config);
+        .max_idle(Duration::from_millis(300))
+        .idle_interval(Duration::from_millis(50));
+    let service = Registry::new().create("idle", config).unwrap();
     let (addr, _server) = serve(&service, app()).await;
 
     let mut client = Client::connect(addr).await;
@@ -314,6 +330,6 @@ async fn the_sweeper_closes_an_idle_keep_alive_connection() {
         .map(std::io::Error::kind);
     assert_eq!(io, Some(std::io::ErrorKind::ConnectionReset), "{err:?}");
     eventually("closed", || service.connections() == 0).await;
-    let snap = service.snapshot(false);
+    let snap = service.snapshot();
     assert_eq!((snap.closed["idle"], snap.accepted), (1, 1));
 }

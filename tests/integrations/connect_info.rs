@@ -26,7 +26,7 @@ async fn whoami(ConnectInfo(peer): ConnectInfo<SocketAddr>) -> String {
 
 #[tokio::test]
 async fn a_socket_addr_handler_works_unchanged() {
-    let service = Registry::new().create("addr", quiet_config());
+    let service = Registry::new().create("addr", quiet_config()).unwrap();
     let (listener, addr) = bind_monitored(&service).await;
     let app = Router::new().route("/", get(whoami));
     let _server = tokio::spawn(async move {
@@ -45,7 +45,7 @@ async fn a_socket_addr_handler_works_unchanged() {
 
 #[tokio::test]
 async fn tower_governor_limits_by_peer_ip_unchanged() {
-    let service = Registry::new().create("governed", quiet_config());
+    let service = Registry::new().create("governed", quiet_config()).unwrap();
     let (listener, addr) = bind_monitored(&service).await;
     // Two requests per peer IP, then one every 60 s.
     let config = GovernorConfigBuilder::default()

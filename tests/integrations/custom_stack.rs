@@ -17,7 +17,7 @@ use http_support::Client;
 use monconn::integrations::tonic::Incoming;
 use monconn::integrations::ConnInfo;
 use monconn::layers::BoxError;
-use monconn::{Accepted, Listener, Registry, Service};
+use monconn::{Accepted, Listener, Registry, ServiceMonitor};
 use support::{eventually, quiet_config, within};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -36,7 +36,7 @@ async fn count(conn: Accepted<TcpStream>) -> Result<Accepted<TcpStream>, BoxErro
 /// A listener for `service` with the built-in layers, a 5 s timeout and
 /// the counting layer.
 async fn custom_listener(
-    service: &Service,
+    service: &ServiceMonitor,
 ) -> Listener<impl monconn::AcceptStack<Io = TcpStream, Future: Send + 'static> + Send + 'static> {
     Listener::builder(service.clone())
         .layer(tower::timeout::TimeoutLayer::new(Duration::from_secs(5)))
@@ -48,7 +48,9 @@ async fn custom_listener(
 
 #[tokio::test]
 async fn axum_serves_through_a_custom_stack() {
-    let service = Registry::new().create("axum-custom", quiet_config());
+    let service = Registry::new()
+        .create("axum-custom", quiet_config())
+        .unwrap();
     let listener = custom_listener(&service).await;
     let addr = listener.local_addr();
     let app = Router::new().route(
@@ -71,12 +73,14 @@ async fn axum_serves_through_a_custom_stack() {
         SEEN.load(Relaxed) > before,
         "the user's layer saw the connection"
     );
-    assert_eq!(service.snapshot(false).accepted, 1);
+    assert_eq!(service.snapshot().accepted, 1);
 }
 
 #[tokio::test]
 async fn tonic_serves_through_a_custom_stack() {
-    let service = Registry::new().create("tonic-custom", quiet_config());
+    let service = Registry::new()
+        .create("tonic-custom", quiet_config())
+        .unwrap();
     let listener = custom_listener(&service).await;
     let addr = listener.local_addr();
     let (_reporter, health) = tonic_health::server::health_reporter();
@@ -93,7 +97,7 @@ async fn tonic_serves_through_a_custom_stack() {
     };
     within("check", health.check(request)).await.expect("check");
     assert_eq!(service.connections(), 1);
-    assert!(service.snapshot(false).bytes_read > 0);
+    assert!(service.snapshot().bytes_read > 0);
 }
 
 /// A closure layer in a spawned accept loop compiles and works when its
@@ -103,7 +107,7 @@ async fn tonic_serves_through_a_custom_stack() {
 /// avoids that.)
 #[tokio::test]
 async fn a_closure_layer_serves_in_a_spawned_loop() {
-    let service = Registry::new().create("closure", quiet_config());
+    let service = Registry::new().create("closure", quiet_config()).unwrap();
     let refused = Arc::new(AtomicU64::new(0));
     let seen = refused.clone();
     let listener = Listener::builder(service.clone())
@@ -147,7 +151,7 @@ async fn a_closure_layer_serves_in_a_spawned_loop() {
     let _ = within("refusal", bad.read_to_end(&mut nothing)).await;
     assert!(nothing.is_empty());
     eventually("the refusal counted", || {
-        service.snapshot(false).rejected["error"] == 1
+        service.snapshot().rejected["error"] == 1
     })
     .await;
     assert_eq!(refused.load(Relaxed), 1);

@@ -73,7 +73,7 @@ async fn serve(
 
 #[tokio::test]
 async fn the_connection_info_reaches_the_handler_and_bytes_are_exact() {
-    let service = Registry::new().create("hyper", quiet_config());
+    let service = Registry::new().create("hyper", quiet_config()).unwrap();
     let (listener, addr) = bind_monitored(&service).await;
     let (stop, signal, report) = graceful_on_stop(&service);
     let (hung, _) = mpsc::unbounded_channel();
@@ -85,14 +85,20 @@ async fn the_connection_info_reaches_the_handler_and_bytes_are_exact() {
     for _ in 0..10 {
         let body = client.get("/info").await;
         let (_, written) = client.wire.get();
-        let id = service.snapshot(true).conns.unwrap()[0].id;
+        let id = service.snapshot_with_conns().conns.unwrap()[0].id;
         let expected = format!("{id} {} {addr} {written}", client.local);
         assert_eq!(std::str::from_utf8(&body).unwrap(), expected);
         assert!(written > last_written);
         last_written = written;
     }
     let (read, written) = client.wire.get();
-    assert_eq!(service.bytes(), (written, read));
+    assert_eq!(
+        service.bytes(),
+        monconn::ByteCounts {
+            read: written,
+            written: read
+        }
+    );
     assert_eq!(service.accepted(), 1);
 
     // An idle keep-alive connection is closed by the graceful shutdown.
@@ -104,13 +110,21 @@ async fn the_connection_info_reaches_the_handler_and_bytes_are_exact() {
         Some(CloseReport { drained: 1, cut: 0 })
     );
     eventually("closed", || service.connections() == 0).await;
-    assert_eq!(service.bytes(), (written, read));
+    assert_eq!(
+        service.bytes(),
+        monconn::ByteCounts {
+            read: written,
+            written: read
+        }
+    );
 }
 
 #[tokio::test]
 async fn graceful_shutdown_is_bounded_by_wait_timeout() {
     let wait = Duration::from_millis(500);
-    let service = Registry::new().create("hyper-cut", quiet_config().with_wait_timeout(wait));
+    let service = Registry::new()
+        .create("hyper-cut", quiet_config().wait_timeout(wait))
+        .unwrap();
     let (listener, addr) = bind_monitored(&service).await;
     let (stop, signal, report) = graceful_on_stop(&service);
     let (hung, mut hanging) = mpsc::unbounded_channel();
@@ -128,5 +142,5 @@ async fn graceful_shutdown_is_bounded_by_wait_timeout() {
         Some(CloseReport { drained: 0, cut: 1 })
     );
     eventually("closed", || service.connections() == 0).await;
-    assert_eq!(service.snapshot(false).closed["shutdown"], 1);
+    assert_eq!(service.snapshot().closed["shutdown"], 1);
 }

@@ -31,7 +31,7 @@ async fn proxied_listener(
     sid: &str,
 ) -> Listener<monconn::layers::ProxyProtocol<monconn::DefaultStack>> {
     let trusted = ProxyConfig::new().trust(["127.0.0.1/32".parse().unwrap()]);
-    Listener::builder(Registry::new().create(sid, quiet_config()))
+    Listener::builder(Registry::new().create(sid, quiet_config()).unwrap())
         .proxy_protocol(trusted)
         .bind("127.0.0.1:0")
         .await

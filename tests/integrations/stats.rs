@@ -16,8 +16,8 @@ use support::{bind_monitored, quiet_config, within};
 #[tokio::test]
 async fn a_nested_router_serves_every_service_one_and_its_connections() {
     let registry = Registry::new();
-    let web = registry.create("web", quiet_config());
-    let _other = registry.create("other:1", quiet_config());
+    let web = registry.create("web", quiet_config()).unwrap();
+    let _other = registry.create("other:1", quiet_config()).unwrap();
     let (listener, addr) = bind_monitored(&web).await;
     let app = Router::new()
         .route("/", get(|| async { "hello" }))
@@ -68,7 +68,7 @@ async fn a_nested_router_serves_every_service_one_and_its_connections() {
 #[tokio::test]
 async fn a_side_server_serves_the_stats_of_a_non_axum_server() {
     let registry = Registry::new();
-    let grpc = registry.create("grpc", quiet_config());
+    let grpc = registry.create("grpc", quiet_config()).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let _side = tokio::spawn(stats::serve(listener, registry.clone()));

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use monconn::integrations::tonic::{conn_info, ConnInfoLayer, Incoming};
 use monconn::integrations::ConnInfo;
-use monconn::integrations::ShutdownReport;
-use monconn::{CloseReport, Registry, Service};
+use monconn::integrations::PendingReport;
+use monconn::{CloseReport, Registry, ServiceMonitor};
 use support::{
     bind_monitored, eventually, graceful_on_stop, quiet_config, stop_and_wait_out, within,
 };
@@ -34,12 +34,12 @@ struct Grpc {
     seen: mpsc::UnboundedReceiver<Seen>,
     stop: oneshot::Sender<()>,
     server: tokio::task::JoinHandle<()>,
-    report: ShutdownReport,
+    report: PendingReport,
 }
 
 /// tonic-health through a monitored listener, with `ConnInfoLayer` and an
 /// interceptor that reports what each request knows of its connection.
-async fn grpc_server(service: &Service) -> Grpc {
+async fn grpc_server(service: &ServiceMonitor) -> Grpc {
     let (listener, addr) = bind_monitored(service).await;
     let (_reporter, health) = tonic_health::server::health_reporter();
     let (tx, seen) = mpsc::unbounded_channel();
@@ -93,7 +93,7 @@ fn overall() -> HealthCheckRequest {
 
 #[tokio::test]
 async fn health_check_through_the_listener_is_counted_and_knows_its_peer() {
-    let service = Registry::new().create("grpc", quiet_config());
+    let service = Registry::new().create("grpc", quiet_config()).unwrap();
     let mut grpc = grpc_server(&service).await;
     let mut health = client(grpc.addr).await;
 
@@ -104,7 +104,7 @@ async fn health_check_through_the_listener_is_counted_and_knows_its_peer() {
     // One HTTP/2 connection for the three calls.
     assert_eq!(service.accepted(), 1);
     assert_eq!(service.connections(), 1);
-    let conns = service.snapshot(true).conns.unwrap();
+    let conns = service.snapshot_with_conns().conns.unwrap();
     let (id, peer) = (conns[0].id, conns[0].peer);
     assert_eq!(peer.ip(), support::LOCALHOST);
 
@@ -127,13 +127,15 @@ async fn health_check_through_the_listener_is_counted_and_knows_its_peer() {
     within("server return", grpc.server).await.unwrap();
     let report = within("report", grpc.report.wait()).await;
     assert_eq!(report, Some(CloseReport { drained: 0, cut: 0 }));
-    assert_eq!(service.snapshot(false).closed["normal"], 1);
+    assert_eq!(service.snapshot().closed["normal"], 1);
 }
 
 #[tokio::test]
 async fn graceful_shutdown_cuts_an_endless_watch_and_the_server_returns() {
     let wait = Duration::from_millis(500);
-    let service = Registry::new().create("grpc-cut", quiet_config().with_wait_timeout(wait));
+    let service = Registry::new()
+        .create("grpc-cut", quiet_config().wait_timeout(wait))
+        .unwrap();
     let grpc = grpc_server(&service).await;
     let mut health = client(grpc.addr).await;
 
@@ -151,18 +153,18 @@ async fn graceful_shutdown_cuts_an_endless_watch_and_the_server_returns() {
     let end = within("watch end", watch.message()).await;
     assert!(end.is_err(), "the cut stream ended cleanly: {end:?}");
     eventually("closed", || service.connections() == 0).await;
-    assert_eq!(service.snapshot(false).closed["shutdown"], 1);
+    assert_eq!(service.snapshot().closed["shutdown"], 1);
 }
 
 #[tokio::test]
 async fn incoming_turns_nodelay_on_as_tonic_does_unless_told() {
     use tokio_stream::StreamExt;
     // The service's config says nothing of nodelay (off by default).
-    let service = Registry::new().create("nodelay", quiet_config());
+    let service = Registry::new().create("nodelay", quiet_config()).unwrap();
     for (listener_says, expected) in [(None, true), (Some(false), false), (Some(true), true)] {
         let (listener, addr) = support::bind_monitored(&service).await;
         let listener = match listener_says {
-            Some(on) => listener.with_nodelay(on),
+            Some(on) => listener.nodelay(on),
             None => listener,
         };
         let mut incoming = Incoming::new(listener);

@@ -83,9 +83,9 @@ fn stop() -> Counts {
 
 fn quiet() -> ServiceConfig {
     ServiceConfig::default()
-        .with_read_timeout(None)
-        .with_write_timeout(None)
-        .with_max_idle(None)
+        .read_timeout(None)
+        .write_timeout(None)
+        .max_idle(None)
 }
 
 const WARMUP: usize = 1_000;
@@ -134,7 +134,7 @@ fn addr(ip: IpAddr, port: u16) -> SocketAddr {
 #[test]
 fn no_allocation_per_read_or_write_over_duplex() {
     runtime().block_on(async {
-        let service = Registry::new().create("alloc-duplex", quiet());
+        let service = Registry::new().create("alloc-duplex", quiet()).unwrap();
         let (mut raw, mut peer) = tokio::io::duplex(64 * 1024);
         let raw_counts = counted_ping_pong(&mut raw, &mut peer).await;
 
@@ -147,14 +147,14 @@ fn no_allocation_per_read_or_write_over_duplex() {
         assert_eq!(monitored_counts, raw_counts);
         assert_eq!(monitored_counts.allocs, 0);
         let bytes = ((WARMUP + ROUNDS) * MSG) as u64;
-        assert_eq!(service.bytes(), (bytes, bytes));
+        assert_eq!(service.bytes(), monconn::ByteCounts { read: bytes, written: bytes });
     });
 }
 
 #[test]
 fn no_allocation_per_read_or_write_over_tcp() {
     runtime().block_on(async {
-        let service = Registry::new().create("alloc-tcp", quiet());
+        let service = Registry::new().create("alloc-tcp", quiet()).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let local = listener.local_addr().unwrap();
         let pair = || async {
@@ -175,14 +175,14 @@ fn no_allocation_per_read_or_write_over_tcp() {
         assert_eq!(monitored_counts.allocs, raw_counts.allocs);
         assert_eq!(monitored_counts.allocs, 0);
         let bytes = ((WARMUP + ROUNDS) * MSG) as u64;
-        assert_eq!(service.bytes(), (bytes, bytes));
+        assert_eq!(service.bytes(), monconn::ByteCounts { read: bytes, written: bytes });
     });
 }
 
 /// Admits and attaches `n` connections (no runtime, so no sweeper task),
 /// then drops them. Returns the counts of the admissions and of the drops.
 fn admit_many(n: usize, distinct_ips: bool) -> (Counts, Counts) {
-    let service = Registry::new().create("mem", quiet());
+    let service = Registry::new().create("mem", quiet()).unwrap();
     let local = addr(Ipv4Addr::LOCALHOST.into(), 80);
     let peer = |i: usize| {
         let ip = if distinct_ips {
@@ -258,13 +258,15 @@ fn memory_per_connection() {
 /// the per-IP table's small capacity).
 #[test]
 fn the_rate_table_is_bounded_at_65536_clients() {
-    let service = Registry::new().create(
-        "rates",
-        quiet().with_rate_limit(Some(monconn::RateLimit {
-            per_sec: 0.01,
-            burst: 1,
-        })),
-    );
+    let service = Registry::new()
+        .create(
+            "rates",
+            quiet().rate_limit(monconn::RateLimit {
+                per_sec: 0.01,
+                burst: 1,
+            }),
+        )
+        .unwrap();
     let mut kept = Vec::new();
     let mut admitted = 0;
     start();
@@ -296,7 +298,7 @@ fn a_close_under_the_prometheus_exporter_copies_no_key() {
     const N: usize = 1_000;
     let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
     let handle = recorder.handle();
-    let service = Registry::new().create("prom", quiet());
+    let service = Registry::new().create("prom", quiet()).unwrap();
     let local = addr(Ipv4Addr::LOCALHOST.into(), 80);
     let peer = addr(Ipv4Addr::new(10, 0, 0, 1).into(), 1024);
     metrics::with_local_recorder(&recorder, || {
@@ -336,7 +338,7 @@ fn a_close_under_the_prometheus_exporter_copies_no_key() {
 fn an_accept_through_the_default_stack_allocates_the_record_and_tokios_registration() {
     const N: usize = 1_000;
     runtime().block_on(async {
-        let service = Registry::new().create("accept", quiet());
+        let service = Registry::new().create("accept", quiet()).unwrap();
         let listener = monconn::Listener::bind("127.0.0.1:0", service.clone())
             .await
             .unwrap();

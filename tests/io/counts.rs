@@ -7,7 +7,7 @@ use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use monconn::{MonitoredIo, Registry, Service};
+use monconn::{MonitoredIo, Registry, ServiceMonitor};
 use rand::rngs::SmallRng;
 use rand::{Rng, RngCore, SeedableRng};
 use support::{quiet_config, tcp_pair, within};
@@ -111,7 +111,7 @@ async fn exchange(
 
 #[tokio::test]
 async fn random_messages_both_directions_counted_exactly() {
-    let service = Registry::new().create("counts", quiet_config());
+    let service = Registry::new().create("counts", quiet_config()).unwrap();
     let (mut server, mut client) = tcp_pair(&service).await;
     assert!(server.is_write_vectored(), "is_write_vectored is forwarded");
 
@@ -124,8 +124,8 @@ async fn random_messages_both_directions_counted_exactly() {
     assert!(read > 0 && written > 0);
 
     // Live totals include the open connection's bytes.
-    assert_eq!(service.bytes(), (read, written));
-    let snap = service.snapshot(true);
+    assert_eq!(service.bytes(), monconn::ByteCounts { read, written });
+    let snap = service.snapshot_with_conns();
     assert_eq!((snap.bytes_read, snap.bytes_written), (read, written));
     let conns = snap.conns.unwrap();
     assert_eq!(conns.len(), 1);
@@ -146,12 +146,12 @@ async fn random_messages_both_directions_counted_exactly() {
         "nothing beyond what was counted reached the peer"
     );
     assert_eq!(service.connections(), 0);
-    assert_eq!(service.bytes(), (read, written));
+    assert_eq!(service.bytes(), monconn::ByteCounts { read, written });
     assert_eq!(
         (record.bytes_read(), record.bytes_written()),
         (read, written)
     );
-    let snap = service.snapshot(false);
+    let snap = service.snapshot();
     assert_eq!((snap.bytes_read, snap.bytes_written), (read, written));
     assert_eq!(snap.closed["normal"], 1);
     assert_eq!(snap.accepted, 1);
@@ -159,7 +159,7 @@ async fn random_messages_both_directions_counted_exactly() {
 
 #[tokio::test]
 async fn totals_add_up_across_connections_open_and_closed() {
-    let service = Registry::new().create("many", quiet_config());
+    let service = Registry::new().create("many", quiet_config()).unwrap();
     let mut rng = SmallRng::seed_from_u64(7);
     let mut conns = Vec::new();
     let (mut read, mut written) = (0, 0);
@@ -169,7 +169,7 @@ async fn totals_add_up_across_connections_open_and_closed() {
         read += r;
         written += w;
         conns.push((server, client));
-        assert_eq!(service.bytes(), (read, written));
+        assert_eq!(service.bytes(), monconn::ByteCounts { read, written });
     }
     assert_eq!(service.connections(), 6);
     // Close every other one; the totals do not move, then traffic on the
@@ -178,7 +178,7 @@ async fn totals_add_up_across_connections_open_and_closed() {
     for (i, pair) in conns.into_iter().enumerate() {
         if i % 2 == 0 {
             drop(pair);
-            assert_eq!(service.bytes(), (read, written));
+            assert_eq!(service.bytes(), monconn::ByteCounts { read, written });
         } else {
             survivors.push(pair);
         }
@@ -188,12 +188,12 @@ async fn totals_add_up_across_connections_open_and_closed() {
         let (r, w) = within("exchange", exchange(&mut rng, server, client, 20)).await;
         read += r;
         written += w;
-        assert_eq!(service.bytes(), (read, written));
+        assert_eq!(service.bytes(), monconn::ByteCounts { read, written });
     }
     drop(survivors);
     assert_eq!(service.connections(), 0);
-    assert_eq!(service.bytes(), (read, written));
-    assert_eq!(service.snapshot(false).closed["normal"], 6);
+    assert_eq!(service.bytes(), monconn::ByteCounts { read, written });
+    assert_eq!(service.snapshot().closed["normal"], 6);
 }
 
 async fn send(server: &mut MonitoredIo<TcpStream>, client: &mut TcpStream, up: usize, down: usize) {
@@ -215,30 +215,72 @@ async fn send(server: &mut MonitoredIo<TcpStream>, client: &mut TcpStream, up: u
 
 #[tokio::test]
 async fn take_bytes_hands_out_each_byte_once() {
-    let service = Registry::new().create("take", quiet_config());
+    let service = Registry::new().create("take", quiet_config()).unwrap();
     let (mut a, mut a_client) = tcp_pair(&service).await;
     let (mut b, mut b_client) = tcp_pair(&service).await;
     send(&mut a, &mut a_client, 100, 10).await;
     send(&mut b, &mut b_client, 1, 2000).await;
-    assert_eq!(service.take_bytes(), (101, 2010));
-    assert_eq!(service.bytes(), (0, 0));
-    assert_eq!(service.take_bytes(), (0, 0));
+    assert_eq!(
+        service.take_bytes(),
+        monconn::ByteCounts {
+            read: 101,
+            written: 2010
+        }
+    );
+    assert_eq!(
+        service.bytes(),
+        monconn::ByteCounts {
+            read: 0,
+            written: 0
+        }
+    );
+    assert_eq!(
+        service.take_bytes(),
+        monconn::ByteCounts {
+            read: 0,
+            written: 0
+        }
+    );
 
     send(&mut a, &mut a_client, 7, 3).await;
-    assert_eq!(service.bytes(), (7, 3));
+    assert_eq!(
+        service.bytes(),
+        monconn::ByteCounts {
+            read: 7,
+            written: 3
+        }
+    );
     // Closing a connection whose earlier bytes were taken adds nothing new.
     drop(a);
-    assert_eq!(service.bytes(), (7, 3));
+    assert_eq!(
+        service.bytes(),
+        monconn::ByteCounts {
+            read: 7,
+            written: 3
+        }
+    );
     send(&mut b, &mut b_client, 5, 0).await;
-    assert_eq!(service.take_bytes(), (12, 3));
+    assert_eq!(
+        service.take_bytes(),
+        monconn::ByteCounts {
+            read: 12,
+            written: 3
+        }
+    );
     drop(b);
-    assert_eq!(service.bytes(), (0, 0));
+    assert_eq!(
+        service.bytes(),
+        monconn::ByteCounts {
+            read: 0,
+            written: 0
+        }
+    );
     // The records themselves still hold everything.
-    assert_eq!(service.snapshot(false).closed["normal"], 2);
+    assert_eq!(service.snapshot().closed["normal"], 2);
 }
 
-fn assert_counters_zero(service: &Service) {
-    let snap = service.snapshot(false);
+fn assert_counters_zero(service: &ServiceMonitor) {
+    let snap = service.snapshot();
     assert_eq!(snap.accepted, 0);
     assert!(
         snap.rejected.values().all(|&n| n == 0),
@@ -251,14 +293,14 @@ fn assert_counters_zero(service: &Service) {
 
 #[tokio::test]
 async fn reset_stats_zeroes_counters_but_not_live_connections() {
-    let service = Registry::new().create("reset", quiet_config());
+    let service = Registry::new().create("reset", quiet_config()).unwrap();
     let (mut a, mut a_client) = tcp_pair(&service).await;
     let (b, _b_client) = tcp_pair(&service).await;
     send(&mut a, &mut a_client, 30, 40).await;
     drop(b);
-    service.count_rejected(&monconn::Reason::ConnLimit);
-    service.count_rejected(&monconn::Reason::Other("handshake".into()));
-    let snap = service.snapshot(false);
+    service.count_rejected(&monconn::RejectReason::ConnLimit);
+    service.count_rejected(&monconn::RejectReason::Other("handshake".into()));
+    let snap = service.snapshot();
     assert_eq!((snap.accepted, snap.closed["normal"]), (2, 1));
     assert_eq!(
         (snap.rejected["conn_limit"], snap.rejected["handshake"]),
@@ -267,7 +309,7 @@ async fn reset_stats_zeroes_counters_but_not_live_connections() {
 
     service.reset_stats();
     assert_counters_zero(&service);
-    let snap = service.snapshot(false);
+    let snap = service.snapshot();
     assert!(!snap.rejected.contains_key("handshake"));
     // The live connection stays, with its own counters.
     assert_eq!(service.connections(), 1);
@@ -278,10 +320,22 @@ async fn reset_stats_zeroes_counters_but_not_live_connections() {
 
     // Counting resumes from zero.
     send(&mut a, &mut a_client, 3, 4).await;
-    assert_eq!(service.bytes(), (3, 4));
+    assert_eq!(
+        service.bytes(),
+        monconn::ByteCounts {
+            read: 3,
+            written: 4
+        }
+    );
     drop(a);
-    assert_eq!(service.bytes(), (3, 4));
-    let snap = service.snapshot(false);
+    assert_eq!(
+        service.bytes(),
+        monconn::ByteCounts {
+            read: 3,
+            written: 4
+        }
+    );
+    let snap = service.snapshot();
     assert_eq!((snap.accepted, snap.closed["normal"]), (0, 1));
 }
 
@@ -356,7 +410,7 @@ impl AsyncWrite for Trickle {
 
 #[tokio::test]
 async fn partial_vectored_writes_and_one_byte_reads_counted_exactly() {
-    let service = Registry::new().create("trickle", quiet_config());
+    let service = Registry::new().create("trickle", quiet_config()).unwrap();
     let mut rng = SmallRng::seed_from_u64(99);
     let mut source = vec![0; 5000];
     rng.fill_bytes(&mut source);
@@ -390,9 +444,21 @@ async fn partial_vectored_writes_and_one_byte_reads_counted_exactly() {
     io.shutdown().await.unwrap();
     assert_eq!(io.get_ref().sink, sent);
     assert_eq!(io.record().bytes_written(), sent.len() as u64);
-    assert_eq!(service.bytes(), (5000, sent.len() as u64));
+    assert_eq!(
+        service.bytes(),
+        monconn::ByteCounts {
+            read: 5000,
+            written: sent.len() as u64
+        }
+    );
     drop(io);
-    assert_eq!(service.bytes(), (5000, sent.len() as u64));
+    assert_eq!(
+        service.bytes(),
+        monconn::ByteCounts {
+            read: 5000,
+            written: sent.len() as u64
+        }
+    );
 }
 
 #[tokio::test]
@@ -405,17 +471,17 @@ async fn ipv6_loopback_counted_and_listed() {
             return;
         }
     };
-    let service = Registry::new().create("v6", quiet_config());
+    let service = Registry::new().create("v6", quiet_config()).unwrap();
     let v6 = "::1".parse().unwrap();
     let (mut server, mut client) = support::tcp_pair_from(&listener, &service, v6).await;
     assert!(server.record().peer().is_ipv6());
     let mut rng = SmallRng::seed_from_u64(6);
     let (read, written) =
         within("exchange", exchange(&mut rng, &mut server, &mut client, 50)).await;
-    assert_eq!(service.bytes(), (read, written));
+    assert_eq!(service.bytes(), monconn::ByteCounts { read, written });
     // Keyed by its /64 (the default `ipv6_prefix`).
     assert_eq!(service.ips(), vec![("::/64".parse().unwrap(), 1)]);
     drop(server);
-    assert_eq!(service.bytes(), (read, written));
+    assert_eq!(service.bytes(), monconn::ByteCounts { read, written });
     assert_eq!(service.ip_count(), 0);
 }

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use monconn::forward::{buffers_lent, copy_bidirectional, eof_pending, spliced_bytes, Mode};
-use monconn::{Registry, Service, ServiceConfig};
+use monconn::{Registry, ServiceConfig, ServiceMonitor};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -23,7 +23,7 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 /// A front listener whose connections are wrapped in `service` and piped to
 /// `backend`, each pair's result sent on `results`.
 struct Rig {
-    service: Service,
+    service: ServiceMonitor,
     front: SocketAddr,
     backend: TcpListener,
     results: mpsc::UnboundedReceiver<io::Result<(u64, u64)>>,
@@ -44,7 +44,7 @@ impl Rig {
     }
 
     async fn with_mode(config: ServiceConfig, mode: Mode) -> Rig {
-        let service = Registry::new().create("copy", config);
+        let service = Registry::new().create("copy", config).unwrap();
         let front = support::listen().await;
         let backend = support::listen().await;
         let (tx, results) = mpsc::unbounded_channel();
@@ -155,7 +155,13 @@ async fn both_ways(config: ServiceConfig, up: usize, down: usize, splice: bool) 
     assert_eq!((b.unwrap(), d.unwrap()), (up as u64, down as u64));
     assert_eq!(rig.result().await.unwrap(), (up as u64, down as u64));
     eventually("connection gone", || rig.service.connections() == 0).await;
-    assert_eq!(rig.service.bytes(), (up as u64, down as u64));
+    assert_eq!(
+        rig.service.bytes(),
+        monconn::ByteCounts {
+            read: up as u64,
+            written: down as u64
+        }
+    );
     assert_eq!(buffers_lent(), (0, 0));
     spliced_bytes() - spliced
 }
@@ -184,13 +190,7 @@ async fn big_transfer_both_ways_splice_path() {
 async fn big_transfer_both_ways_with_print_bytes() {
     // print_bytes keeps every byte on the counted, dumping path, even when
     // splice is allowed.
-    let spliced = both_ways(
-        quiet_config().with_print_bytes(true),
-        12 << 20,
-        9 << 20,
-        true,
-    )
-    .await;
+    let spliced = both_ways(quiet_config().print_bytes(true), 12 << 20, 9 << 20, true).await;
     assert_eq!(spliced, 0);
 }
 
@@ -250,7 +250,13 @@ async fn backend_half_close_still_takes_the_client_bytes() {
     assert_eq!(got.unwrap(), up as u64);
     assert_eq!(rig.result().await.unwrap(), (up as u64, 7));
     eventually("connection gone", || rig.service.connections() == 0).await;
-    assert_eq!(rig.service.bytes(), (up as u64, 7));
+    assert_eq!(
+        rig.service.bytes(),
+        monconn::ByteCounts {
+            read: up as u64,
+            written: 7
+        }
+    );
 }
 
 /// Everything `stream` reads until its peer's EOF (or `within`'s limit).
@@ -276,7 +282,13 @@ async fn without_half_close_the_first_eof_closes_both_sides() {
     assert_eq!(to_eof("client read to EOF", &mut client).await, b"reply");
     assert!(to_eof("backend read to EOF", &mut server).await.is_empty());
     eventually("connection gone", || rig.service.connections() == 0).await;
-    assert_eq!(rig.service.bytes(), (7, 5));
+    assert_eq!(
+        rig.service.bytes(),
+        monconn::ByteCounts {
+            read: 7,
+            written: 5
+        }
+    );
 
     // The same when the client ends first: the backend's side closes too,
     // and what the backend had not sent yet is not waited for.
@@ -377,7 +389,7 @@ async fn backend_reset_ends_the_pair() {
     eventually("connection gone", || rig.service.connections() == 0).await;
     assert_eq!(buffers_lent(), (0, 0));
     // The backend's reset counts as the connection's end by error.
-    let closed = rig.service.snapshot(false).closed;
+    let closed = rig.service.snapshot().closed;
     assert_eq!(closed.get("error"), Some(&1), "{closed:?}");
 }
 
@@ -394,7 +406,7 @@ async fn client_reset_ends_the_pair() {
     let mut rest = Vec::new();
     let _ = within("backend sees the close", server.read_to_end(&mut rest)).await;
     eventually("connection gone", || rig.service.connections() == 0).await;
-    let closed = rig.service.snapshot(false).closed;
+    let closed = rig.service.snapshot().closed;
     assert_eq!(closed.get("error"), Some(&1), "{closed:?}");
 }
 
@@ -404,7 +416,7 @@ async fn kick_ends_an_idle_pair() {
     let mut rig = Rig::new(quiet_config()).await;
     let (_client, mut server) = rig.pair().await;
     eventually("admitted", || rig.service.connections() == 1).await;
-    let id = rig.service.snapshot(true).conns.unwrap()[0].id;
+    let id = rig.service.snapshot_with_conns().conns.unwrap()[0].id;
     assert!(rig.service.kick(id));
     let err = rig.result().await.unwrap_err();
     assert_eq!(err.kind(), io::ErrorKind::ConnectionAborted, "{err}");
@@ -429,7 +441,7 @@ async fn kick_ends_a_pair_that_waits_on_its_backend_only() {
     within("backend read to EOF", server.read_to_end(&mut req))
         .await
         .unwrap();
-    let id = rig.service.snapshot(true).conns.unwrap()[0].id;
+    let id = rig.service.snapshot_with_conns().conns.unwrap()[0].id;
     assert!(rig.service.kick(id));
     let err = rig.result().await.unwrap_err();
     assert_eq!(err.kind(), io::ErrorKind::ConnectionAborted, "{err}");
@@ -526,7 +538,7 @@ async fn a_stalled_backend_holds_one_lease_until_it_reads() {
     let _ = cr.read_to_end(&mut rest).await;
     let _ = rig.result().await;
     eventually("connection gone", || rig.service.connections() == 0).await;
-    assert_eq!(rig.service.bytes().0, total);
+    assert_eq!(rig.service.bytes().read, total);
 }
 
 /// A `tracing` writer that keeps what it is given.
@@ -555,7 +567,7 @@ async fn print_bytes_dumps_both_directions() {
         .finish();
     // The current-thread runtime runs the pipe on this thread, under this subscriber.
     let _default = tracing::subscriber::set_default(subscriber);
-    let mut rig = Rig::new(quiet_config().with_print_bytes(true)).await;
+    let mut rig = Rig::new(quiet_config().print_bytes(true)).await;
     let (mut client, mut server) = rig.pair().await;
     client.write_all(b"GET /ping").await.unwrap();
     client.shutdown().await.unwrap();
@@ -588,7 +600,7 @@ async fn an_idle_pair_is_small() {
     // kernel state and the runtime's per-socket registration: the two
     // sockets (the client's with its record and its reset-on-cut hook) and
     // two small direction states.
-    let service = Registry::new().create("size", quiet_config());
+    let service = Registry::new().create("size", quiet_config()).unwrap();
     let (client, _peer) = support::tcp_pair(&service).await;
     let backend_listener = support::listen().await;
     let backend = TcpStream::connect(backend_listener.local_addr().unwrap())

@@ -37,8 +37,9 @@ impl<'a> MakeWriter<'a> for Capture {
 
 /// Moves a request in and a reply out (the reply as a vectored write).
 async fn exchange(print_bytes: bool, sid: &str) -> SocketAddr {
-    let service =
-        Registry::new().create(sid, ServiceConfig::default().with_print_bytes(print_bytes));
+    let service = Registry::new()
+        .create(sid, ServiceConfig::default().print_bytes(print_bytes))
+        .unwrap();
     let (mut client, server) = tokio::io::duplex(4096);
     let peer: SocketAddr = "192.0.2.7:40000".parse().unwrap();
     let local: SocketAddr = "127.0.0.1:8080".parse().unwrap();

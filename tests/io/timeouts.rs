@@ -20,7 +20,7 @@ const TICK: Duration = Duration::from_millis(20);
 const TIMEOUT: Duration = Duration::from_millis(300);
 
 fn config() -> ServiceConfig {
-    quiet_config().with_idle_interval(TICK)
+    quiet_config().idle_interval(TICK)
 }
 
 /// A download: the server has a read pending on the client (as a proxy
@@ -28,7 +28,9 @@ fn config() -> ServiceConfig {
 /// stream lasts 6 read timeouts; the connection must live through it.
 #[tokio::test]
 async fn read_timeout_spares_a_one_way_stream() {
-    let service = Registry::new().create("download", config().with_read_timeout(Some(TIMEOUT)));
+    let service = Registry::new()
+        .create("download", config().read_timeout(TIMEOUT))
+        .unwrap();
     let (conn, mut client) = tcp_pair(&service).await;
     let record = conn.record().clone();
     let (mut rd, mut wr) = tokio::io::split(conn);
@@ -63,12 +65,12 @@ async fn read_timeout_spares_a_one_way_stream() {
 /// connection moves bytes, so it is not cut.
 #[tokio::test]
 async fn write_timeout_spares_a_connection_moving_the_other_way() {
-    let service = Registry::new().create(
-        "upload",
-        config()
-            .with_write_timeout(Some(TIMEOUT))
-            .with_read_timeout(Some(TIMEOUT)),
-    );
+    let service = Registry::new()
+        .create(
+            "upload",
+            config().write_timeout(TIMEOUT).read_timeout(TIMEOUT),
+        )
+        .unwrap();
     let (conn, mut client) = tcp_pair(&service).await;
     let record = conn.record().clone();
     let (mut rd, mut wr) = tokio::io::split(conn);
@@ -104,7 +106,9 @@ async fn write_timeout_spares_a_connection_moving_the_other_way() {
 #[tokio::test]
 async fn a_completed_flush_clears_the_write_wait() {
     let timeout = Duration::from_secs(1);
-    let service = Registry::new().create("flush", config().with_write_timeout(Some(timeout)));
+    let service = Registry::new()
+        .create("flush", config().write_timeout(timeout))
+        .unwrap();
     let listener = support::listen().await;
     let addr = listener.local_addr().unwrap();
     let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -142,7 +146,9 @@ async fn a_completed_flush_clears_the_write_wait() {
 /// then nothing: no read is pending any more, so no read timeout applies.
 #[tokio::test]
 async fn an_abandoned_read_is_not_a_pending_read() {
-    let service = Registry::new().create("abandon", config().with_read_timeout(Some(TIMEOUT)));
+    let service = Registry::new()
+        .create("abandon", config().read_timeout(TIMEOUT))
+        .unwrap();
     let (mut conn, mut client) = tcp_pair(&service).await;
     let record = conn.record().clone();
     let mut buf = [0u8; 16];
@@ -176,7 +182,9 @@ async fn an_abandoned_read_is_not_a_pending_read() {
 /// read fails, it does not see a clean end of stream.
 #[tokio::test]
 async fn a_cut_resets_the_connection() {
-    let service = Registry::new().create("reset", config().with_read_timeout(Some(TIMEOUT)));
+    let service = Registry::new()
+        .create("reset", config().read_timeout(TIMEOUT))
+        .unwrap();
     // Read timeout.
     let (mut conn, mut client) = tcp_pair(&service).await;
     let server = tokio::spawn(async move {

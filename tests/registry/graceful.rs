@@ -6,7 +6,9 @@ use crate::support;
 use std::io;
 use std::time::{Duration, Instant};
 
-use monconn::{CloseCause, CloseReport, MonitoredIo, Reason, Registry, Service, ServiceConfig};
+use monconn::{
+    CloseCause, CloseReport, MonitoredIo, Registry, RejectReason, ServiceConfig, ServiceMonitor,
+};
 use support::{eventually, pattern, pattern_byte, quiet_config, tcp_pair, within};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -15,8 +17,8 @@ use tokio::task::JoinHandle;
 
 fn config(wait: Duration) -> ServiceConfig {
     quiet_config()
-        .with_wait_timeout(wait)
-        .with_idle_interval(Duration::from_millis(20))
+        .wait_timeout(wait)
+        .idle_interval(Duration::from_millis(20))
 }
 
 /// Reads everything until EOF or a reset and checks every byte against the
@@ -70,7 +72,7 @@ fn lingerer(mut conn: MonitoredIo<TcpStream>) -> JoinHandle<(u64, io::ErrorKind)
     })
 }
 
-fn spawn_close(service: &Service) -> JoinHandle<CloseReport> {
+fn spawn_close(service: &ServiceMonitor) -> JoinHandle<CloseReport> {
     let service = service.clone();
     tokio::spawn(async move { service.close().await })
 }
@@ -78,7 +80,7 @@ fn spawn_close(service: &Service) -> JoinHandle<CloseReport> {
 #[tokio::test]
 async fn close_drains_what_finishes_and_cuts_the_rest_at_wait_timeout() {
     let wait = Duration::from_secs(1);
-    let service = Registry::new().create("graceful", config(wait));
+    let service = Registry::new().create("graceful", config(wait)).unwrap();
     let (fin_conn, fin_client) = tcp_pair(&service).await;
     let fin_rec = fin_conn.record().clone();
     let (go, go_rx) = oneshot::channel();
@@ -99,7 +101,10 @@ async fn close_drains_what_finishes_and_cuts_the_rest_at_wait_timeout() {
     eventually("close has begun", || !service.is_running()).await;
     // New connections are refused from now on.
     let peer = "127.0.0.1:5555".parse().unwrap();
-    assert_eq!(service.admit(peer).unwrap_err().reason(), &Reason::Stopped);
+    assert_eq!(
+        service.admit(peer).unwrap_err().reason(),
+        &RejectReason::Stopped
+    );
     go.send(()).unwrap();
 
     let report = within("close", close).await.unwrap();
@@ -128,15 +133,15 @@ async fn close_drains_what_finishes_and_cuts_the_rest_at_wait_timeout() {
     assert_eq!(end, Some(io::ErrorKind::ConnectionReset));
 
     eventually("all connections gone", || service.connections() == 0).await;
-    let snap = service.snapshot(false);
+    let snap = service.snapshot();
     assert_eq!((snap.closed["normal"], snap.closed["shutdown"]), (1, 1));
     assert_eq!(snap.bytes_written, 500_000 + wrote);
 
     // Admission after close is refused with `Stopped`, and `wrap` counts it.
     let (_client, stream) = support::plain_pair().await;
     let refused = service.wrap(stream, peer, peer).unwrap_err();
-    assert_eq!(refused.reason(), &Reason::Stopped);
-    assert_eq!(service.snapshot(false).rejected["stopped"], 1);
+    assert_eq!(refused.reason(), &RejectReason::Stopped);
+    assert_eq!(service.snapshot().rejected["stopped"], 1);
     assert_eq!(service.connections(), 0);
     // Closing again reports nothing left.
     assert_eq!(service.close().await, CloseReport { drained: 0, cut: 0 });
@@ -144,14 +149,18 @@ async fn close_drains_what_finishes_and_cuts_the_rest_at_wait_timeout() {
 
 #[tokio::test]
 async fn close_with_no_connections_returns_at_once() {
-    let service = Registry::new().create("empty", config(Duration::from_secs(3600)));
+    let service = Registry::new()
+        .create("empty", config(Duration::from_secs(3600)))
+        .unwrap();
     let report = within("close", service.close()).await;
     assert_eq!(report, CloseReport::default());
     assert!(!service.is_running());
 }
 
 /// A connection whose client closes when told; the server reads to EOF.
-async fn drains_on_signal(service: &Service) -> (oneshot::Sender<()>, JoinHandle<io::Result<()>>) {
+async fn drains_on_signal(
+    service: &ServiceMonitor,
+) -> (oneshot::Sender<()>, JoinHandle<io::Result<()>>) {
     let (mut conn, mut client) = tcp_pair(service).await;
     let (tx, rx) = oneshot::channel::<()>();
     tokio::spawn(async move {
@@ -169,7 +178,7 @@ async fn drains_on_signal(service: &Service) -> (oneshot::Sender<()>, JoinHandle
 }
 
 /// A connection whose server side reads forever (its client never closes).
-async fn stays_open(service: &Service) -> (JoinHandle<io::ErrorKind>, TcpStream) {
+async fn stays_open(service: &ServiceMonitor) -> (JoinHandle<io::ErrorKind>, TcpStream) {
     let (mut conn, client) = tcp_pair(service).await;
     let handler = tokio::spawn(async move {
         let mut buf = [0; 64];
@@ -188,8 +197,8 @@ async fn stays_open(service: &Service) -> (JoinHandle<io::ErrorKind>, TcpStream)
 async fn registry_remove_closes_the_service_gracefully() {
     let registry = Registry::new();
     let wait = Duration::from_millis(500);
-    let a = registry.create("a", config(wait));
-    let b = registry.create("b", config(wait));
+    let a = registry.create("a", config(wait)).unwrap();
+    let b = registry.create("b", config(wait)).unwrap();
     let (go, drained) = drains_on_signal(&a).await;
     let (cut, _cut_client) = stays_open(&a).await;
     let (b_handler, _b_client) = stays_open(&b).await;
@@ -228,9 +237,9 @@ async fn registry_remove_closes_the_service_gracefully() {
 async fn registry_shutdown_closes_every_service() {
     let registry = Registry::new();
     let wait = Duration::from_millis(500);
-    let x = registry.create("x", config(wait));
-    let y = registry.create("y", config(wait));
-    let z = registry.create("z", config(wait));
+    let x = registry.create("x", config(wait)).unwrap();
+    let y = registry.create("y", config(wait)).unwrap();
+    let z = registry.create("z", config(wait)).unwrap();
     let (x_handler, _x_client) = stays_open(&x).await;
     let (go, y_handler) = drains_on_signal(&y).await;
 
@@ -260,7 +269,7 @@ async fn registry_shutdown_closes_every_service() {
     })
     .await;
     assert_eq!(registry.list().len(), 3, "shut-down services stay listed");
-    let snap = registry.snapshot(false);
+    let snap = registry.snapshot();
     let closed: Vec<_> = snap
         .services
         .iter()
@@ -269,7 +278,7 @@ async fn registry_shutdown_closes_every_service() {
     assert_eq!(closed, [("x", 0, 1), ("y", 1, 0), ("z", 0, 0)]);
     let peer = "127.0.0.1:1".parse().unwrap();
     for s in [&x, &y, &z] {
-        assert_eq!(s.admit(peer).unwrap_err().reason(), &Reason::Stopped);
+        assert_eq!(s.admit(peer).unwrap_err().reason(), &RejectReason::Stopped);
     }
 }
 
@@ -278,7 +287,7 @@ async fn registry_shutdown_closes_every_service() {
 /// connection it yields, after reading what the client sent, and reports the
 /// read's result.
 fn gated_listener(
-    service: &Service,
+    service: &ServiceMonitor,
     tcp: tokio::net::TcpListener,
     gate: tokio::sync::watch::Receiver<bool>,
 ) -> tokio::sync::mpsc::UnboundedReceiver<io::Result<usize>> {
@@ -318,7 +327,9 @@ fn gated_listener(
 /// it comes out of the stack (its client sees the end without a byte).
 #[tokio::test]
 async fn close_cuts_a_connection_still_in_the_accept_layers() {
-    let service = Registry::new().create("handshaking", config(Duration::from_millis(200)));
+    let service = Registry::new()
+        .create("handshaking", config(Duration::from_millis(200)))
+        .unwrap();
     let tcp = support::listen().await;
     let addr = tcp.local_addr().unwrap();
     let (open_gate, gate) = tokio::sync::watch::channel(false);
@@ -345,7 +356,7 @@ async fn close_cuts_a_connection_still_in_the_accept_layers() {
     eventually("the connection is gone", || service.connections() == 0).await;
     // Closed as it came out of the stack, never yielded.
     assert!(yielded.try_recv().is_err(), "the listener yielded it");
-    let snap = service.snapshot(false);
+    let snap = service.snapshot();
     assert_eq!(snap.closed["shutdown"], 1);
     assert_eq!(snap.closed["normal"], 0);
 }
@@ -355,7 +366,9 @@ async fn close_cuts_a_connection_still_in_the_accept_layers() {
 /// writes fail with `ConnectionAborted`.
 #[tokio::test]
 async fn an_admission_attached_after_the_cut_is_born_closed() {
-    let service = Registry::new().create("late-attach", config(Duration::from_millis(100)));
+    let service = Registry::new()
+        .create("late-attach", config(Duration::from_millis(100)))
+        .unwrap();
     let (mut client, stream) = support::plain_pair().await;
     let peer = stream.peer_addr().unwrap();
     let local = stream.local_addr().unwrap();
@@ -374,5 +387,5 @@ async fn an_admission_attached_after_the_cut_is_born_closed() {
     assert_eq!(write.unwrap_err().kind(), io::ErrorKind::ConnectionAborted);
     drop(conn);
     assert_eq!(service.connections(), 0);
-    assert_eq!(service.snapshot(false).closed["shutdown"], 1);
+    assert_eq!(service.snapshot().closed["shutdown"], 1);
 }

@@ -101,7 +101,9 @@ async fn publishes_exact_figures_with_units_and_only_the_service_label() {
     let recorder = DebuggingRecorder::new();
     let snapshotter = recorder.snapshotter();
     let sid = "metrics-exact";
-    let service = Registry::new().create(sid, quiet_config().with_conn_limit(Some(2)));
+    let service = Registry::new()
+        .create(sid, quiet_config().conn_limit(2))
+        .unwrap();
     let listener = listen().await;
     let two = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
     let (mut a, mut a_client) = tcp_pair_from(&listener, &service, support::LOCALHOST).await;
@@ -216,8 +218,8 @@ async fn the_sweeper_tick_publishes_without_being_asked() {
         .install()
         .expect("the only global recorder of this test binary");
     let sid = "metrics-tick";
-    let config = quiet_config().with_idle_interval(Duration::from_millis(20));
-    let service = Registry::new().create(sid, config);
+    let config = quiet_config().idle_interval(Duration::from_millis(20));
+    let service = Registry::new().create(sid, config).unwrap();
     let listener = listen().await;
     let (mut conn, mut client) = tcp_pair_from(&listener, &service, support::LOCALHOST).await;
     client.write_all(b"hello").await.unwrap();

@@ -5,7 +5,7 @@ use crate::support;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use monconn::{CloseCause, Reason, Registry, ServiceConfig};
+use monconn::{CloseCause, Registry, RejectReason, ServiceConfig};
 use support::quiet_config;
 
 fn peer(s: &str) -> SocketAddr {
@@ -22,8 +22,8 @@ fn services_by_sid() {
     assert!(registry.get("nope").is_none());
 
     // `create` on an existing sid sets its config and returns the same service.
-    let config = quiet_config().with_conn_limit(Some(3));
-    let again = registry.create("web", config.clone());
+    let config = quiet_config().conn_limit(3);
+    let again = registry.create("web", config.clone()).unwrap();
     assert_eq!(*web.config(), config);
     let local = peer("127.0.0.1:80");
     let conn = again
@@ -56,7 +56,7 @@ fn services_by_sid() {
 
 #[test]
 fn update_config_changes_one_field() {
-    let service = Registry::new().create("cfg", quiet_config());
+    let service = Registry::new().create("cfg", quiet_config()).unwrap();
     service.update_config(|c| c.max_idle = Some(Duration::from_secs(5)));
     assert_eq!(service.config().max_idle, Some(Duration::from_secs(5)));
     assert_eq!(service.config().read_timeout, None);
@@ -64,16 +64,18 @@ fn update_config_changes_one_field() {
 
 #[test]
 fn admission_dropped_unattached_gives_its_slot_back() {
-    let service = Registry::new().create("adm", quiet_config().with_conn_limit(Some(1)));
+    let service = Registry::new()
+        .create("adm", quiet_config().conn_limit(1))
+        .unwrap();
     let admission = service.admit(peer("10.0.0.1:1")).unwrap();
     assert_eq!(admission.peer(), peer("10.0.0.1:1"));
     assert_eq!((service.connections(), service.ip_count()), (1, 1));
     let refused = service.admit(peer("10.0.0.2:1")).unwrap_err();
-    assert_eq!(refused.reason(), &Reason::ConnLimit);
+    assert_eq!(refused.reason(), &RejectReason::ConnLimit);
     assert_eq!(refused.peer(), peer("10.0.0.2:1"));
     drop(admission);
     assert_eq!((service.connections(), service.ip_count()), (0, 0));
-    let snap = service.snapshot(true);
+    let snap = service.snapshot_with_conns();
     assert_eq!(snap.accepted, 0, "only attached connections are accepted");
     assert_eq!(snap.closed.values().sum::<u64>(), 0);
     assert_eq!(
@@ -85,26 +87,27 @@ fn admission_dropped_unattached_gives_its_slot_back() {
 
 #[test]
 fn limits_hold_at_admission() {
-    let config = quiet_config()
-        .with_ip_limit(Some(2))
-        .with_per_ip_limit(Some(2));
-    let service = Registry::new().create("limits", config);
+    let config = quiet_config().ip_limit(2).per_ip_limit(2);
+    let service = Registry::new().create("limits", config).unwrap();
     let local = peer("127.0.0.1:80");
     let wrap = |p: &str| service.wrap(tokio::io::empty(), peer(p), local);
     let a1 = wrap("10.0.0.1:1").unwrap();
     let _a2 = wrap("10.0.0.1:2").unwrap();
     assert_eq!(
         wrap("10.0.0.1:3").unwrap_err().reason(),
-        &Reason::PerIpLimit
+        &RejectReason::PerIpLimit
     );
     let _b1 = wrap("10.0.0.2:1").unwrap();
-    assert_eq!(wrap("10.0.0.3:1").unwrap_err().reason(), &Reason::IpLimit);
+    assert_eq!(
+        wrap("10.0.0.3:1").unwrap_err().reason(),
+        &RejectReason::IpLimit
+    );
     drop(a1);
     assert!(
         wrap("10.0.0.1:4").is_ok(),
         "a slot freed by a close is reusable"
     );
-    let snap = service.snapshot(false);
+    let snap = service.snapshot();
     assert_eq!(
         (snap.rejected["per_ip_limit"], snap.rejected["ip_limit"]),
         (1, 1)
@@ -114,7 +117,7 @@ fn limits_hold_at_admission() {
 
 #[test]
 fn conn_lookup_and_ips() {
-    let service = Registry::new().create("lookup", quiet_config());
+    let service = Registry::new().create("lookup", quiet_config()).unwrap();
     let local = peer("127.0.0.1:80");
     let a = service
         .wrap(tokio::io::empty(), peer("10.0.0.9:1"), local)
@@ -145,8 +148,9 @@ fn conn_lookup_and_ips() {
 /// Without a runtime there is no sweeper task; `sweep` does its work by hand.
 #[test]
 fn sweep_by_hand_without_a_runtime() {
-    let service =
-        Registry::new().create("hand", quiet_config().with_max_idle(Some(Duration::ZERO)));
+    let service = Registry::new()
+        .create("hand", quiet_config().max_idle(Duration::ZERO))
+        .unwrap();
     let local = peer("127.0.0.1:80");
     let conn = service
         .wrap(tokio::io::empty(), peer("10.0.0.1:1"), local)
@@ -156,7 +160,7 @@ fn sweep_by_hand_without_a_runtime() {
     assert_eq!(record.closed(), Some(CloseCause::Idle));
     assert_eq!(service.sweep(), 0, "closed once");
     drop(conn);
-    assert_eq!(service.snapshot(false).closed["idle"], 1);
+    assert_eq!(service.snapshot().closed["idle"], 1);
 }
 
 #[test]
@@ -182,19 +186,21 @@ fn default_config_has_no_timeouts() {
 /// `wrap` applies the service's blacklist, like the listener does.
 #[tokio::test]
 async fn wrap_applies_the_blacklist() {
-    let service = monconn::Registry::new().create(
-        "wrap-filter",
-        monconn::ServiceConfig::default().with_blacklist(["127.0.0.0/8".parse().unwrap()]),
-    );
+    let service = monconn::Registry::new()
+        .create(
+            "wrap-filter",
+            monconn::ServiceConfig::default().blacklist(["127.0.0.0/8".parse().unwrap()]),
+        )
+        .unwrap();
     let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = tcp.local_addr().unwrap();
     let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
     let (stream, peer) = tcp.accept().await.unwrap();
     let refused = service.wrap(stream, peer, addr).unwrap_err();
-    assert_eq!(refused.reason(), &monconn::Reason::Blacklisted);
-    assert_eq!(service.snapshot(false).rejected["blacklisted"], 1);
+    assert_eq!(refused.reason(), &monconn::RejectReason::Blacklisted);
+    assert_eq!(service.snapshot().rejected["blacklisted"], 1);
     assert_eq!(service.accepted(), 0);
-    service.release_ip("127.0.0.0/8".parse::<ipnet::IpNet>().unwrap());
+    service.unban("127.0.0.0/8".parse::<ipnet::IpNet>().unwrap());
     let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
     let (stream, peer) = tcp.accept().await.unwrap();
     assert!(service.wrap(stream, peer, addr).is_ok());

@@ -5,7 +5,7 @@ use crate::support;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use monconn::{MonitoredIo, Reason, Registry, Service};
+use monconn::{MonitoredIo, Registry, RejectReason, ServiceMonitor};
 use serde_json::{json, Value};
 use support::{listen, quiet_config, tcp_pair_from, LOCALHOST};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -69,8 +69,8 @@ fn all_closed(entries: &[(&str, u64)]) -> Value {
 #[tokio::test]
 async fn fresh_service_snapshot() {
     let t0 = unix_now();
-    let service = Registry::new().create("fresh", quiet_config());
-    let mut value = serde_json::to_value(service.snapshot(false)).unwrap();
+    let service = Registry::new().create("fresh", quiet_config()).unwrap();
+    let mut value = serde_json::to_value(service.snapshot()).unwrap();
     normalize(&mut value, "boot_at", t0, unix_now());
     normalize(&mut value, "uptime_secs", 0, 1);
     assert_eq!(
@@ -83,11 +83,13 @@ async fn fresh_service_snapshot() {
             "accept_errors": 0,
         })
     );
-    let with_conns = serde_json::to_value(service.snapshot(true)).unwrap();
+    let with_conns = serde_json::to_value(service.snapshot_with_conns()).unwrap();
     assert_eq!(with_conns["conns"], json!([]));
 }
 
-async fn snapshot_scene(service: &Service) -> (Vec<(MonitoredIo<TcpStream>, TcpStream)>, Value) {
+async fn snapshot_scene(
+    service: &ServiceMonitor,
+) -> (Vec<(MonitoredIo<TcpStream>, TcpStream)>, Value) {
     let listener = listen().await;
     let local = listener.local_addr().unwrap();
     let two = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
@@ -100,10 +102,10 @@ async fn snapshot_scene(service: &Service) -> (Vec<(MonitoredIo<TcpStream>, TcpS
     }
     // The last one, from 127.0.0.1, closes normally.
     drop(conns.pop());
-    service.count_rejected(&Reason::Blacklisted);
-    service.count_rejected(&Reason::Blacklisted);
-    service.count_rejected(&Reason::RateLimit);
-    service.count_rejected(&Reason::Other("tls_handshake".into()));
+    service.count_rejected(&RejectReason::Blacklisted);
+    service.count_rejected(&RejectReason::Blacklisted);
+    service.count_rejected(&RejectReason::RateLimit);
+    service.count_rejected(&RejectReason::Other("tls_handshake".into()));
 
     let conn = |i: usize, up: u64, down: u64| {
         let (server, client) = &conns[i];
@@ -135,10 +137,10 @@ async fn snapshot_json_fields_and_values() {
     let t0 = unix_now();
     let started = Instant::now();
     let registry = Registry::new();
-    let service = registry.create("snap", quiet_config());
+    let service = registry.create("snap", quiet_config()).unwrap();
     let (_conns, mut expected) = snapshot_scene(&service).await;
 
-    let snap = service.snapshot(true);
+    let snap = service.snapshot_with_conns();
     let t1 = unix_now();
     let secs = started.elapsed().as_secs() + 1;
     let mut value = serde_json::to_value(&snap).unwrap();
@@ -152,7 +154,7 @@ async fn snapshot_json_fields_and_values() {
     assert_eq!(value, expected);
 
     // Without connections, `conns` is absent.
-    let mut value = serde_json::to_value(service.snapshot(false)).unwrap();
+    let mut value = serde_json::to_value(service.snapshot()).unwrap();
     assert!(value.get("conns").is_none());
     expected.as_object_mut().unwrap().remove("conns");
     for key in ["boot_at", "uptime_secs", "access_at"] {
@@ -161,8 +163,8 @@ async fn snapshot_json_fields_and_values() {
     assert_eq!(value, expected);
 
     // The registry's snapshot lists every service under "services", by sid.
-    registry.create("a-first", quiet_config());
-    let value = serde_json::to_value(registry.snapshot(false)).unwrap();
+    registry.create("a-first", quiet_config()).unwrap();
+    let value = serde_json::to_value(registry.snapshot()).unwrap();
     assert_eq!(value.as_object().unwrap().len(), 1);
     let sids: Vec<&str> = value["services"]
         .as_array()
@@ -176,7 +178,7 @@ async fn snapshot_json_fields_and_values() {
 
 #[tokio::test]
 async fn ipv4_mapped_peers_are_counted_under_their_ipv4_address() {
-    let service = Registry::new().create("mapped", quiet_config());
+    let service = Registry::new().create("mapped", quiet_config()).unwrap();
     let mapped: SocketAddr = "[::ffff:127.0.0.5]:4000".parse().unwrap();
     let plain: SocketAddr = "127.0.0.5:4001".parse().unwrap();
     let v6: SocketAddr = "[::1]:4002".parse().unwrap();
@@ -184,7 +186,7 @@ async fn ipv4_mapped_peers_are_counted_under_their_ipv4_address() {
     let a = service.wrap(tokio::io::empty(), mapped, local).unwrap();
     let b = service.wrap(tokio::io::empty(), plain, local).unwrap();
     let c = service.wrap(tokio::io::empty(), v6, local).unwrap();
-    let value = serde_json::to_value(service.snapshot(true)).unwrap();
+    let value = serde_json::to_value(service.snapshot_with_conns()).unwrap();
     assert_eq!(value["ip_count"], 2);
     assert_eq!(
         value["ips"],
@@ -204,7 +206,7 @@ async fn ipv4_mapped_peers_are_counted_under_their_ipv4_address() {
         ["[::ffff:127.0.0.5]:4000", "127.0.0.5:4001", "[::1]:4002"]
     );
     drop((a, b, c));
-    let value = serde_json::to_value(service.snapshot(true)).unwrap();
+    let value = serde_json::to_value(service.snapshot_with_conns()).unwrap();
     assert_eq!(
         (value["ip_count"].clone(), value["ips"].clone()),
         (json!(0), json!([]))
@@ -216,21 +218,21 @@ async fn ipv4_mapped_peers_are_counted_under_their_ipv4_address() {
 async fn snapshots_read_back_from_their_json() {
     // A client of the JSON API reads the snapshots back into the same types.
     let registry = Registry::new();
-    let service = registry.create("back", quiet_config());
+    let service = registry.create("back", quiet_config()).unwrap();
     let (_conns, _) = snapshot_scene(&service).await;
-    let with_conns = service.snapshot(true);
+    let with_conns = service.snapshot_with_conns();
     let text = serde_json::to_string(&with_conns).unwrap();
     let read: monconn::ServiceSnapshot = serde_json::from_str(&text).unwrap();
     assert_eq!(read, with_conns);
     assert!(read.conns.as_ref().is_some_and(|c| !c.is_empty()));
 
-    let without = service.snapshot(false);
+    let without = service.snapshot();
     let read: monconn::ServiceSnapshot =
         serde_json::from_str(&serde_json::to_string(&without).unwrap()).unwrap();
     assert_eq!(read.conns, None);
     assert_eq!(read, without);
 
-    let all = registry.snapshot(false);
+    let all = registry.snapshot();
     let read: monconn::RegistrySnapshot =
         serde_json::from_str(&serde_json::to_string(&all).unwrap()).unwrap();
     assert_eq!(read, all);
@@ -238,6 +240,6 @@ async fn snapshots_read_back_from_their_json() {
     assert_eq!((report.drained, report.cut), (3, 1));
     // The re-exported ipnet builds the lists' networks.
     let net: monconn::ipnet::IpNet = "10.0.0.0/8".parse().unwrap();
-    service.reject_ip(net);
+    service.ban(net);
     assert!(service.config().blacklist.contains(&net));
 }

@@ -10,7 +10,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use monconn::{CloseCause, ConnRecord, MonitoredIo, Registry, Service, ServiceConfig};
+use monconn::{CloseCause, ConnRecord, MonitoredIo, Registry, ServiceConfig, ServiceMonitor};
 use support::{eventually, listen, quiet_config, tcp_pair, tcp_pair_from, within, LOCALHOST};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -19,7 +19,7 @@ use tokio::task::JoinHandle;
 const TICK: Duration = Duration::from_millis(20);
 
 fn config() -> ServiceConfig {
-    quiet_config().with_idle_interval(TICK)
+    quiet_config().idle_interval(TICK)
 }
 
 /// A handler that reads until EOF or error, returning the error.
@@ -51,17 +51,18 @@ fn open(record: &ConnRecord) -> bool {
     record.closed().is_none()
 }
 
-async fn closed_count(service: &Service, cause: &str, n: u64) {
+async fn closed_count(service: &ServiceMonitor, cause: &str, n: u64) {
     eventually(&format!("closed[{cause}] == {n}"), || {
-        service.snapshot(false).closed[cause] == n
+        service.snapshot().closed[cause] == n
     })
     .await;
 }
 
 #[tokio::test]
 async fn idle_connection_closed_while_active_ones_stay() {
-    let service =
-        Registry::new().create("idle", config().with_max_idle(Some(Duration::from_secs(1))));
+    let service = Registry::new()
+        .create("idle", config().max_idle(Duration::from_secs(1)))
+        .unwrap();
 
     // A client that sends a byte every few ms.
     let (sender_conn, mut sender) = tcp_pair(&service).await;
@@ -111,15 +112,17 @@ async fn idle_connection_closed_while_active_ones_stay() {
     assert!(open(&sender_rec) && open(&receiver_rec));
     assert!(sender_rec.bytes_read() > 0 && receiver_rec.bytes_written() > 0);
     assert_eq!(service.connections(), 2);
-    assert_eq!(service.snapshot(false).closed["idle"], 1);
+    assert_eq!(service.snapshot().closed["idle"], 1);
 }
 
 #[tokio::test]
 async fn read_timeout_closes_a_read_pending_too_long() {
-    let service = Registry::new().create(
-        "read-timeout",
-        config().with_read_timeout(Some(Duration::from_millis(300))),
-    );
+    let service = Registry::new()
+        .create(
+            "read-timeout",
+            config().read_timeout(Duration::from_millis(300)),
+        )
+        .unwrap();
     // Gets a byte every 30 ms: its reads are never pending for long.
     let (fed_conn, mut feeder) = tcp_pair(&service).await;
     let fed_rec = fed_conn.record().clone();
@@ -153,10 +156,12 @@ async fn read_timeout_closes_a_read_pending_too_long() {
 
 #[tokio::test]
 async fn write_timeout_closes_a_write_to_a_peer_that_stopped_reading() {
-    let service = Registry::new().create(
-        "write-timeout",
-        config().with_write_timeout(Some(Duration::from_millis(300))),
-    );
+    let service = Registry::new()
+        .create(
+            "write-timeout",
+            config().write_timeout(Duration::from_millis(300)),
+        )
+        .unwrap();
     let (mut conn, mut client) = tcp_pair(&service).await;
     let record = conn.record().clone();
     // The server writes until the socket buffers are full and its write stays
@@ -189,13 +194,13 @@ async fn write_timeout_closes_a_write_to_a_peer_that_stopped_reading() {
     };
     assert_eq!(end, Err(io::ErrorKind::ConnectionReset));
     assert!(got <= total);
-    assert_eq!(service.snapshot(false).closed["write_timeout"], 1);
+    assert_eq!(service.snapshot().closed["write_timeout"], 1);
     assert_eq!(service.connections(), 0);
 }
 
 #[tokio::test]
 async fn kick_wakes_parked_reader_and_writer() {
-    let service = Registry::new().create("kick", config());
+    let service = Registry::new().create("kick", config()).unwrap();
     let (reader_conn, _reader_client) = tcp_pair(&service).await;
     let reader_id = reader_conn.record().id();
     let reader = read_forever(reader_conn);
@@ -234,12 +239,12 @@ async fn kick_wakes_parked_reader_and_writer() {
     assert!(!service.kick(u64::MAX), "no such connection");
     assert!(open(bystander.record()));
     assert_eq!(service.connections(), 1);
-    assert_eq!(service.snapshot(false).closed["kicked"], 2);
+    assert_eq!(service.snapshot().closed["kicked"], 2);
 }
 
 #[tokio::test]
 async fn kick_ip_closes_every_connection_from_that_ip() {
-    let service = Registry::new().create("kick-ip", config());
+    let service = Registry::new().create("kick-ip", config()).unwrap();
     let listener = listen().await;
     let other = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
     let mut handlers = Vec::new();
@@ -275,6 +280,6 @@ async fn kick_ip_closes_every_connection_from_that_ip() {
     );
     assert_eq!(service.connections(), 0);
     assert_eq!(service.ip_count(), 0);
-    assert_eq!(service.snapshot(false).closed["kicked"], 4);
+    assert_eq!(service.snapshot().closed["kicked"], 4);
     drop(clients);
 }

@@ -6,8 +6,8 @@ use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use monconn::integrations::{Graceful, ShutdownReport};
-use monconn::{Listener, MonitoredIo, Service, ServiceConfig};
+use monconn::integrations::{Graceful, PendingReport};
+use monconn::{Listener, MonitoredIo, ServiceConfig, ServiceMonitor};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -23,10 +23,10 @@ pub const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 /// connection unless the test asks for it.
 pub fn quiet_config() -> ServiceConfig {
     ServiceConfig::default()
-        .with_read_timeout(None)
-        .with_write_timeout(None)
-        .with_max_idle(None)
-        .with_keepalive(None)
+        .read_timeout(None)
+        .write_timeout(None)
+        .max_idle(None)
+        .keepalive(None)
 }
 
 /// A listener on 127.0.0.1, any port.
@@ -48,7 +48,7 @@ pub async fn plain_pair() -> (TcpStream, TcpStream) {
 
 /// A monitored listener for `service` on 127.0.0.1, any port, and its
 /// address.
-pub async fn bind_monitored(service: &Service) -> (Listener, SocketAddr) {
+pub async fn bind_monitored(service: &ServiceMonitor) -> (Listener, SocketAddr) {
     let listener = Listener::bind("127.0.0.1:0", service.clone())
         .await
         .expect("bind a monitored listener on 127.0.0.1:0");
@@ -59,11 +59,11 @@ pub async fn bind_monitored(service: &Service) -> (Listener, SocketAddr) {
 /// A graceful shutdown of `service` (for a server to await) that starts
 /// when the returned sender sends, and the handle of its report.
 pub fn graceful_on_stop(
-    service: &Service,
+    service: &ServiceMonitor,
 ) -> (
     oneshot::Sender<()>,
     Graceful<impl Future<Output = ()> + Send + 'static>,
-    ShutdownReport,
+    PendingReport,
 ) {
     let (stop, stopped) = oneshot::channel::<()>();
     let shutdown = monconn::integrations::graceful(service.clone(), async move {
@@ -105,7 +105,10 @@ pub async fn connect_from(src: IpAddr, addr: SocketAddr) -> TcpStream {
 }
 
 /// Accepts one connection on `listener` and wraps it in `service`.
-pub async fn accept_wrapped(listener: &TcpListener, service: &Service) -> MonitoredIo<TcpStream> {
+pub async fn accept_wrapped(
+    listener: &TcpListener,
+    service: &ServiceMonitor,
+) -> MonitoredIo<TcpStream> {
     let (stream, peer) = within("accept", listener.accept()).await.expect("accept");
     let local = listener.local_addr().expect("local_addr");
     service.wrap(stream, peer, local).expect("admitted")
@@ -115,7 +118,7 @@ pub async fn accept_wrapped(listener: &TcpListener, service: &Service) -> Monito
 /// the client bound to `src`.
 pub async fn tcp_pair_from(
     listener: &TcpListener,
-    service: &Service,
+    service: &ServiceMonitor,
     src: IpAddr,
 ) -> (MonitoredIo<TcpStream>, TcpStream) {
     let addr = listener.local_addr().expect("local_addr");
@@ -126,7 +129,7 @@ pub async fn tcp_pair_from(
 }
 
 /// A monitored server end and its raw client end, over loopback TCP from 127.0.0.1.
-pub async fn tcp_pair(service: &Service) -> (MonitoredIo<TcpStream>, TcpStream) {
+pub async fn tcp_pair(service: &ServiceMonitor) -> (MonitoredIo<TcpStream>, TcpStream) {
     let listener = listen().await;
     tcp_pair_from(&listener, service, LOCALHOST).await
 }

@@ -36,10 +36,9 @@ fn main() -> io::Result<()> {
             .and_then(|v| v.parse::<usize>().ok())
     };
     let mode = Mode::default().with_splice(env("FWD_SPLICE") == Some(1));
-    let service = Registry::new().create(
-        &listen.to_string(),
-        ServiceConfig::default().with_nodelay(true),
-    );
+    let service = Registry::new()
+        .create(&listen.to_string(), ServiceConfig::default().nodelay(true))
+        .unwrap();
     if let Some(shards) = env("FWD_SHARDS").filter(|&n| n > 0) {
         let threads: Vec<_> = (0..shards)
             .map(|_| {

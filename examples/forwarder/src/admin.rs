@@ -12,7 +12,7 @@
 //!
 //! Path segments are percent-decoded: `/stats/%3A22`, `.../blacklist/10.0.0.0%2F8`.
 //! Blacklist changes act on the rule set the accept stack checks
-//! ([`Service::reject_ip`], [`Service::release_ip`]) and survive SIGHUP reloads.
+//! ([`ServiceMonitor::ban`], [`ServiceMonitor::unban`]) and survive SIGHUP reloads.
 //! Errors are `{"error": "..."}` with a 4xx status.
 //!
 //! With a token, every request needs `Authorization: Bearer TOKEN` (the
@@ -38,7 +38,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use ipnet::IpNet;
 use metrics_exporter_prometheus::PrometheusHandle;
-use monconn::{Registry, Service};
+use monconn::{Registry, ServiceMonitor};
 use percent_encoding::percent_decode_str;
 use serde_json::json;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
@@ -130,7 +130,7 @@ const DASHBOARD: [&str; 6] = [
 pub async fn serve(listener: TcpListener, admin: Admin) {
     let mut dashboard = monconn::admin::Admin::new(admin.registry.clone());
     if let Some(token) = &admin.token {
-        dashboard = dashboard.with_token(token.to_string());
+        dashboard = dashboard.token(token.to_string());
     }
     let dashboard = monconn::admin::router(dashboard);
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
@@ -286,7 +286,7 @@ impl Admin {
                 json_reply(StatusCode::OK, &WithBackendErrors::of(s, false))
             }),
             (&Method::GET, ["stats", sid, "connections"]) => self.with_service(sid, |s| {
-                let conns = s.snapshot(true).conns.unwrap_or_default();
+                let conns = s.snapshot_with_conns().conns.unwrap_or_default();
                 json_reply(
                     StatusCode::OK,
                     &json!({ "sid": s.sid(), "connections": conns }),
@@ -346,7 +346,7 @@ impl Admin {
         }
     }
 
-    fn with_service(&self, sid: &str, f: impl FnOnce(&Service) -> Reply) -> Reply {
+    fn with_service(&self, sid: &str, f: impl FnOnce(&ServiceMonitor) -> Reply) -> Reply {
         match self.registry.get(sid) {
             Some(service) => f(&service),
             None => error(StatusCode::NOT_FOUND, format!("no service `{sid}`")),
@@ -367,14 +367,14 @@ fn authorized(req: &Request<Incoming>, token: &str) -> bool {
 /// Adds `net` to, or removes it from, the service's blacklist: the rule set
 /// its accept stack checks for every new connection. With `kick`, an added
 /// network's live connections are closed too.
-fn blacklist(service: &Service, net: IpNet, add: bool, kick: bool) -> Reply {
+fn blacklist(service: &ServiceMonitor, net: IpNet, add: bool, kick: bool) -> Reply {
     let mut kicked = 0;
     if add {
-        service.reject_ip(net);
+        service.ban(net);
         if kick {
             kicked = service.kick_net(net);
         }
-    } else if !service.release_ip(net) {
+    } else if !service.unban(net) {
         return error(
             StatusCode::NOT_FOUND,
             format!("{net} is not on the blacklist of `{}`", service.sid()),

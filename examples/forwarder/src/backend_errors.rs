@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, Once, PoisonError};
 
-use monconn::{Service, ServiceSnapshot};
+use monconn::{ServiceMonitor, ServiceSnapshot};
 use serde::Serialize;
 
 /// A service's failed backend connects. Cheap to clone; clones share the count.
@@ -17,7 +17,7 @@ pub struct BackendErrors(Arc<AtomicU64>);
 /// The counters of the services in the registry, by sid. A service keeps
 /// its counter across reloads (moved or changed); one a reload removes takes
 /// it along while it drains ([`take`]); a service created in the registry
-/// gets a new one ([`fresh`]), from zero, as its `monconn::Service` starts.
+/// gets a new one ([`fresh`]), from zero, as its `monconn::ServiceMonitor` starts.
 static RUNNING: Mutex<BTreeMap<String, BackendErrors>> = Mutex::new(BTreeMap::new());
 
 fn running() -> MutexGuard<'static, BTreeMap<String, BackendErrors>> {
@@ -44,7 +44,7 @@ impl BackendErrors {
 
 /// Gives the service `sid` a new counter at zero: for a service just
 /// created in the registry (a forwarder started again in the same process,
-/// say, starts from zero, as its `monconn::Service` does).
+/// say, starts from zero, as its `monconn::ServiceMonitor` does).
 pub fn fresh(sid: &str) {
     running().insert(sid.to_owned(), BackendErrors::default());
 }
@@ -79,7 +79,7 @@ impl WithBackendErrors {
     }
 
     /// The running `service`'s snapshot (with its connections or not) and count.
-    pub fn of(service: &Service, with_conns: bool) -> Self {
+    pub fn of(service: &ServiceMonitor, with_conns: bool) -> Self {
         Self::new(service.snapshot(with_conns), get(service.sid()))
     }
 }

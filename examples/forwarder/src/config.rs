@@ -46,10 +46,10 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// library's are off).
 pub fn default_config() -> ServiceConfig {
     ServiceConfig::default()
-        .with_nodelay(true)
-        .with_read_timeout(Some(Duration::from_secs(600)))
-        .with_write_timeout(Some(Duration::from_secs(600)))
-        .with_max_idle(Some(Duration::from_secs(900)))
+        .nodelay(true)
+        .read_timeout(Duration::from_secs(600))
+        .write_timeout(Duration::from_secs(600))
+        .max_idle(Duration::from_secs(900))
 }
 
 /// One service in the file. Keys of the Go tool first, then new ones.
@@ -172,22 +172,22 @@ impl FileService {
         };
         let config = d
             .clone()
-            .with_read_timeout(time(self.read_timeout, d.read_timeout))
-            .with_write_timeout(time(self.write_timeout, d.write_timeout))
-            .with_wait_timeout(self.wait_timeout.map_or(d.wait_timeout, |s| s.0))
-            .with_max_idle(time(self.max_idle, d.max_idle))
-            .with_idle_interval(self.idle_interval.map_or(d.idle_interval, |s| s.0))
-            .with_conn_limit(limit(self.conn_limit, d.conn_limit))
-            .with_ip_limit(limit(self.ip_limit, d.ip_limit))
-            .with_per_ip_limit(limit(self.per_ip_limit, d.per_ip_limit))
-            .with_rate_limit(rate_limit)
-            .with_ipv6_prefix(self.ipv6_prefix.map_or(d.ipv6_prefix, |p| p.0))
-            .with_keepalive(self.keepalive.map_or(d.keepalive, |k| k.0))
-            .with_nodelay(self.nodelay.unwrap_or(d.nodelay))
-            .with_print_bytes(self.print_bytes.unwrap_or(d.print_bytes))
-            .with_pause_at_limit(self.pause_at_limit.unwrap_or(d.pause_at_limit))
-            .with_blacklist(self.ip_blacklist.into_iter().map(|n| n.0))
-            .with_allowlist(self.ip_allowlist.into_iter().map(|n| n.0));
+            .read_timeout(time(self.read_timeout, d.read_timeout))
+            .write_timeout(time(self.write_timeout, d.write_timeout))
+            .wait_timeout(self.wait_timeout.map_or(d.wait_timeout, |s| s.0))
+            .max_idle(time(self.max_idle, d.max_idle))
+            .idle_interval(self.idle_interval.map_or(d.idle_interval, |s| s.0))
+            .conn_limit(limit(self.conn_limit, d.conn_limit))
+            .ip_limit(limit(self.ip_limit, d.ip_limit))
+            .per_ip_limit(limit(self.per_ip_limit, d.per_ip_limit))
+            .rate_limit(rate_limit)
+            .ipv6_prefix(self.ipv6_prefix.map_or(d.ipv6_prefix, |p| p.0))
+            .keepalive(self.keepalive.map_or(d.keepalive, |k| k.0))
+            .nodelay(self.nodelay.unwrap_or(d.nodelay))
+            .print_bytes(self.print_bytes.unwrap_or(d.print_bytes))
+            .pause_at_limit(self.pause_at_limit.unwrap_or(d.pause_at_limit))
+            .blacklist(self.ip_blacklist.into_iter().map(|n| n.0))
+            .allowlist(self.ip_allowlist.into_iter().map(|n| n.0));
         Ok(ServiceSpec {
             send_proxy: self.send_proxy.and_then(|v| v.0),
             proxy_in,

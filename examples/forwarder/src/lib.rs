@@ -10,7 +10,7 @@
 //! processes. By default each shard has its own `SO_REUSEPORT` socket per
 //! service; with `--accept shared` they all accept from one socket, and a
 //! shard ahead of the others leaves new connections to them (`balance.rs`).
-//! All shards share each service's `monconn::Service` (stats, limits, lists,
+//! All shards share each service's `monconn::ServiceMonitor` (stats, limits, lists,
 //! the admin API).
 //! The main thread's runtime is shard 0 and also runs the admin API, the
 //! signals, reloads and the drain.

@@ -87,7 +87,10 @@ impl Forwarder {
     }
 
     fn launch(&mut self, spec: ServiceSpec, tcp: Vec<TcpListener>) -> Result<(), String> {
-        let service = self.registry.create(&spec.sid, spec.config.clone());
+        let service = self
+            .registry
+            .create(&spec.sid, spec.config.clone())
+            .unwrap();
         crate::backend_errors::fresh(&spec.sid);
         let sid = spec.sid.clone();
         let running = Running::start(spec, service, tcp, &self.shards, self.accept)
@@ -209,7 +212,9 @@ impl Forwarder {
                     // Compiling a big list takes a while: off the runtime.
                     let (registry, config) = (self.registry.clone(), spec.config.clone());
                     let id = sid.clone();
-                    match tokio::task::spawn_blocking(move || registry.create(&id, config)).await {
+                    match tokio::task::spawn_blocking(move || registry.create(&id, config).unwrap())
+                        .await
+                    {
                         Ok(service) => {
                             crate::backend_errors::fresh(&sid);
                             service

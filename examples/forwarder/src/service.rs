@@ -11,7 +11,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 use monconn::layers::proxy::ProxyHeader;
 use monconn::layers::{FilterLayer, LimitLayer, Pass, ProxyProtocolLayer};
-use monconn::{AcceptStack, Listener, MonitoredIo, Service, ServiceConfig};
+use monconn::{AcceptStack, Listener, MonitoredIo, ServiceConfig, ServiceMonitor};
 use socket2::{Domain, Socket, Type};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Handle;
@@ -56,7 +56,7 @@ impl Upstream {
 #[derive(Debug)]
 pub struct Running {
     pub spec: ServiceSpec,
-    pub service: Service,
+    pub service: ServiceMonitor,
     /// Its failed backend connects, counted by every shard.
     pub backend_errors: BackendErrors,
     upstream: Arc<RwLock<Arc<Upstream>>>,
@@ -141,7 +141,7 @@ impl Running {
     /// they take.
     pub fn start(
         spec: ServiceSpec,
-        service: Service,
+        service: ServiceMonitor,
         tcps: Vec<std::net::TcpListener>,
         shards: &[Handle],
         accept: Accept,
@@ -172,7 +172,7 @@ impl Running {
     #[allow(clippy::type_complexity)]
     fn spawn_all<S>(
         spec: &ServiceSpec,
-        service: &Service,
+        service: &ServiceMonitor,
         stack: S,
         tcps: Vec<std::net::TcpListener>,
         shards: &[Handle],
@@ -239,7 +239,7 @@ impl Running {
 
     /// Stops accepting: the listening sockets are closed when this returns.
     /// Live connections go on.
-    pub async fn stop_accepting(self) -> (ServiceSpec, Service) {
+    pub async fn stop_accepting(self) -> (ServiceSpec, ServiceMonitor) {
         for accept in &self.accept {
             accept.abort();
         }
@@ -254,7 +254,7 @@ impl Running {
 /// off the runtime threads: with lists of 100,000 entries, the merge and
 /// the lists' compiling take milliseconds that no shard or admin request
 /// should wait for.
-pub async fn apply_config(service: &Service, old: ServiceConfig, new: ServiceConfig) {
+pub async fn apply_config(service: &ServiceMonitor, old: ServiceConfig, new: ServiceConfig) {
     let service = service.clone();
     let apply = tokio::task::spawn_blocking(move || {
         // An update, not a set: an entry added through the admin API
@@ -349,7 +349,7 @@ async fn forward(
     client: MonitoredIo<TcpStream>,
     peer: SocketAddr,
     upstream: Arc<Upstream>,
-    service: Service,
+    service: ServiceMonitor,
     backend_errors: BackendErrors,
     shard: usize,
     _load: Option<Load>,
@@ -442,14 +442,14 @@ mod tests {
 
     #[test]
     fn runtime_rules_are_kept_and_file_rules_replaced() {
-        let old = ServiceConfig::default().with_blacklist(nets(&["10.0.0.1/32", "10.0.0.2/32"]));
+        let old = ServiceConfig::default().blacklist(nets(&["10.0.0.1/32", "10.0.0.2/32"]));
         // At runtime: 10.0.0.9 added, 10.0.0.2 released.
-        let current = ServiceConfig::default().with_blacklist(nets(&[
+        let current = ServiceConfig::default().blacklist(nets(&[
             "10.0.0.1/32",
             "10.0.0.9/32",
             "10.0.0.3/32",
         ]));
-        let new = ServiceConfig::default().with_blacklist(nets(&["10.0.0.1/32", "10.0.0.3/32"]));
+        let new = ServiceConfig::default().blacklist(nets(&["10.0.0.1/32", "10.0.0.3/32"]));
         let merged = keep_runtime_rules(&old, &current, new);
         assert_eq!(
             merged.blacklist,

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-use monconn::{CloseReport, Registry, Service};
+use monconn::{CloseReport, Registry, ServiceMonitor};
 use serde::Serialize;
 
 use crate::backend_errors::{self, BackendErrors, WithBackendErrors};
@@ -14,7 +14,7 @@ use crate::logging;
 /// The services removed by a reload whose connections have not all ended
 /// yet, each with its failed backend connects and the key of its
 /// [`Draining`] guard.
-static DRAINING: Mutex<Vec<(u64, Service, BackendErrors)>> = Mutex::new(Vec::new());
+static DRAINING: Mutex<Vec<(u64, ServiceMonitor, BackendErrors)>> = Mutex::new(Vec::new());
 
 /// Keeps a removed service in `/stats` (under `draining`) until dropped.
 #[derive(Debug)]
@@ -23,7 +23,7 @@ pub struct Draining(u64);
 impl Draining {
     /// Lists `service`, with its failed backend connects, as draining
     /// until the guard is dropped.
-    pub fn list(service: Service, backend_errors: BackendErrors) -> Draining {
+    pub fn list(service: ServiceMonitor, backend_errors: BackendErrors) -> Draining {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let key = NEXT.fetch_add(1, Relaxed);
         draining().push((key, service, backend_errors));
@@ -37,7 +37,7 @@ impl Drop for Draining {
     }
 }
 
-fn draining() -> std::sync::MutexGuard<'static, Vec<(u64, Service, BackendErrors)>> {
+fn draining() -> std::sync::MutexGuard<'static, Vec<(u64, ServiceMonitor, BackendErrors)>> {
     // Every change is one push or one retain: a panic cannot leave it half done.
     DRAINING.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -64,9 +64,7 @@ pub fn all(registry: &Registry) -> All {
             .collect(),
         draining: draining()
             .iter()
-            .map(|(_, service, errors)| {
-                WithBackendErrors::new(service.snapshot(false), errors.get())
-            })
+            .map(|(_, service, errors)| WithBackendErrors::new(service.snapshot(), errors.get()))
             .collect(),
         log_lines_dropped: logging::dropped(),
     }
@@ -78,7 +76,7 @@ pub async fn log_every(registry: Registry, period: Duration) {
     loop {
         ticks.tick().await;
         for service in registry.list() {
-            let s = service.snapshot(false);
+            let s = service.snapshot();
             tracing::info!(
                 sid = %s.sid,
                 connections = s.connections,

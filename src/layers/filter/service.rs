@@ -2,7 +2,7 @@ use std::task::{Context, Poll};
 
 use crate::layers::BoxError;
 use crate::layers::ResponseFuture;
-use crate::{Accepted, Rejected, Service};
+use crate::{Accepted, Rejected, ServiceMonitor};
 
 /// The service built by [`FilterLayer`](super::FilterLayer): refuses
 /// connections whose client address the service's lists refuse, passes the
@@ -10,12 +10,12 @@ use crate::{Accepted, Rejected, Service};
 #[derive(Clone, Debug)]
 pub struct Filter<S> {
     inner: S,
-    service: Service,
+    service: ServiceMonitor,
 }
 
 impl<S> Filter<S> {
     /// Filters connections for `service` in front of `inner`.
-    pub fn new(inner: S, service: Service) -> Self {
+    pub fn new(inner: S, service: ServiceMonitor) -> Self {
         Filter { inner, service }
     }
 
@@ -42,7 +42,7 @@ where
     fn call(&mut self, conn: Accepted<IO>) -> Self::Future {
         match self.service.ip_verdict(conn.peer.ip()) {
             // Held until the listener has counted the refusal.
-            Some(reason) => ResponseFuture::refused(Rejected::new(reason, conn.peer).holding(conn)),
+            Some(reason) => ResponseFuture::refused(Rejected::new(reason, conn.peer).closing(conn)),
             None => ResponseFuture::inner(self.inner.call(conn)),
         }
     }

@@ -2,22 +2,22 @@ use std::task::{Context, Poll};
 
 use crate::layers::BoxError;
 use crate::layers::ResponseFuture;
-use crate::{Accepted, Service};
+use crate::{Accepted, ServiceMonitor};
 
 /// The service built by [`LimitLayer`](super::LimitLayer): admits the
 /// connection into the service (or refuses it with the limit's
-/// [`Reason`](crate::Reason)) and passes it on with its [`Admission`](crate::Admission).
+/// [`RejectReason`](crate::RejectReason)) and passes it on with its [`Admission`](crate::Admission).
 ///
 /// A connection that already carries an admission is passed on as it is.
 #[derive(Clone, Debug)]
 pub struct Limit<S> {
     inner: S,
-    service: Service,
+    service: ServiceMonitor,
 }
 
 impl<S> Limit<S> {
     /// Applies `service`'s limits in front of `inner`.
-    pub fn new(inner: S, service: Service) -> Self {
+    pub fn new(inner: S, service: ServiceMonitor) -> Self {
         Limit { inner, service }
     }
 
@@ -45,7 +45,7 @@ where
         if conn.admission.is_none() {
             match self.service.admit(conn.peer) {
                 Ok(admission) => conn.admission = Some(admission),
-                Err(rejected) => return ResponseFuture::refused(rejected.holding(conn)),
+                Err(rejected) => return ResponseFuture::refused(rejected.closing(conn)),
             }
         }
         ResponseFuture::inner(self.inner.call(conn))

@@ -58,7 +58,7 @@ impl ProxyConfig {
     /// Serves connections from untrusted sources as they are: their socket
     /// peer is their client and their bytes, a PROXY header included, are
     /// theirs. By default they are refused, counted as
-    /// [`Reason::ProxyUntrusted`](crate::Reason::ProxyUntrusted).
+    /// [`RejectReason::ProxyUntrusted`](crate::RejectReason::ProxyUntrusted).
     pub fn serve_untrusted(mut self) -> Self {
         self.serve_untrusted = true;
         self
@@ -66,7 +66,7 @@ impl ProxyConfig {
 
     /// How long a trusted source has to send its whole header, from the
     /// accept; then the connection is refused, counted as
-    /// [`Reason::ProxyTimeout`](crate::Reason::ProxyTimeout). Default 5 s.
+    /// [`RejectReason::ProxyTimeout`](crate::RejectReason::ProxyTimeout). Default 5 s.
     ///
     /// Kept coarsely, by a clock that ticks every quarter of the timeout
     /// (10 ms to 1 s) and only while a connection waits: a connection still
@@ -78,7 +78,7 @@ impl ProxyConfig {
 
     /// The longest v2 header accepted, TLVs included (v1 headers are at most
     /// 107 bytes). Longer ones are refused, counted as
-    /// [`Reason::ProxyOversized`](crate::Reason::ProxyOversized). Default
+    /// [`RejectReason::ProxyOversized`](crate::RejectReason::ProxyOversized). Default
     /// 4096 bytes; at least 16, at most 65,551.
     pub fn max_header_len(mut self, len: usize) -> Self {
         self.max_len = len.clamp(16, V2_MAX);
@@ -87,7 +87,7 @@ impl ProxyConfig {
 
     /// Accepts only headers of `version` (1, text; 2, binary); one of the
     /// other version is refused as
-    /// [`Reason::ProxyMalformed`](crate::Reason::ProxyMalformed). Default:
+    /// [`RejectReason::ProxyMalformed`](crate::RejectReason::ProxyMalformed). Default:
     /// either.
     pub fn only_version(mut self, version: u8) -> Self {
         self.version = Some(version);

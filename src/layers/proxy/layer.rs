@@ -15,7 +15,7 @@ use super::parse::HeaderError;
 use super::read::{read_header, read_now, Now};
 use crate::layers::BoxError;
 use crate::proxied::{ProxyHeader, ProxyInfo};
-use crate::{Accepted, Reason, Rejected};
+use crate::{Accepted, RejectReason, Rejected};
 
 /// Reads the PROXY-protocol header (v1 or v2) that a load balancer sends
 /// first on each connection, so that the layers after it (the filter, the
@@ -32,8 +32,8 @@ use crate::{Accepted, Reason, Rejected};
 ///   still waiting is refused within a tick after it), be well
 ///   formed and not too long; else the connection is refused with a
 ///   [`ProxyRefused`] error whose [`Rejected`] names the reason
-///   ([`Reason::ProxyTimeout`], [`Reason::ProxyMalformed`],
-///   [`Reason::ProxyOversized`], [`Reason::ProxyTruncated`]) and whose
+///   ([`RejectReason::ProxyTimeout`], [`RejectReason::ProxyMalformed`],
+///   [`RejectReason::ProxyOversized`], [`RejectReason::ProxyTruncated`]) and whose
 ///   [`HeaderError`] says what was wrong;
 /// - a `PROXY` header sets [`Accepted::peer`] to the client it names; a
 ///   `LOCAL` (or v1 `UNKNOWN`) header leaves the socket's peer;
@@ -44,7 +44,7 @@ use crate::{Accepted, Reason, Rejected};
 ///   after the header: nothing the client sent after it is lost, and the
 ///   connection's byte counts start there.
 ///
-/// A connection from elsewhere is refused ([`Reason::ProxyUntrusted`]), or
+/// A connection from elsewhere is refused ([`RejectReason::ProxyUntrusted`]), or
 /// passed on untouched with
 /// [`ProxyConfig::serve_untrusted`].
 ///
@@ -136,7 +136,7 @@ where
             if config.serve_untrusted {
                 return ResponseFuture::inner(self.inner.call(conn));
             }
-            let rejected = Rejected::new(Reason::ProxyUntrusted, conn.peer).holding(conn);
+            let rejected = Rejected::new(RejectReason::ProxyUntrusted, conn.peer).closing(conn);
             return ResponseFuture::refused(rejected);
         }
         // The header is usually there already: handed on at once.
@@ -209,12 +209,14 @@ pub struct ProxyRefused {
 impl ProxyRefused {
     fn new(error: HeaderError, conn: Accepted<TcpStream>) -> Self {
         let reason = match &error {
-            HeaderError::NotProxy { .. } | HeaderError::Malformed { .. } => Reason::ProxyMalformed,
-            HeaderError::Oversized { .. } => Reason::ProxyOversized,
-            HeaderError::Timeout(_) => Reason::ProxyTimeout,
-            HeaderError::Truncated { .. } | HeaderError::Io(_) => Reason::ProxyTruncated,
+            HeaderError::NotProxy { .. } | HeaderError::Malformed { .. } => {
+                RejectReason::ProxyMalformed
+            }
+            HeaderError::Oversized { .. } => RejectReason::ProxyOversized,
+            HeaderError::Timeout(_) => RejectReason::ProxyTimeout,
+            HeaderError::Truncated { .. } | HeaderError::Io(_) => RejectReason::ProxyTruncated,
         };
-        let rejected = Rejected::new(reason, conn.peer).holding(conn);
+        let rejected = Rejected::new(reason, conn.peer).closing(conn);
         ProxyRefused { rejected, error }
     }
 

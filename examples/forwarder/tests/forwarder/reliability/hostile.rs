@@ -366,7 +366,9 @@ fn config_parser_never_panics_and_locates_errors() {
                         let c = &spec.config;
                         // Nothing a file says may make a setting unusable:
                         // the library takes it as it is (checked by use).
-                        let service = monconn::Registry::new().create(&spec.sid, c.clone());
+                        let service = monconn::Registry::new()
+                            .create(&spec.sid, c.clone())
+                            .unwrap();
                         let peer: SocketAddr = ([127, 0, 0, 1], 4000).into();
                         for _ in 0..3 {
                             drop(service.admit(peer));
@@ -401,7 +403,9 @@ impl AdminRig {
         let addr = rt.block_on(async {
             let registry = monconn::Registry::new();
             for sid in ["web", ":22", "a/b"] {
-                registry.create(sid, monconn::ServiceConfig::default());
+                registry
+                    .create(sid, monconn::ServiceConfig::default())
+                    .unwrap();
             }
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let addr = listener.local_addr().unwrap();
