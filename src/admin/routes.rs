@@ -10,11 +10,12 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use ipnet::IpNet;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::json;
 
 use super::sampler::Sampler;
 use super::{auth, events, tap, Admin, MetricsRenderer};
+use crate::integrations::stats;
 use crate::tap::TapLimits;
 use crate::{Registry, ServiceMonitor};
 
@@ -31,6 +32,13 @@ pub(super) struct Shared {
     /// The session cookie's value: random, one per admin.
     pub(super) session: String,
     pub(super) sampler: Sampler,
+}
+
+/// The stats handlers ([`stats`]) take the registry as their state.
+impl axum::extract::FromRef<Arc<Shared>> for Registry {
+    fn from_ref(shared: &Arc<Shared>) -> Registry {
+        shared.registry.clone()
+    }
 }
 
 pub(super) fn build(admin: Admin) -> Router {
@@ -56,9 +64,9 @@ pub(super) fn build(admin: Admin) -> Router {
         .route("/events", get(events::events))
         .route("/connections", get(events::connections))
         .route("/tap", get(tap::tap))
-        .route("/stats", get(all))
-        .route("/stats/{sid}", get(one))
-        .route("/stats/{sid}/connections", get(connections))
+        .route("/stats", get(stats::all))
+        .route("/stats/{sid}", get(stats::one))
+        .route("/stats/{sid}/connections", get(stats::connections))
         .route("/services/{sid}/connections/{id}/kick", post(kick))
         .route("/services/{sid}/blacklist", get(blacklist))
         .route("/services/{sid}/blacklist/{*net}", post(ban).delete(unban))
@@ -113,30 +121,6 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
             &json!({ "ready": false, "stopping": stopping }),
         )
     }
-}
-
-async fn all(State(shared): State<Arc<Shared>>) -> Response {
-    json(StatusCode::OK, &shared.registry.snapshot())
-}
-
-async fn one(
-    State(shared): State<Arc<Shared>>,
-    sid: Result<Path<String>, PathRejection>,
-) -> Response {
-    with_service(&shared, sid, |s| json(StatusCode::OK, &s.snapshot()))
-}
-
-async fn connections(
-    State(shared): State<Arc<Shared>>,
-    sid: Result<Path<String>, PathRejection>,
-) -> Response {
-    with_service(&shared, sid, |s| {
-        let conns = s.snapshot_with_conns().conns.unwrap_or_default();
-        json(
-            StatusCode::OK,
-            &json!({ "sid": s.sid(), "connections": conns }),
-        )
-    })
 }
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
@@ -273,14 +257,7 @@ fn with_service(
     sid: Result<Path<String>, PathRejection>,
     f: impl FnOnce(&ServiceMonitor) -> Response,
 ) -> Response {
-    let sid = match sid {
-        Ok(Path(sid)) => sid,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
-    };
-    match shared.registry.get(&sid) {
-        Some(service) => f(&service),
-        None => error(StatusCode::NOT_FOUND, format!("no service `{sid}`")),
-    }
+    stats::with_service(&shared.registry, sid, f)
 }
 
 /// An address (`192.0.2.7`, `::1`) or a network (`10.0.0.0/8`); host bits of
@@ -313,17 +290,7 @@ pub(super) fn parse_net(text: &str) -> Result<IpNet, String> {
     }
 }
 
-pub(super) fn json(status: StatusCode, value: &impl Serialize) -> Response {
-    match serde_json::to_vec(value) {
-        Ok(body) => (status, [(header::CONTENT_TYPE, "application/json")], body).into_response(),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-    }
-}
-
-pub(super) fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    let body = json!({ "error": message.into() }).to_string();
-    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
-}
+pub(super) use crate::integrations::stats::{error, json};
 
 #[cfg(test)]
 mod tests {

@@ -131,23 +131,33 @@ fn addr(ip: IpAddr, port: u16) -> SocketAddr {
     SocketAddr::new(ip, port)
 }
 
+/// Ping-pongs over a raw duplex, then over one wrapped in `service`: the
+/// monitored one allocates exactly what the raw one does, that is nothing.
+async fn duplex_raw_vs_monitored(service: &monconn::ServiceMonitor, what: &str) {
+    let (mut raw, mut peer) = tokio::io::duplex(64 * 1024);
+    let raw_counts = counted_ping_pong(&mut raw, &mut peer).await;
+    let (io, mut peer) = tokio::io::duplex(64 * 1024);
+    let a = addr(Ipv4Addr::LOCALHOST.into(), 1);
+    let mut monitored = service.wrap(io, a, a).unwrap();
+    let monitored_counts = counted_ping_pong(&mut monitored, &mut peer).await;
+    println!("{what}, {ROUNDS} x (write {MSG} B + read {MSG} B): raw {raw_counts:?}, monitored {monitored_counts:?}");
+    assert_eq!(monitored_counts, raw_counts);
+    assert_eq!(monitored_counts.allocs, 0);
+}
+
 #[test]
 fn no_allocation_per_read_or_write_over_duplex() {
     runtime().block_on(async {
         let service = Registry::new().create("alloc-duplex", quiet()).unwrap();
-        let (mut raw, mut peer) = tokio::io::duplex(64 * 1024);
-        let raw_counts = counted_ping_pong(&mut raw, &mut peer).await;
-
-        let (io, mut peer) = tokio::io::duplex(64 * 1024);
-        let a = addr(Ipv4Addr::LOCALHOST.into(), 1);
-        let mut monitored = service.wrap(io, a, a).unwrap();
-        let monitored_counts = counted_ping_pong(&mut monitored, &mut peer).await;
-
-        println!("duplex, {ROUNDS} x (write {MSG} B + read {MSG} B): raw {raw_counts:?}, monitored {monitored_counts:?}");
-        assert_eq!(monitored_counts, raw_counts);
-        assert_eq!(monitored_counts.allocs, 0);
+        duplex_raw_vs_monitored(&service, "duplex").await;
         let bytes = ((WARMUP + ROUNDS) * MSG) as u64;
-        assert_eq!(service.bytes(), monconn::ByteCounts { read: bytes, written: bytes });
+        assert_eq!(
+            service.bytes(),
+            monconn::ByteCounts {
+                read: bytes,
+                written: bytes
+            }
+        );
     });
 }
 
@@ -201,16 +211,7 @@ fn no_allocation_per_read_or_write_with_a_tap_on_another_connection() {
         let mut tapped = service.wrap(io, tapped_addr, tapped_addr).unwrap();
         ping_pong(&mut tapped, &mut tapped_peer, 1).await;
 
-        let (mut raw, mut peer) = tokio::io::duplex(64 * 1024);
-        let raw_counts = counted_ping_pong(&mut raw, &mut peer).await;
-        let (io, mut peer) = tokio::io::duplex(64 * 1024);
-        let a = addr(Ipv4Addr::LOCALHOST.into(), 1);
-        let mut monitored = service.wrap(io, a, a).unwrap();
-        let monitored_counts = counted_ping_pong(&mut monitored, &mut peer).await;
-
-        println!("duplex with taps on other connections, {ROUNDS} x (write {MSG} B + read {MSG} B): raw {raw_counts:?}, monitored {monitored_counts:?}");
-        assert_eq!(monitored_counts, raw_counts);
-        assert_eq!(monitored_counts.allocs, 0);
+        duplex_raw_vs_monitored(&service, "duplex with taps on other connections").await;
 
         let names: Vec<_> = std::iter::from_fn(|| beside.try_next())
             .map(|e| (e.name(), e.conn, e.bytes().map(|b| b.len)))

@@ -48,18 +48,12 @@ watch() {
     sleep 1.5 # a tick or so: the sampler now lists the connections
 }
 
-TCK=$(getconf CLK_TCK)
 results=()
 for rep in $(seq "$REPS"); do
     for v in $(rotated "$rep" plain watched); do
         [ "$v" = watched ] && watch
-        c0=$(ticks "$FWD")
-        gbps=$(iperf3 -c 127.0.0.1 -p "$LPORT" -t "$SECS" -P "$P" -J |
-            python3 -c 'import json, sys; print("%.2f" % (json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"] / 1e9))')
-        c1=$(ticks "$FWD")
+        line=$(iperf_run "$v" "$rep" "$LPORT" "$FWD")
         unwatch
-        line=$(awk -v v="$v" -v r="$rep" -v g="$gbps" -v c=$((c1 - c0)) -v t="$TCK" -v s="$SECS" \
-            'BEGIN { printf "%s %s gbps=%s cpu_ms_per_gb=%.0f", v, r, g, c / t * 1000 / (g * s / 8) }')
         echo "$line"
         results+=("$line")
     done
