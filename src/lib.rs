@@ -56,19 +56,22 @@
 //! | `metrics` | service figures on the `metrics` facade ([`metrics`]) |
 //! | `forward` | [`forward::copy_bidirectional`], a monitored, half-close-correct copy for your own proxy |
 //! | `proxy-protocol` | `layers::proxy`: the real client behind a load balancer (PROXY v1 and v2), read before every guard |
-//! | `admin` | [`admin`]: an operator's router (JSON API, kick and ban, health probes) and a live dashboard over server-sent events |
+//! | `admin` | [`admin`]: an operator's router (JSON API, kick and ban, health probes, a runtime tap) and a live dashboard over server-sent events, served bounded on its own address or nested in your app |
 //!
 //! # Map of the types
 //! - Accepting: [`Listener`] (with [`Listener::builder`] for your own layers,
 //!   any stack being an [`AcceptStack`]), [`Accepted`] (a connection in the
 //!   stack), [`layers`] (`FilterLayer`, `LimitLayer`), [`Rejected`] and
-//!   [`RejectReason`] (why a connection was refused).
+//!   [`RejectReason`] (why a connection was refused), [`Rejection`] (one of
+//!   a service's recent refusals: who, why, when).
 //! - Counting: [`MonitoredIo`] (the wrapper), [`ConnRecord`] (one
 //!   connection's live counters), [`CloseCause`] (why it was cut).
 //! - Owning: [`Registry`] of [`ServiceMonitor`]s by id, each with a
 //!   [`ServiceConfig`] (timeouts, limits, lists), an [`Admission`] per
 //!   connection, [`ServiceSnapshot`] / [`RegistrySnapshot`] /
-//!   [`ConnSnapshot`] (serde), [`CloseReport`] of a graceful close.
+//!   [`ConnSnapshot`] (serde), [`ByteCounts`] (read and written),
+//!   [`CloseReport`] of a graceful close, [`SidTaken`] (a sid
+//!   [`Registry::create`] found in use).
 //! - Serving: [`integrations`] (axum, tonic, hyper, `graceful`, `stats`).
 //! - Watching: [`tap`] ([`Registry::tap`] streams matching connections'
 //!   opens, bytes and closes; it also carries the `print_bytes` dump).
