@@ -205,34 +205,3 @@ impl Sub {
         }
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use tokio::io::AsyncWriteExt;
-
-    use crate::tap::TapFilter;
-    use crate::Registry;
-
-    /// A tap marks what it matches; gone, it leaves a mark that the next
-    /// write clears; a new one marks it again.
-    #[tokio::test]
-    async fn marks_follow_the_taps() {
-        let registry = Registry::new();
-        let service = registry.service("marks");
-        let (_peer, io) = tokio::io::duplex(64);
-        let addr = "192.0.2.1:1".parse().unwrap();
-        let mut conn = service.wrap(io, addr, addr).unwrap();
-        assert!(!conn.record().watched());
-        let elsewhere = registry.tap(TapFilter::new().with_sid("other"));
-        assert!(!conn.record().watched());
-        let tap = registry.tap(TapFilter::new().with_sid("marks"));
-        assert!(conn.record().tapped());
-        drop(tap);
-        assert!(conn.record().tapped());
-        conn.write_all(b"x").await.unwrap();
-        assert!(!conn.record().watched());
-        let _tap = registry.tap(TapFilter::new().with_conn(conn.record().id()));
-        assert!(conn.record().tapped());
-        drop(elsewhere);
-    }
-}
