@@ -150,9 +150,9 @@ pub use ip::{canonical_ip, client_key, IpSet};
 pub use ipnet;
 pub use listener::{AcceptStack, DefaultStack, Listener, ListenerBuilder};
 pub use registry::{
-    Admission, ByteCounts, CloseReport, ConnSnapshot, IpConnections, RateLimit, Registry,
-    RegistrySnapshot, RejectReason, Rejected, ServiceConfig, ServiceMonitor, ServiceSnapshot,
-    SidTaken,
+    Admission, AutoBan, AutoBanCounts, BanSource, ByteCounts, CloseReport, ConnSnapshot,
+    IpConnections, RateLimit, Registry, RegistrySnapshot, RejectReason, Rejected, ServiceConfig,
+    ServiceMonitor, ServiceSnapshot, SidTaken, TimedBan,
 };
 
 /// The README's examples, compiled as doctests.

@@ -22,10 +22,13 @@
 
 mod addr_index;
 mod admission;
+mod auto_ban;
+mod bans;
 mod close;
 mod config;
 #[cfg(feature = "metrics")]
 mod export;
+mod hooks;
 mod lookup;
 mod rate;
 mod reason;
@@ -35,10 +38,14 @@ mod snapshot;
 mod sweeper;
 
 pub use admission::Admission;
+pub use auto_ban::{AutoBan, AutoBanCounts};
+pub use bans::{BanSource, TimedBan};
 pub use close::CloseReport;
 pub use config::{RateLimit, ServiceConfig};
 #[cfg(feature = "metrics")]
 pub(crate) use export::describe as describe_metrics;
+#[cfg(feature = "redis")]
+pub(crate) use hooks::{BanChange, Sink as BanSink};
 pub use reason::{RejectReason, Rejected};
 pub use service::{ByteCounts, ServiceMonitor};
 
@@ -70,6 +77,8 @@ use serde::Serialize;
 #[derive(Clone, Default)]
 pub struct Registry {
     services: Arc<RwLock<BTreeMap<Arc<str>, ServiceMonitor>>>,
+    /// Told of every service's ban changes (the shared ban list listens).
+    hooks: Arc<hooks::Hooks>,
 }
 
 /// The error of [`Registry::create`]: the sid names a service already.
@@ -188,7 +197,7 @@ impl Registry {
                 running: s.is_running(),
             });
         }
-        let service = ServiceMonitor::new(Arc::from(sid), config);
+        let service = ServiceMonitor::new(Arc::from(sid), config, self.hooks.clone());
         services.insert(Arc::from(sid), service.clone());
         Ok(service)
     }
@@ -213,7 +222,7 @@ impl Registry {
             s.set_config(config);
             return s.clone();
         }
-        let service = ServiceMonitor::new(Arc::from(sid), config);
+        let service = ServiceMonitor::new(Arc::from(sid), config, self.hooks.clone());
         services.insert(Arc::from(sid), service.clone());
         service
     }
@@ -223,8 +232,14 @@ impl Registry {
         let mut services = self.write();
         services
             .entry(Arc::from(sid))
-            .or_insert_with(|| ServiceMonitor::new(Arc::from(sid), config))
+            .or_insert_with(|| ServiceMonitor::new(Arc::from(sid), config, self.hooks.clone()))
             .clone()
+    }
+
+    /// Installs (or removes) the receiver of every service's ban changes.
+    #[cfg(feature = "redis")]
+    pub(crate) fn set_ban_sink(&self, sink: Option<BanSink>) {
+        self.hooks.set(sink);
     }
 
     /// The service `sid`, if it exists.

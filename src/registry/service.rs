@@ -88,6 +88,10 @@ pub(crate) struct ServiceInner {
     pub(super) rates: RateTable,
     /// Live connections by address pair, on once looked up.
     pub(super) by_addr: super::addr_index::AddrIndex,
+    /// Where this instance's ban changes are told (the registry's).
+    pub(crate) hooks: Arc<super::hooks::Hooks>,
+    /// Each client's strikes towards its auto-ban (`auto_ban.rs`).
+    pub(super) strikes: super::auto_ban::Strikes,
     /// The key of this service's duration histogram.
     #[cfg(feature = "metrics")]
     duration_key: metrics::Key,
@@ -125,10 +129,16 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 // === impl ServiceMonitor ===
 
 impl ServiceMonitor {
-    pub(crate) fn new(sid: Arc<str>, config: ServiceConfig) -> Self {
+    pub(crate) fn new(
+        sid: Arc<str>,
+        config: ServiceConfig,
+        hooks: Arc<super::hooks::Hooks>,
+    ) -> Self {
         let config = Arc::new(config);
         ServiceMonitor {
             inner: Arc::new(ServiceInner {
+                hooks,
+                strikes: Default::default(),
                 #[cfg(feature = "metrics")]
                 duration_key: super::export::duration_key(&sid),
                 sid,
@@ -233,6 +243,7 @@ impl ServiceMonitor {
             Ok(admission) => Ok(admission.attach(io, local)),
             Err(rejected) => {
                 self.count_rejected(rejected.reason());
+                self.inner.strike_refusal(peer, rejected.reason());
                 Err(rejected)
             }
         }
@@ -394,6 +405,9 @@ impl ServiceInner {
         let refuse = |reason| Err(Rejected::new(reason, peer));
         if self.state.load(Relaxed) != RUNNING {
             return refuse(RejectReason::Stopped);
+        }
+        if self.strike_connection(peer) {
+            return refuse(RejectReason::AutoBanned);
         }
         let config = self.config.load();
         let ip = client_key(peer.ip(), config.ipv6_prefix);

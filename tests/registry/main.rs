@@ -11,3 +11,4 @@ mod metrics;
 mod registry;
 mod snapshot;
 mod sweeper;
+mod timed_bans;

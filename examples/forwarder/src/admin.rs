@@ -6,7 +6,7 @@
 //! | GET | `/stats/{sid}` | one service's snapshot, with its `backend_errors` |
 //! | GET | `/stats/{sid}/connections` | `{"sid", "connections": [...]}` |
 //! | GET | `/metrics` | Prometheus text |
-//! | POST, DELETE | `/services/{sid}/blacklist/{ip-or-cidr}` | `{"sid", "blacklist": [...]}`; `?kick=1` on POST also closes the live connections from it |
+//! | POST, DELETE | `/services/{sid}/blacklist/{ip-or-cidr}` | `{"sid", "blacklist": [...], "timed_bans": [...], "kicked"}`; `?kick=1` on POST also closes the live connections from it; `?for=10m` on POST bans for that long |
 //! | POST | `/services/{sid}/connections/{id}/kick` | `{"sid", "id", "kicked": true}` |
 //! | GET | `/`, `/events`, `/connections`, `/healthz`, `/readyz`; POST, DELETE `/session` | the live dashboard of [`monconn::admin`], served by its router |
 //!
@@ -276,6 +276,16 @@ impl Admin {
             q.split('&')
                 .any(|kv| kv == "kick" || kv == "kick=1" || kv == "kick=true")
         });
+        // `?for=10m`: a ban with a lifetime.
+        let ban_time = req
+            .uri()
+            .query()
+            .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("for=")))
+            .map(|t| {
+                let t = percent_decode_str(t).decode_utf8_lossy();
+                monconn::admin::parse_ban_time(&t)
+            })
+            .transpose();
         let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
         let method = req.method();
         match (method, segs.as_slice()) {
@@ -311,7 +321,12 @@ impl Admin {
                     Err(e) => return error(StatusCode::BAD_REQUEST, e),
                 };
                 let add = method == Method::POST;
-                self.with_service(sid, |s| blacklist(s, net, add, kick))
+                let time = match ban_time {
+                    Ok(time) if add || time.is_none() => time,
+                    Ok(_) => return error(StatusCode::BAD_REQUEST, "`for` applies to a POST only"),
+                    Err(e) => return error(StatusCode::BAD_REQUEST, e),
+                };
+                self.with_service(sid, |s| blacklist(s, net, add, kick, time))
             }
             (&Method::POST, ["services", sid, "connections", id, "kick"]) => {
                 let Ok(id) = id.parse::<u64>() else {
@@ -367,10 +382,19 @@ fn authorized(req: &Request<Incoming>, token: &str) -> bool {
 /// Adds `net` to, or removes it from, the service's blacklist: the rule set
 /// its accept stack checks for every new connection. With `kick`, an added
 /// network's live connections are closed too.
-fn blacklist(service: &ServiceMonitor, net: IpNet, add: bool, kick: bool) -> Reply {
+fn blacklist(
+    service: &ServiceMonitor,
+    net: IpNet,
+    add: bool,
+    kick: bool,
+    time: Option<Duration>,
+) -> Reply {
     let mut kicked = 0;
     if add {
-        service.ban(net);
+        match time {
+            Some(time) => service.ban_for(net, time),
+            None => service.ban(net),
+        };
         if kick {
             kicked = service.kick_net(net);
         }
@@ -380,7 +404,8 @@ fn blacklist(service: &ServiceMonitor, net: IpNet, add: bool, kick: bool) -> Rep
             format!("{net} is not on the blacklist of `{}`", service.sid()),
         );
     }
-    tracing::info!(sid = %service.sid(), %net, add, kicked, "blacklist changed");
+    let for_secs = time.map(|t| t.as_secs());
+    tracing::info!(sid = %service.sid(), %net, add, kicked, for_secs, "blacklist changed");
     let list: Vec<String> = service
         .config()
         .blacklist
@@ -389,7 +414,12 @@ fn blacklist(service: &ServiceMonitor, net: IpNet, add: bool, kick: bool) -> Rep
         .collect();
     json_reply(
         StatusCode::OK,
-        &json!({ "sid": service.sid(), "blacklist": list, "kicked": kicked }),
+        &json!({
+            "sid": service.sid(),
+            "blacklist": list,
+            "timed_bans": service.timed_bans(),
+            "kicked": kicked,
+        }),
     )
 }
 
