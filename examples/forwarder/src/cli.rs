@@ -197,6 +197,10 @@ seconds, fractions allowed; 0 means no limit for limits, timeouts and max_idle):
                             # false: close both as soon as either side ends
     ip_blacklist: [1.1.1.1, 10.0.0.0/8]
     ip_allowlist: []        # when not empty, only these may connect
+    auto_ban_refused: 0     # ban a client refused this many times by the limits
+    auto_ban_connections: 0 # ... or connecting this many times (pick one)
+    auto_ban_within: 10     # ... within this window
+    auto_ban_for: 600       # for this long (its connections are closed)
 
 A file with no service (empty, comments only), over 16 MiB, or with [ and {
 nested deeper than 32 levels is refused: at start, by --check-config, and on

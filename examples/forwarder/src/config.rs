@@ -90,6 +90,10 @@ struct FileService {
     proxy_optional: Option<bool>,
     proxy_timeout: Option<Secs>,
     send_proxy: Option<ProxyVersion>,
+    auto_ban_refused: Option<u32>,
+    auto_ban_connections: Option<u32>,
+    auto_ban_within: Option<Secs>,
+    auto_ban_for: Option<Secs>,
 }
 
 /// Reads and checks the config file: its services, sorted by name.
@@ -151,6 +155,13 @@ impl FileService {
     fn into_spec(self, sid: String) -> Result<ServiceSpec, String> {
         let bad = |e: String| format!("service `{sid}`: {e}");
         let proxy_in = self.proxy_in().map_err(bad)?;
+        let auto_ban = crate::auto_ban::rule(crate::auto_ban::Keys {
+            refused: self.auto_ban_refused,
+            connections: self.auto_ban_connections,
+            within: self.auto_ban_within.map(|s| s.0),
+            ban_for: self.auto_ban_for.map(|s| s.0),
+        })
+        .map_err(bad)?;
         let listen = match self.listen_ip.and_then(|ip| ip.0) {
             None => ListenAddr::Any(self.listen_port.0),
             Some(ip) => ListenAddr::Addr((ip, self.listen_port.0).into()),
@@ -187,7 +198,8 @@ impl FileService {
             .print_bytes(self.print_bytes.unwrap_or(d.print_bytes))
             .pause_at_limit(self.pause_at_limit.unwrap_or(d.pause_at_limit))
             .blacklist(self.ip_blacklist.into_iter().map(|n| n.0))
-            .allowlist(self.ip_allowlist.into_iter().map(|n| n.0));
+            .allowlist(self.ip_allowlist.into_iter().map(|n| n.0))
+            .auto_ban(auto_ban);
         Ok(ServiceSpec {
             send_proxy: self.send_proxy.and_then(|v| v.0),
             proxy_in,

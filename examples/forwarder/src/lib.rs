@@ -27,6 +27,7 @@
 pub mod addr;
 pub mod admin;
 pub mod app;
+pub mod auto_ban;
 pub mod backend_errors;
 pub mod balance;
 pub mod cli;

@@ -7,6 +7,7 @@
 mod support;
 
 mod admin;
+mod auto_ban;
 mod backends;
 mod balance;
 mod cli;
