@@ -39,6 +39,8 @@ mod sweeper;
 
 pub use admission::Admission;
 pub use auto_ban::{AutoBan, AutoBanCounts};
+#[cfg(feature = "redis")]
+pub(crate) use bans::{unix_ms, NEVER};
 pub use bans::{BanSource, TimedBan};
 pub use close::CloseReport;
 pub use config::{RateLimit, ServiceConfig};
