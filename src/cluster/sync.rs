@@ -44,6 +44,11 @@ pub(super) struct Sync {
     id: u64,
     conn: Option<ConnectionManager>,
     pending: HashMap<(Arc<str>, IpNet), BanChange>,
+    /// The Redis process (`run_id`) of the last resync: while it is the
+    /// same, a learnt ban missing from the shared set was lifted; after a
+    /// restart, it may have been lost with the data, so it stays (until it
+    /// expires or the next resync with the same process).
+    run_id: Option<String>,
 }
 
 impl Sync {
@@ -58,6 +63,7 @@ impl Sync {
             id,
             conn: None,
             pending: HashMap::new(),
+            run_id: None,
         }
     }
 
@@ -120,6 +126,9 @@ impl Sync {
             },
             _ = &mut *stop => return (End::Stopped, false),
         };
+        // This instance's own bans go (again) to the shared sets: a Redis
+        // that restarted empty gets them back.
+        self.reassert();
         if let Err(e) = self.resync().await {
             return (End::Lost(e), false);
         }
@@ -206,6 +215,40 @@ impl Sync {
             .store(self.pending.len() as u64, Relaxed);
     }
 
+    /// Keeps every live ban this instance made (its API, its rules) as a
+    /// change to write.
+    fn reassert(&mut self) {
+        let now = unix_ms();
+        for service in self.registry.list() {
+            let sid: Arc<str> = Arc::from(service.sid());
+            for ban in service.timed_bans() {
+                if matches!(ban.source, BanSource::Local | BanSource::Rule) {
+                    let until = ban.remaining_ms.map(|ms| now + ms);
+                    self.keep((
+                        sid.clone(),
+                        BanChange::Ban {
+                            net: ban.net,
+                            until,
+                        },
+                    ));
+                }
+            }
+        }
+    }
+
+    /// The Redis process's `run_id`.
+    async fn run_id(&mut self) -> Result<String, String> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("INFO").arg("server");
+        let info: Vec<String> = self.exec(&pipe).await?;
+        let info = info.concat();
+        let id = info
+            .lines()
+            .find_map(|l| l.strip_prefix("run_id:"))
+            .unwrap_or_default();
+        Ok(id.trim().to_owned())
+    }
+
     /// Writes the pending changes: each to its service's set and the channel.
     async fn flush(&mut self) -> Result<(), String> {
         let changes: Vec<_> = self.pending.iter().map(|(k, c)| (k.clone(), *c)).collect();
@@ -258,6 +301,8 @@ impl Sync {
     /// makes each service's learnt bans those of its set.
     async fn resync(&mut self) -> Result<(), String> {
         self.flush().await?;
+        let run_id = self.run_id().await?;
+        let same_process = self.run_id.as_deref() == Some(run_id.as_str());
         let now = unix_ms();
         let services = self.registry.list();
         if !services.is_empty() {
@@ -286,11 +331,12 @@ impl Sync {
                     // This instance's own permanent bans come back: they are in its list already.
                     .filter(|(net, until)| *until != NEVER || !own.blacklist.contains(net))
                     .collect();
-                learnt += service.sync_shared(&shared);
+                learnt += service.sync_shared(&shared, same_process);
             }
             self.counters.bans_in.fetch_add(learnt as u64, Relaxed);
         }
         self.counters.last_sync_ms.store(now, Relaxed);
+        self.run_id = Some(run_id);
         Ok(())
     }
 

@@ -287,14 +287,16 @@ impl super::ServiceMonitor {
     }
 
     /// Makes the bans learnt from other instances those of `shared` (net,
-    /// expiry): adds or lengthens them, and lifts those learnt before that
-    /// `shared` lacks. Returns how many it added or lengthened.
+    /// expiry): adds or lengthens them and, with `lift`, lifts those learnt
+    /// before that `shared` lacks. Returns how many it added or lengthened.
     #[cfg(feature = "redis")]
-    pub(crate) fn sync_shared(&self, shared: &HashMap<IpNet, u64>) -> usize {
+    pub(crate) fn sync_shared(&self, shared: &HashMap<IpNet, u64>, lift: bool) -> usize {
         let mut learnt = 0;
         self.inner.rules.edit_timed(|bans| {
             let before = bans.len();
-            bans.retain(|net, e| e.source != BanSource::Cluster || shared.contains_key(net));
+            if lift {
+                bans.retain(|net, e| e.source != BanSource::Cluster || shared.contains_key(net));
+            }
             let mut changed = bans.len() != before;
             for (net, until) in shared {
                 let net = crate::ip::canonical_net(*net);

@@ -56,6 +56,8 @@ pub struct Admin {
     pub registry: Registry,
     pub metrics: PrometheusHandle,
     pub token: Option<Arc<str>>,
+    /// The shared ban list, when on: its figures go in `/stats`.
+    pub cluster: Option<monconn::cluster::Cluster>,
 }
 
 /// Checks the admin address: anything but loopback needs a token.
@@ -289,9 +291,10 @@ impl Admin {
         let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
         let method = req.method();
         match (method, segs.as_slice()) {
-            (&Method::GET, ["stats"] | ["stats", ""]) => {
-                json_reply(StatusCode::OK, &crate::stats::all(&self.registry))
-            }
+            (&Method::GET, ["stats"] | ["stats", ""]) => json_reply(
+                StatusCode::OK,
+                &crate::stats::all(&self.registry, self.cluster.as_ref()),
+            ),
             (&Method::GET, ["stats", sid]) => self.with_service(sid, |s| {
                 json_reply(StatusCode::OK, &WithBackendErrors::of(s, false))
             }),

@@ -31,6 +31,7 @@ pub mod auto_ban;
 pub mod backend_errors;
 pub mod balance;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod logging;
 pub mod precheck;

@@ -11,6 +11,7 @@ mod auto_ban;
 mod backends;
 mod balance;
 mod cli;
+mod cluster;
 mod dashboard;
 mod e2e;
 mod limits;
