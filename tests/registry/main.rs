@@ -5,6 +5,8 @@
 
 use monconn_test_support as support;
 
+#[cfg(feature = "redis")]
+mod cluster;
 mod graceful;
 #[cfg(feature = "metrics")]
 mod metrics;
