@@ -22,7 +22,7 @@ impl RedisServer {
         RedisServer::start_on(port)
     }
 
-    /// Starts one on `port` (again, after a [`RedisServer::kill`]).
+    /// Starts one on `port` (again, once the previous one was dropped).
     pub fn start_on(port: u16) -> RedisServer {
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
