@@ -4,7 +4,10 @@
 //!
 //! After criterion's runs, the same copies run again interleaved (raw,
 //! monitored, raw, ...) so that load drifting on a shared machine slows both
-//! alike, and the median throughput ratio is printed.
+//! alike, and the median throughput ratio is printed; then monitored copies
+//! with no tap against monitored copies with taps on in their registry for
+//! other connections (`tap_elsewhere`: the one relaxed load per read and
+//! write that a tap costs a connection it does not match).
 //!
 //! `cargo bench --bench io`; the figures are recorded in BENCHMARKS.md.
 
@@ -12,6 +15,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
+use monconn::tap::{Tap, TapFilter};
 use monconn::{Registry, ServiceConfig, ServiceMonitor};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -67,12 +71,15 @@ async fn tcp_pair() -> (TcpStream, TcpStream) {
     (client, server)
 }
 
-fn service() -> ServiceMonitor {
-    let config = ServiceConfig::default()
+fn quiet() -> ServiceConfig {
+    ServiceConfig::default()
         .read_timeout(None)
         .write_timeout(None)
-        .max_idle(None);
-    Registry::new().create("bench", config).unwrap()
+        .max_idle(None)
+}
+
+fn service() -> ServiceMonitor {
+    Registry::new().create("bench", quiet()).unwrap()
 }
 
 fn bulk_copy(c: &mut Criterion) {
@@ -112,6 +119,16 @@ fn bulk_copy(c: &mut Criterion) {
             elapsed
         })
     });
+    group.bench_function(BenchmarkId::new("tcp", "tap_elsewhere"), |b| {
+        b.to_async(&rt).iter_custom(|iters| async move {
+            let (w, r) = tcp_pair().await;
+            let (s, _taps) = tapped_elsewhere();
+            let (wp, rp) = (w.peer_addr().unwrap(), r.peer_addr().unwrap());
+            let w = s.wrap(w, wp, rp).unwrap();
+            let r = s.wrap(r, rp, wp).unwrap();
+            timed(w, r, iters).await
+        })
+    });
     group.bench_function(BenchmarkId::new("duplex", "raw"), |b| {
         b.to_async(&rt).iter_custom(|iters| async move {
             let (w, r) = tokio::io::duplex(4 * BUF);
@@ -138,14 +155,22 @@ fn bulk_copy(c: &mut Criterion) {
     group.finish();
 }
 
-/// Alternates raw and monitored copies, each over a fresh pair, so that a
-/// machine whose load drifts slows both alike and no pair's quirks (socket
-/// buffer sizes) favour one side; prints each side's median throughput and
-/// the median of the paired ratios (monitored / raw).
-fn interleaved(rt: &tokio::runtime::Runtime, kind: &str, rounds: usize) {
-    let (raw_ms, mon_ms) = rt.block_on(async {
-        let s = service();
-        let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
+/// Wraps one end of a pair for one side of an interleaved comparison.
+type Wrap<'a> = &'a dyn Fn(Box<dyn Stream>) -> Box<dyn Stream>;
+
+/// Alternates copies of side `a` and side `b` (each over a fresh pair, its
+/// ends wrapped by that side's `Wrap`), so that a machine whose load drifts
+/// slows both alike and no pair's quirks (socket buffer sizes) favour one
+/// side; prints each side's median throughput and the median of the paired
+/// ratios (b / a).
+fn interleaved(
+    rt: &tokio::runtime::Runtime,
+    kind: &str,
+    rounds: usize,
+    (a_name, wrap_a): (&str, Wrap<'_>),
+    (b_name, wrap_b): (&str, Wrap<'_>),
+) {
+    let (a_ms, b_ms) = rt.block_on(async {
         let pair = || async {
             if kind == "tcp" {
                 let (w, r) = tcp_pair().await;
@@ -161,41 +186,52 @@ fn interleaved(rt: &tokio::runtime::Runtime, kind: &str, rounds: usize) {
                 )
             }
         };
-        let (mut raw_ms, mut mon_ms) = (Vec::new(), Vec::new());
+        let (mut a_ms, mut b_ms) = (Vec::new(), Vec::new());
         for round in 0..rounds + 2 {
-            let (mut raw_w, mut raw_r) = pair().await;
-            let (mw, mr) = pair().await;
-            let (mut mon_w, mut mon_r) = (
-                s.wrap(mw, addr, addr).unwrap(),
-                s.wrap(mr, addr, addr).unwrap(),
-            );
-            let (raw, mon) = if round % 2 == 0 {
-                let raw = timed_once(&mut raw_w, &mut raw_r).await;
-                (raw, timed_once(&mut mon_w, &mut mon_r).await)
+            let (aw, ar) = pair().await;
+            let (mut a_w, mut a_r) = (wrap_a(aw), wrap_a(ar));
+            let (bw, br) = pair().await;
+            let (mut b_w, mut b_r) = (wrap_b(bw), wrap_b(br));
+            let (a, b) = if round % 2 == 0 {
+                let a = timed_once(&mut a_w, &mut a_r).await;
+                (a, timed_once(&mut b_w, &mut b_r).await)
             } else {
-                let mon = timed_once(&mut mon_w, &mut mon_r).await;
-                (timed_once(&mut raw_w, &mut raw_r).await, mon)
+                let b = timed_once(&mut b_w, &mut b_r).await;
+                (timed_once(&mut a_w, &mut a_r).await, b)
             };
             if round >= 2 {
                 // The first two rounds warm up.
-                raw_ms.push(raw);
-                mon_ms.push(mon);
+                a_ms.push(a);
+                b_ms.push(b);
             }
         }
-        (raw_ms, mon_ms)
+        (a_ms, b_ms)
     });
-    let ratios: Vec<f64> = raw_ms.iter().zip(&mon_ms).map(|(r, m)| r / m).collect();
+    let ratios: Vec<f64> = a_ms.iter().zip(&b_ms).map(|(a, b)| a / b).collect();
     let gib = |ms: f64| TOTAL as f64 / (1u64 << 30) as f64 / (ms / 1000.0);
-    let (raw, mon) = (median(raw_ms), median(mon_ms));
+    let (a, b) = (median(a_ms), median(b_ms));
     println!(
-        "interleaved {kind}, {rounds} rounds of 64 MiB: raw median {raw:.2} ms ({:.2} GiB/s), \
-         monitored median {mon:.2} ms ({:.2} GiB/s), throughput ratio monitored/raw: \
+        "interleaved {kind}, {rounds} rounds of 64 MiB: {a_name} median {a:.2} ms ({:.2} GiB/s), \
+         {b_name} median {b:.2} ms ({:.2} GiB/s), throughput ratio {b_name}/{a_name}: \
          median of paired ratios {:.3}, ratio of medians {:.3}",
-        gib(raw),
-        gib(mon),
+        gib(a),
+        gib(b),
         median(ratios),
-        raw / mon,
+        a / b,
     );
+}
+
+/// A service whose registry has taps on, all on other connections: another
+/// service, another network, another connection id. Keep the taps.
+fn tapped_elsewhere() -> (ServiceMonitor, Vec<Tap>) {
+    let registry = Registry::new();
+    let s = registry.create("bench", quiet()).unwrap();
+    let taps = vec![
+        registry.tap(TapFilter::new().with_sid("another")),
+        registry.tap(TapFilter::new().with_ip("10.9.9.9/32".parse().unwrap())),
+        registry.tap(TapFilter::new().with_sid("bench").with_conn(u64::MAX)),
+    ];
+    (s, taps)
 }
 
 trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -234,7 +270,16 @@ fn main() {
             .enable_all()
             .build()
             .unwrap();
-        interleaved(&rt, "tcp", 60);
-        interleaved(&rt, "duplex", 300);
+        let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let plain = service();
+        let (tapped, _taps) = tapped_elsewhere();
+        let raw: Wrap<'_> = &|io| io;
+        let monitored: Wrap<'_> = &|io| Box::new(plain.wrap(io, addr, addr).unwrap());
+        let tap_elsewhere: Wrap<'_> = &|io| Box::new(tapped.wrap(io, addr, addr).unwrap());
+        interleaved(&rt, "tcp", 60, ("raw", raw), ("monitored", monitored));
+        interleaved(&rt, "duplex", 300, ("raw", raw), ("monitored", monitored));
+        let (no_tap, tap) = (("no_tap", monitored), ("tap_elsewhere", tap_elsewhere));
+        interleaved(&rt, "tcp", 60, no_tap, tap);
+        interleaved(&rt, "duplex", 300, no_tap, tap);
     }
 }

@@ -70,6 +70,8 @@
 //!   connection, [`ServiceSnapshot`] / [`RegistrySnapshot`] /
 //!   [`ConnSnapshot`] (serde), [`CloseReport`] of a graceful close.
 //! - Serving: [`integrations`] (axum, tonic, hyper, `graceful`, `stats`).
+//! - Watching: [`tap`] ([`Registry::tap`] streams matching connections'
+//!   opens, bytes and closes; it also carries the `print_bytes` dump).
 //!
 //! # How it fits together
 //! A connection flows one way, and so do the imports: the
@@ -84,7 +86,9 @@
 //! coarse clock). io knows nothing of the registry: it hands a dropped
 //! connection back through a one-method private trait (`Release`) that the
 //! service implements and that the record holds, so the wrapper stays a
-//! pointer to its record. The registry publishes to the `metrics` facade
+//! pointer to its record. The [`tap`] sits between them: the record calls
+//! it through another private trait (`Watcher`) only when watched, and the
+//! registry starts taps. The registry publishes to the `metrics` facade
 //! through a private seam of its own (`registry/export.rs`); the `metrics`
 //! and `forward` modules (features of those names) and [`integrations`]
 //! read the registry and io; nothing calls back up. `.ci/module-deps`
@@ -145,6 +149,7 @@ mod listener;
 pub mod metrics;
 mod proxied;
 mod registry;
+pub mod tap;
 
 pub use accepted::Accepted;
 pub use io::{CloseCause, ConnRecord, MonitoredIo};
@@ -154,8 +159,8 @@ pub use ipnet;
 pub use listener::{AcceptStack, DefaultStack, Listener, ListenerBuilder};
 pub use registry::{
     Admission, AutoBan, AutoBanCounts, BanSource, ByteCounts, CloseReport, ConnSnapshot,
-    IpConnections, RateLimit, Registry, RegistrySnapshot, RejectReason, Rejected, ServiceConfig,
-    ServiceMonitor, ServiceSnapshot, SidTaken, TimedBan,
+    IpConnections, RateLimit, Registry, RegistrySnapshot, RejectReason, Rejected, Rejection,
+    ServiceConfig, ServiceMonitor, ServiceSnapshot, SidTaken, TimedBan, RECENT_REJECTIONS,
 };
 
 /// The README's examples, compiled as doctests.

@@ -148,6 +148,48 @@ impl ProxyHeader {
     pub fn tlv_bytes(&self) -> &[u8] {
         &self.tlvs
     }
+
+    /// This header with the TLVs of `received` (the header a connection
+    /// came in with), for a proxy that passes them on to its backend: all
+    /// of them, in order, but a CRC32C (type 0x03), which checks the header
+    /// it came in and not this one, and any that would take this header
+    /// past the 64 KiB of a v2 header. The v1 format has no TLVs.
+    ///
+    /// ```
+    /// # #[cfg(feature = "proxy-protocol")] {
+    /// use monconn::layers::proxy::ProxyHeader;
+    ///
+    /// let mut bytes = b"\r\n\r\n\0\r\nQUIT\n\x21\x11\x00\x24".to_vec();
+    /// bytes.extend([192, 0, 2, 7, 10, 0, 0, 1, 0xc7, 0x38, 0x01, 0xbb]);
+    /// bytes.extend(b"\xea\x00\x0e\x01vpce-0123abcd\x03\x00\x04\x01\x02\x03\x04");
+    /// let (received, _) = ProxyHeader::parse(&bytes).unwrap();
+    /// let client = received.source().unwrap();
+    /// let sent = ProxyHeader::proxied(client, "10.0.0.2:8080".parse().unwrap())
+    ///     .with_tlvs_of(&received);
+    /// assert_eq!(sent.aws_vpce_id(), Some("vpce-0123abcd"));
+    /// assert_eq!(sent.tlv(0x03), None);
+    /// let (back, _) = ProxyHeader::parse(&sent.to_v2()).unwrap();
+    /// assert_eq!(back, sent);
+    /// # }
+    /// ```
+    pub fn with_tlvs_of(mut self, received: &ProxyHeader) -> Self {
+        /// A v2 header's length field counts at most this much, of which
+        /// the largest address block (two IPv6 addresses and ports) takes 36.
+        const ROOM: usize = u16::MAX as usize - 36;
+        const CRC32C: u8 = 0x03;
+        let mut tlvs = Vec::with_capacity(received.tlvs.len());
+        for (kind, value) in received.tlvs().filter(|(kind, _)| *kind != CRC32C) {
+            if tlvs.len() + 3 + value.len() > ROOM {
+                break;
+            }
+            tlvs.push(kind);
+            // At most 65,535 bytes: it came in a TLV.
+            tlvs.extend_from_slice(&(value.len() as u16).to_be_bytes());
+            tlvs.extend_from_slice(value);
+        }
+        self.tlvs = tlvs.into_boxed_slice();
+        self
+    }
 }
 
 impl fmt::Debug for ProxyHeader {

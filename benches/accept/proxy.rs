@@ -7,7 +7,9 @@
 //! task of its own, which drops it. With the layer on, the header is read
 //! before the connection is admitted; off, the task drops it at once
 //! (`proxy_off`) or, as a server that serves it would, reads the 28 bytes
-//! first (`proxy_off_read`, the like-for-like base).
+//! first (`proxy_off_read`, the like-for-like base). Besides the rates, it
+//! prints the process's CPU time per connection (clients included): the
+//! cost, apart from the share of the cores the bench got.
 
 use std::hint::black_box;
 use std::net::SocketAddr;
@@ -123,12 +125,16 @@ pub(crate) fn interleaved_proxy(rounds: usize) {
         servers
     });
     let mut rates: Vec<Vec<f64>> = vec![Vec::new(); servers.len()];
+    let mut cpu: Vec<Vec<f64>> = vec![Vec::new(); servers.len()];
     for round in 0..rounds {
         for k in 0..servers.len() {
             let i = (k + round) % servers.len();
             let (_, addr, done) = &servers[i];
+            let cpu_start = process_cpu();
             let took = rt.block_on(connect_writing(*addr, done, CONNS, header));
+            let cpu_took = process_cpu() - cpu_start;
             rates[i].push(CONNS as f64 / took.as_secs_f64());
+            cpu[i].push(cpu_took.as_secs_f64() * 1e6 / CONNS as f64);
         }
     }
     let median = |mut v: Vec<f64>| {
@@ -149,4 +155,31 @@ pub(crate) fn interleaved_proxy(rounds: usize) {
         ratio(2, 1),
         ratio(2, 0)
     );
+    // CPU time (clients and server, one process) per connection: what a
+    // connection costs, whatever share of the cores the bench got.
+    for (i, (name, _, _)) in servers.iter().enumerate() {
+        println!(
+            "{name:<15} {:>9.2} µs CPU per connection",
+            median(cpu[i].clone())
+        );
+    }
+    let cpu_ratio =
+        |a: usize, b: usize| median((0..rounds).map(|r| cpu[b][r] / cpu[a][r]).collect());
+    println!(
+        "medians of per-round CPU ratios: off_read / on {:.3}, off / on {:.3}",
+        cpu_ratio(2, 1),
+        cpu_ratio(2, 0)
+    );
+}
+
+/// The CPU time this process has used (all threads, user and system).
+fn process_cpu() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_PROCESS_CPUTIME_ID)");
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }

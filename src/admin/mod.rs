@@ -7,6 +7,7 @@
 //! |---|---|---|
 //! | GET | `/` | the live dashboard (one HTML page, no external resource) |
 //! | GET | `/events` | the dashboard's server-sent events (`?filter=&sort=&limit=`, as `/connections`) |
+//! | GET | `/tap` | a [tap](crate::tap) as server-sent events: `?sid=&ip=IP-or-CIDR&conn=ID` (each optional; none: every connection); events `tap` (its filter and limits), `open`, `read` and `write` (`offset`, `len`, `hex` of the first bytes), `close` (`cause`, `bytes_read`, `bytes_written`, `duration_ms`), `lost` (events dropped so far); limits: [`Admin::tap_limits`] |
 //! | GET | `/healthz` | `{"alive": true}`: the process answers |
 //! | GET | `/readyz` | `{"ready": true}` when every service accepts; 503 and `"stopping": [sid, ...]` otherwise |
 //! | GET | `/stats` | `{"services": [ServiceSnapshot, ...]}` |
@@ -77,8 +78,14 @@ mod auth;
 mod events;
 mod routes;
 mod sampler;
+mod serve;
+mod tap;
 
 pub use auth::bearer_matches;
+pub use serve::{
+    bind, listen, serve, BACKLOG, CONNECTION_DEADLINE, GRACE, HEADER_TIMEOUT, MAX_CONNECTIONS,
+    STREAM_DEADLINE,
+};
 
 /// Parses a ban's lifetime as the admin API takes it (`?for=`): a number of
 /// seconds (`90`) or a duration with units (`90s`, `10m`, `1h 30m`, `2d`),
@@ -113,12 +120,11 @@ pub fn parse_ban_time(text: &str) -> Result<std::time::Duration, String> {
 }
 
 use std::fmt;
-use std::io;
 use std::sync::Arc;
 
 use axum::Router;
-use tokio::net::{TcpListener, ToSocketAddrs};
 
+use crate::tap::TapLimits;
 use crate::Registry;
 
 /// Renders the text `GET /metrics` serves (Prometheus exposition format),
@@ -155,6 +161,8 @@ pub struct Admin {
     token: Option<Arc<str>>,
     metrics: Option<MetricsRenderer>,
     max_rows: usize,
+    extra: Option<Router>,
+    tap_limits: TapLimits,
 }
 
 // === impl Admin ===
@@ -168,6 +176,8 @@ impl Admin {
             token: None,
             metrics: None,
             max_rows: MAX_ROWS,
+            extra: None,
+            tap_limits: TapLimits::default(),
         }
     }
 
@@ -191,6 +201,47 @@ impl Admin {
         self.max_rows = rows.max(1);
         self
     }
+
+    /// What each `GET /tap` subscriber gets at most: bytes per read or
+    /// write, events per second, events queued. Default:
+    /// [`TapLimits::default`] (64 bytes, 200 events/s, 256 queued).
+    ///
+    /// ```
+    /// use monconn::{admin::Admin, tap::TapLimits};
+    ///
+    /// let admin = Admin::new(monconn::Registry::new())
+    ///     .tap_limits(TapLimits::default().with_bytes_per_event(256));
+    /// # let _ = admin;
+    /// ```
+    pub fn tap_limits(mut self, limits: TapLimits) -> Self {
+        self.tap_limits = limits;
+        self
+    }
+}
+
+impl Admin {
+    /// Serves `routes` (your own, with their state given) next to the
+    /// admin's, under the same token and request-header rules; a path
+    /// that both serve is answered by yours. How an app adds figures of its
+    /// own (the forwarder's `/stats` adds its draining services and backend
+    /// errors) without a second server or a second auth.
+    ///
+    /// # Examples
+    /// ```
+    /// use axum::{routing::get, Router};
+    /// use monconn::admin::{self, Admin};
+    ///
+    /// let extra = Router::new().route("/version", get(|| async { "1.2.3" }));
+    /// let app = admin::router(Admin::new(monconn::Registry::new()).extend(extra));
+    /// # let _ = app;
+    /// ```
+    pub fn extend(mut self, routes: Router) -> Self {
+        self.extra = Some(match self.extra.take() {
+            Some(before) => routes.fallback_service(before),
+            None => routes,
+        });
+        self
+    }
 }
 
 impl From<Registry> for Admin {
@@ -206,6 +257,8 @@ impl fmt::Debug for Admin {
             .field("token", &self.token.as_ref().map(|_| "<set>"))
             .field("metrics", &self.metrics.is_some())
             .field("max_rows", &self.max_rows)
+            .field("extended", &self.extra.is_some())
+            .field("tap_limits", &self.tap_limits)
             .finish()
     }
 }
@@ -219,32 +272,4 @@ impl fmt::Debug for Admin {
 /// being dropped.
 pub fn router(admin: impl Into<Admin>) -> Router {
     routes::build(admin.into())
-}
-
-/// Serves [`router`] on `listener` until an accept fails for good. Plain
-/// tokio accepts: the admin's own connections are not monitored.
-///
-/// # Errors
-/// The listener's accept error that ended the server.
-pub async fn serve(listener: TcpListener, admin: impl Into<Admin>) -> io::Result<()> {
-    axum::serve(listener, router(admin)).await
-}
-
-/// Binds `addr` and serves [`router`] on it: a one-call side server for
-/// servers that are not axum apps.
-///
-/// # Errors
-/// The bind error (address in use, say), with the address in its message,
-/// or the accept error that ended the server.
-pub async fn bind(
-    addr: impl ToSocketAddrs + fmt::Display,
-    admin: impl Into<Admin>,
-) -> io::Result<()> {
-    let listener = TcpListener::bind(&addr).await.map_err(|e| {
-        io::Error::new(
-            e.kind(),
-            format!("cannot serve the admin API on {addr}: {e}"),
-        )
-    })?;
-    serve(listener, admin).await
 }

@@ -10,11 +10,13 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use ipnet::IpNet;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::json;
 
 use super::sampler::Sampler;
-use super::{auth, events, Admin, MetricsRenderer};
+use super::{auth, events, tap, Admin, MetricsRenderer};
+use crate::integrations::stats;
+use crate::tap::TapLimits;
 use crate::{Registry, ServiceMonitor};
 
 /// The dashboard: one page, no external resource.
@@ -26,9 +28,17 @@ pub(super) struct Shared {
     pub(super) token: Option<Arc<str>>,
     pub(super) metrics: Option<MetricsRenderer>,
     pub(super) max_rows: usize,
+    pub(super) tap_limits: TapLimits,
     /// The session cookie's value: random, one per admin.
     pub(super) session: String,
     pub(super) sampler: Sampler,
+}
+
+/// The stats handlers ([`stats`]) take the registry as their state.
+impl axum::extract::FromRef<Arc<Shared>> for Registry {
+    fn from_ref(shared: &Arc<Shared>) -> Registry {
+        shared.registry.clone()
+    }
 }
 
 pub(super) fn build(admin: Admin) -> Router {
@@ -37,6 +47,7 @@ pub(super) fn build(admin: Admin) -> Router {
         token: admin.token,
         metrics: admin.metrics,
         max_rows: admin.max_rows,
+        tap_limits: admin.tap_limits,
         session: auth::new_session(),
         sampler: Sampler::default(),
     });
@@ -52,9 +63,10 @@ pub(super) fn build(admin: Admin) -> Router {
         .route("/readyz", get(readyz))
         .route("/events", get(events::events))
         .route("/connections", get(events::connections))
-        .route("/stats", get(all))
-        .route("/stats/{sid}", get(one))
-        .route("/stats/{sid}/connections", get(connections))
+        .route("/tap", get(tap::tap))
+        .route("/stats", get(stats::all))
+        .route("/stats/{sid}", get(stats::one))
+        .route("/stats/{sid}/connections", get(stats::connections))
         .route("/services/{sid}/connections/{id}/kick", post(kick))
         .route("/services/{sid}/blacklist", get(blacklist))
         .route("/services/{sid}/blacklist/{*net}", post(ban).delete(unban))
@@ -65,26 +77,30 @@ pub(super) fn build(admin: Admin) -> Router {
     if shared.metrics.is_some() {
         router = router.route("/metrics", get(metrics));
     }
-    router
+    let router = router
         .fallback(|uri: axum::http::Uri| async move {
             error(
                 StatusCode::NOT_FOUND,
                 format!("no such route: {}", uri.path()),
             )
         })
-        .method_not_allowed_fallback(
-            |method: axum::http::Method, uri: axum::http::Uri| async move {
-                error(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    format!("method {method} is not allowed on {}", uri.path()),
-                )
-            },
-        )
-        .layer(axum::middleware::from_fn_with_state(
-            shared.clone(),
-            auth::guard,
-        ))
-        .with_state(shared)
+        .method_not_allowed_fallback(not_allowed)
+        .with_state(shared.clone());
+    // The app's own routes first; what they do not serve falls through.
+    let router = match admin.extra {
+        Some(extra) => extra
+            .fallback_service(router)
+            .method_not_allowed_fallback(not_allowed),
+        None => router,
+    };
+    router.layer(axum::middleware::from_fn_with_state(shared, auth::guard))
+}
+
+async fn not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> Response {
+    error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("method {method} is not allowed on {}", uri.path()),
+    )
 }
 
 // === handlers ===
@@ -105,30 +121,6 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
             &json!({ "ready": false, "stopping": stopping }),
         )
     }
-}
-
-async fn all(State(shared): State<Arc<Shared>>) -> Response {
-    json(StatusCode::OK, &shared.registry.snapshot())
-}
-
-async fn one(
-    State(shared): State<Arc<Shared>>,
-    sid: Result<Path<String>, PathRejection>,
-) -> Response {
-    with_service(&shared, sid, |s| json(StatusCode::OK, &s.snapshot()))
-}
-
-async fn connections(
-    State(shared): State<Arc<Shared>>,
-    sid: Result<Path<String>, PathRejection>,
-) -> Response {
-    with_service(&shared, sid, |s| {
-        let conns = s.snapshot_with_conns().conns.unwrap_or_default();
-        json(
-            StatusCode::OK,
-            &json!({ "sid": s.sid(), "connections": conns }),
-        )
-    })
 }
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
@@ -282,21 +274,26 @@ fn with_service(
     sid: Result<Path<String>, PathRejection>,
     f: impl FnOnce(&ServiceMonitor) -> Response,
 ) -> Response {
-    let sid = match sid {
-        Ok(Path(sid)) => sid,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
-    };
-    match shared.registry.get(&sid) {
-        Some(service) => f(&service),
-        None => error(StatusCode::NOT_FOUND, format!("no service `{sid}`")),
-    }
+    stats::with_service(&shared.registry, sid, f)
 }
 
 /// An address (`192.0.2.7`, `::1`) or a network (`10.0.0.0/8`); host bits of
 /// a network are cleared. The error names the text.
 pub(super) fn parse_net(text: &str) -> Result<IpNet, String> {
     let text = text.trim().trim_start_matches('/');
-    let bad = || format!("bad IP or CIDR \"{text}\"");
+    let bad = || {
+        // std refuses `010.0.0.1` (octal to some parsers, decimal to others).
+        let ip = text.split('/').next().unwrap_or_default();
+        if !ip.contains(':')
+            && ip
+                .split('.')
+                .any(|p| p.len() > 1 && p.starts_with('0') && p.bytes().all(|b| b.is_ascii_digit()))
+        {
+            format!("bad IP or CIDR \"{text}\": leading zeros are not allowed (write 10.0.0.1, not 010.0.0.1)")
+        } else {
+            format!("bad IP or CIDR \"{text}\"")
+        }
+    };
     if text.is_empty() {
         return Err("an IP or CIDR is needed (e.g. 10.0.0.0/8)".to_owned());
     }
@@ -310,17 +307,7 @@ pub(super) fn parse_net(text: &str) -> Result<IpNet, String> {
     }
 }
 
-pub(super) fn json(status: StatusCode, value: &impl Serialize) -> Response {
-    match serde_json::to_vec(value) {
-        Ok(body) => (status, [(header::CONTENT_TYPE, "application/json")], body).into_response(),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-    }
-}
-
-pub(super) fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    let body = json!({ "error": message.into() }).to_string();
-    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
-}
+pub(super) use crate::integrations::stats::{error, json};
 
 #[cfg(test)]
 mod tests {
@@ -343,5 +330,12 @@ mod tests {
             "bad IP or CIDR \"10.0.0.0/33\""
         );
         assert!(parse_net("").is_err());
+        assert!(parse_net("127.000.0.1/8")
+            .unwrap_err()
+            .ends_with(": leading zeros are not allowed (write 10.0.0.1, not 010.0.0.1)"));
+        assert_eq!(
+            parse_net("0x7f.0.0.1").unwrap_err(),
+            "bad IP or CIDR \"0x7f.0.0.1\""
+        );
     }
 }

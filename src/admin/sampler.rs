@@ -63,6 +63,8 @@ pub(super) struct ServiceTick {
     rejected_rate: BTreeMap<String, f64>,
     blacklist: Vec<String>,
     blacklist_len: usize,
+    /// The last refusals, newest first.
+    rejections: Vec<crate::Rejection>,
     point: Point,
 }
 
@@ -301,6 +303,7 @@ impl State {
                     .map(ToString::to_string)
                     .collect(),
                 blacklist_len: config.blacklist.len(),
+                rejections: service.recent_rejections(),
                 point,
             });
             seen.insert(snap.sid.clone(), snap);

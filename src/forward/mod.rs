@@ -6,8 +6,9 @@
 //!   63 KiB buffer from the thread's pool, moves the burst, and gives it
 //!   back (a buffer stays lent only while its bytes wait for a slow
 //!   destination);
-//! - with [`Mode::with_splice`], on Linux, for a service without
-//!   `print_bytes`, a direction whose read filled a whole buffer goes on
+//! - with [`Mode::with_splice`], on Linux, for a connection that nobody
+//!   watches when its copy starts (no `print_bytes`, no [`tap`](crate::tap)
+//!   on it), a direction whose read filled a whole buffer goes on
 //!   with `splice(2)` (socket -> pipe -> socket, no copy through user space,
 //!   a pooled pipe lent per burst), until a burst is small again. Off by
 //!   default: over loopback, copies through a 63 KiB buffer move more;
@@ -164,7 +165,7 @@ pub fn copy_bidirectional(
 ) -> impl Future<Output = io::Result<(u64, u64)>> + Send {
     // A plain struct rather than an `async fn`: the future is all the state a
     // pair keeps while idle, so it is kept small.
-    let splice = mode.splice && cfg!(target_os = "linux") && !client.record().print_bytes();
+    let splice = mode.splice && cfg!(target_os = "linux") && !client.record().watched();
     Pair {
         client,
         backend,

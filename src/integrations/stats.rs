@@ -6,7 +6,7 @@
 //! |---|---|
 //! | `GET /` | every service: `{"services": [ServiceSnapshot, ...]}` |
 //! | `GET /{sid}` | one service's [`ServiceSnapshot`](crate::ServiceSnapshot) |
-//! | `GET /{sid}/connections` | its live connections, `[ConnSnapshot, ...]` |
+//! | `GET /{sid}/connections` | its live connections, `{"sid", "connections": [ConnSnapshot, ...]}` (as the admin's) |
 //!
 //! Snapshots are read from the registry's counters when asked: nothing is
 //! added to the connections' read and write path. Errors are JSON too
@@ -42,6 +42,7 @@
 
 use std::io;
 
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -50,7 +51,7 @@ use axum::Router;
 use serde::Serialize;
 use tokio::net::{TcpListener, ToSocketAddrs};
 
-use crate::Registry;
+use crate::{Registry, ServiceMonitor};
 
 /// The stats routes of `registry` (see the [module](self)), to nest
 /// anywhere in an axum app: `app.nest("/stats", router(registry))`.
@@ -59,7 +60,7 @@ pub fn router(registry: Registry) -> Router {
         .route("/", get(all))
         .route("/{sid}", get(one))
         .route("/{sid}/connections", get(connections))
-        .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route".into()) })
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route") })
         .with_state(registry)
 }
 
@@ -88,32 +89,59 @@ pub async fn bind(
     serve(listener, registry).await
 }
 
-async fn all(State(registry): State<Registry>) -> Response {
+/// `GET /`: every service's snapshot.
+pub(crate) async fn all(State(registry): State<Registry>) -> Response {
     json(StatusCode::OK, &registry.snapshot())
 }
 
-async fn one(State(registry): State<Registry>, Path(sid): Path<String>) -> Response {
+/// `GET /{sid}`: one service's snapshot.
+pub(crate) async fn one(
+    State(registry): State<Registry>,
+    sid: Result<Path<String>, PathRejection>,
+) -> Response {
+    with_service(&registry, sid, |s| json(StatusCode::OK, &s.snapshot()))
+}
+
+/// `GET /{sid}/connections`: `{"sid", "connections": [ConnSnapshot, ...]}`.
+pub(crate) async fn connections(
+    State(registry): State<Registry>,
+    sid: Result<Path<String>, PathRejection>,
+) -> Response {
+    with_service(&registry, sid, |s| {
+        let conns = s.snapshot_with_conns().conns.unwrap_or_default();
+        json(
+            StatusCode::OK,
+            &serde_json::json!({ "sid": s.sid(), "connections": conns }),
+        )
+    })
+}
+
+/// Runs `f` on the service the path names, or answers why not.
+pub(crate) fn with_service(
+    registry: &Registry,
+    sid: Result<Path<String>, PathRejection>,
+    f: impl FnOnce(&ServiceMonitor) -> Response,
+) -> Response {
+    let sid = match sid {
+        Ok(Path(sid)) => sid,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
+    };
     match registry.get(&sid) {
-        Some(service) => json(StatusCode::OK, &service.snapshot()),
+        Some(service) => f(&service),
         None => error(StatusCode::NOT_FOUND, format!("no service `{sid}`")),
     }
 }
 
-async fn connections(State(registry): State<Registry>, Path(sid): Path<String>) -> Response {
-    match registry.get(&sid) {
-        Some(service) => json(StatusCode::OK, &service.snapshot_with_conns().conns),
-        None => error(StatusCode::NOT_FOUND, format!("no service `{sid}`")),
-    }
-}
-
-fn json(status: StatusCode, value: &impl Serialize) -> Response {
+/// `value` as a JSON answer.
+pub(crate) fn json(status: StatusCode, value: &impl Serialize) -> Response {
     match serde_json::to_vec(value) {
         Ok(body) => (status, [(header::CONTENT_TYPE, "application/json")], body).into_response(),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
 
-fn error(status: StatusCode, message: String) -> Response {
-    let body = serde_json::json!({ "error": message }).to_string();
+/// A JSON error answer: `{"error": message}`.
+pub(crate) fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    let body = serde_json::json!({ "error": message.into() }).to_string();
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }

@@ -2,7 +2,9 @@
 //! its [`ConnRecord`] and fails once the connection is closed from outside
 //! (with a [`CloseCause`]). A leaf: it imports nothing of the crate but the
 //! clock, the address helpers and the PROXY header it may keep (`proxied`); the registry's service is reached only
-//! through [`Release`](guard::Release), which the service implements.
+//! through [`Release`](guard::Release), which the service implements, and
+//! the tap only through [`Watcher`](watch::Watcher), which its hub
+//! implements.
 //!
 //! # Examples
 //! ```
@@ -26,9 +28,9 @@
 
 mod cause;
 mod guard;
-mod hexdump;
 mod monitored;
 mod record;
+mod watch;
 
 pub use cause::CloseCause;
 pub(crate) use guard::Release;
@@ -36,3 +38,4 @@ pub use monitored::MonitoredIo;
 pub use record::ConnRecord;
 pub(crate) use record::ReadProbe;
 pub(crate) use record::Record;
+pub(crate) use watch::{Direction, Watcher};

@@ -14,8 +14,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use super::guard::ConnGuard;
-use super::hexdump::{self, Direction};
 use super::record::{ConnRecord, Record};
+use super::watch::Direction;
 
 pin_project! {
     /// A transport whose reads and writes are counted into its connection's
@@ -26,6 +26,11 @@ pin_project! {
     /// the time of the last read or write; that is all the hot path does, on
     /// this connection's own atomics. `poll_flush` and `poll_shutdown`
     /// are forwarded.
+    ///
+    /// A connection that is watched (`print_bytes`, or a tap that matches
+    /// it) also hands a copy of the bytes to a bounded queue, never waiting
+    /// on it: a full queue drops the copy and counts the loss. One that is
+    /// not pays one relaxed load of its own record for this.
     ///
     /// When the connection is closed from outside (the sweeper, a kick, a
     /// service stop), a task parked on it is woken and its next read, write,
@@ -185,10 +190,16 @@ impl<T> MonitoredIo<T> {
     }
 }
 
+/// Hands the bytes of a watched connection to its watcher.
 #[cold]
-fn dump(guard: &ConnGuard, dir: Direction, offset: u64, bytes: &[u8]) {
-    let r = guard.record();
-    hexdump::trace(r.sid(), r.id(), r.peer(), dir, offset, bytes);
+#[inline(never)]
+fn watch(record: &ConnRecord, dir: Direction, offset: u64, n: usize, bufs: &[IoSlice<'_>]) {
+    if n == 0 {
+        return;
+    }
+    if let Some(watcher) = record.watcher() {
+        watcher.on_bytes(record, dir, offset, n, bufs);
+    }
 }
 
 impl<T: AsyncRead> AsyncRead for MonitoredIo<T> {
@@ -205,8 +216,14 @@ impl<T: AsyncRead> AsyncRead for MonitoredIo<T> {
             Poll::Ready(Ok(())) => {
                 let bytes = &buf.filled()[before..];
                 let offset = record.on_read(bytes.len());
-                if record.print_bytes() {
-                    dump(this.guard, Direction::Read, offset, bytes);
+                if record.watched() {
+                    watch(
+                        record,
+                        Direction::Read,
+                        offset,
+                        bytes.len(),
+                        &[IoSlice::new(bytes)],
+                    );
                 }
                 Poll::Ready(Ok(()))
             }
@@ -233,8 +250,8 @@ impl<T: AsyncWrite> AsyncWrite for MonitoredIo<T> {
         record.check_open()?;
         let n = ready!(ready_or_park(this.inner.poll_write(cx, buf), record, cx))?;
         let offset = record.on_write(n);
-        if record.print_bytes() {
-            dump(this.guard, Direction::Write, offset, &buf[..n]);
+        if record.watched() {
+            watch(record, Direction::Write, offset, n, &[IoSlice::new(buf)]);
         }
         Poll::Ready(Ok(n))
     }
@@ -253,18 +270,8 @@ impl<T: AsyncWrite> AsyncWrite for MonitoredIo<T> {
             cx
         ))?;
         let offset = record.on_write(n);
-        if record.print_bytes() {
-            let mut left = n;
-            let mut at = offset;
-            for buf in bufs {
-                let take = left.min(buf.len());
-                dump(this.guard, Direction::Write, at, &buf[..take]);
-                left -= take;
-                at += take as u64;
-                if left == 0 {
-                    break;
-                }
-            }
+        if record.watched() {
+            watch(record, Direction::Write, offset, n, bufs);
         }
         Poll::Ready(Ok(n))
     }

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::Context;
 use std::time::Duration;
@@ -12,6 +12,7 @@ use atomic_waker::AtomicWaker;
 
 use super::cause::CloseCause;
 use super::guard::Release;
+use super::watch::{Watcher, PRINT, TAP};
 use crate::clock::{now_ms, since};
 use crate::ip::client_key;
 use crate::proxied::ProxyInfo;
@@ -65,7 +66,12 @@ pub struct ConnRecord {
     read_probe: AtomicU8,
     state: AtomicU8,
     errored: AtomicBool,
-    print_bytes: bool,
+    /// Who watches the connection's bytes: [`PRINT`] and [`TAP`] bits, the
+    /// one load the hot path pays for watching.
+    watch: AtomicU8,
+    /// Told of the bytes and the close of a watched connection: its
+    /// registry's tap hub.
+    watcher: Option<Arc<dyn Watcher>>,
     /// The `ipv6_prefix` its client was counted under (the config may change
     /// before it closes).
     key_prefix: u8,
@@ -87,12 +93,13 @@ pub struct ConnRecord {
 
 impl ConnRecord {
     /// The record of connection `id` of service `sid`, released into `owner`
-    /// when its `MonitoredIo` is dropped.
+    /// when its `MonitoredIo` is dropped; its bytes dumped (`print_bytes`)
+    /// and tapped through `watcher`.
     pub(crate) fn new(
         id: u64,
         sid: Arc<str>,
         (peer, local): (SocketAddr, SocketAddr),
-        print_bytes: bool,
+        (print_bytes, watcher): (bool, Option<Arc<dyn Watcher>>),
         key_prefix: u8,
         owner: Arc<dyn Release>,
         proxy: Option<Box<ProxyInfo>>,
@@ -115,7 +122,8 @@ impl ConnRecord {
             read_probe: AtomicU8::new(PROBE_NONE),
             state: AtomicU8::new(OPEN),
             errored: AtomicBool::new(false),
-            print_bytes,
+            watch: AtomicU8::new(if print_bytes { PRINT } else { 0 }),
+            watcher,
             key_prefix,
             read_waker: AtomicWaker::new(),
             write_waker: AtomicWaker::new(),
@@ -135,6 +143,11 @@ impl ConnRecord {
         &self.sid
     }
 
+    /// The id of its service, shared.
+    pub(crate) fn sid_arc(&self) -> &Arc<str> {
+        &self.sid
+    }
+
     /// The key its client is counted under ([`client_key`]).
     pub(crate) fn client_key(&self) -> ipnet::IpNet {
         client_key(self.peer.ip(), self.key_prefix)
@@ -150,6 +163,11 @@ impl ConnRecord {
             .take();
         if let Some(owner) = owner {
             owner.release(self);
+            if self.watch.load(Relaxed) & TAP != 0 {
+                if let Some(watcher) = &self.watcher {
+                    watcher.on_close(self);
+                }
+            }
         }
     }
 
@@ -208,7 +226,47 @@ impl ConnRecord {
     /// moves bytes by other means (`splice(2)`) must take the counted,
     /// dumping path when it is set.
     pub fn print_bytes(&self) -> bool {
-        self.print_bytes
+        self.watch.load(Relaxed) & PRINT != 0
+    }
+
+    /// Whether anyone watches this connection's bytes: `print_bytes`, or a
+    /// tap that matches it. A proxy that moves bytes by other means
+    /// (`splice(2)`) keeps them visible by not doing so while it is set.
+    #[inline]
+    pub(crate) fn watched(&self) -> bool {
+        self.watch.load(Relaxed) != 0
+    }
+
+    /// Whether a tap matched the connection (still a hint: see [`TAP`]).
+    pub(crate) fn tapped(&self) -> bool {
+        self.watch.load(Relaxed) & TAP != 0
+    }
+
+    /// Marks the connection as matched by a tap, or not. Sequentially
+    /// consistent with the hub's version, so that a mark cleared for want
+    /// of a subscriber is never lost to one that came meanwhile (the hub
+    /// checks its version after a clear); the hot path's load is relaxed.
+    pub(crate) fn set_tapped(&self, on: bool) {
+        if on {
+            self.watch.fetch_or(TAP, SeqCst);
+        } else {
+            self.watch.fetch_and(!TAP, SeqCst);
+        }
+    }
+
+    /// Who is told of a watched connection's bytes and close.
+    pub(crate) fn watcher(&self) -> Option<&Arc<dyn Watcher>> {
+        self.watcher.as_ref()
+    }
+
+    /// Why the connection ended, as it is counted once it is released: the
+    /// cause it was cut with, else an error it saw, else a clean close.
+    pub(crate) fn end_cause(&self) -> CloseCause {
+        self.closed().unwrap_or(if self.errored() {
+            CloseCause::Error
+        } else {
+            CloseCause::Normal
+        })
     }
 
     /// Ready with the close cause once the connection is closed from outside;

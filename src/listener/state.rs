@@ -227,8 +227,7 @@ fn refuse(service: &ServiceMonitor, peer: SocketAddr, error: BoxError) {
         None => RejectReason::Other("error".into()),
     };
     tracing::debug!(sid = %service.sid(), %peer, %reason, error = %error, "connection refused");
-    service.count_rejected(&reason);
-    service.inner.strike_refusal(peer, &reason);
+    service.count_rejected(&reason, peer);
 }
 
 fn find_rejected<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a Rejected> {

@@ -32,10 +32,12 @@ mod hooks;
 mod lookup;
 mod rate;
 mod reason;
+mod recent;
 mod rules;
 mod service;
 mod snapshot;
 mod sweeper;
+mod tap;
 
 pub use admission::Admission;
 pub use auto_ban::{AutoBan, AutoBanCounts};
@@ -49,6 +51,7 @@ pub(crate) use export::describe as describe_metrics;
 #[cfg(feature = "redis")]
 pub(crate) use hooks::{BanChange, Sink as BanSink};
 pub use reason::{RejectReason, Rejected};
+pub use recent::{Rejection, RECENT_REJECTIONS};
 pub use service::{ByteCounts, ServiceMonitor};
 
 pub use snapshot::{ConnSnapshot, IpConnections, ServiceSnapshot};
@@ -58,6 +61,8 @@ use std::fmt;
 use std::sync::{Arc, OnceLock, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use serde::Serialize;
+
+use crate::tap::Hub;
 
 /// Services by id. Cheap to clone; clones share the same services.
 ///
@@ -81,6 +86,8 @@ pub struct Registry {
     services: Arc<RwLock<BTreeMap<Arc<str>, ServiceMonitor>>>,
     /// Told of every service's ban changes (the shared ban list listens).
     hooks: Arc<hooks::Hooks>,
+    /// Its taps, shared by all its services' connections.
+    hub: Arc<Hub>,
 }
 
 /// The error of [`Registry::create`]: the sid names a service already.
@@ -199,7 +206,8 @@ impl Registry {
                 running: s.is_running(),
             });
         }
-        let service = ServiceMonitor::new(Arc::from(sid), config, self.hooks.clone());
+        let service =
+            ServiceMonitor::new(Arc::from(sid), config, self.hub.clone(), self.hooks.clone());
         services.insert(Arc::from(sid), service.clone());
         Ok(service)
     }
@@ -224,7 +232,8 @@ impl Registry {
             s.set_config(config);
             return s.clone();
         }
-        let service = ServiceMonitor::new(Arc::from(sid), config, self.hooks.clone());
+        let service =
+            ServiceMonitor::new(Arc::from(sid), config, self.hub.clone(), self.hooks.clone());
         services.insert(Arc::from(sid), service.clone());
         service
     }
@@ -234,7 +243,9 @@ impl Registry {
         let mut services = self.write();
         services
             .entry(Arc::from(sid))
-            .or_insert_with(|| ServiceMonitor::new(Arc::from(sid), config, self.hooks.clone()))
+            .or_insert_with(|| {
+                ServiceMonitor::new(Arc::from(sid), config, self.hub.clone(), self.hooks.clone())
+            })
             .clone()
     }
 

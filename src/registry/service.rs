@@ -18,6 +18,7 @@ use super::ServiceConfig;
 use crate::clock::now_ms;
 use crate::io::{CloseCause, ConnRecord, MonitoredIo, Record, Release};
 use crate::ip::client_key;
+use crate::tap::Hub;
 
 /// A service's byte totals: read from and written to its clients.
 ///
@@ -86,6 +87,8 @@ pub(crate) struct ServiceInner {
     /// The per-client `rate_limit` buckets: one table for every listener,
     /// stack and `wrap` of the service.
     pub(super) rates: RateTable,
+    /// The last refusals, with their clients.
+    pub(super) recent: super::recent::Recent,
     /// Live connections by address pair, on once looked up.
     pub(super) by_addr: super::addr_index::AddrIndex,
     /// Where this instance's ban changes are told (the registry's).
@@ -95,6 +98,8 @@ pub(crate) struct ServiceInner {
     /// The key of this service's duration histogram.
     #[cfg(feature = "metrics")]
     duration_key: metrics::Key,
+    /// Its registry's taps, told of every connection.
+    hub: Arc<Hub>,
 }
 
 #[derive(Default)]
@@ -132,6 +137,7 @@ impl ServiceMonitor {
     pub(crate) fn new(
         sid: Arc<str>,
         config: ServiceConfig,
+        hub: Arc<Hub>,
         hooks: Arc<super::hooks::Hooks>,
     ) -> Self {
         let config = Arc::new(config);
@@ -154,6 +160,8 @@ impl ServiceMonitor {
                 released: Notify::new(),
                 sweeper: AtomicBool::new(false),
                 by_addr: Default::default(),
+                recent: Default::default(),
+                hub,
             }),
         }
     }
@@ -242,15 +250,21 @@ impl ServiceMonitor {
         match admitted {
             Ok(admission) => Ok(admission.attach(io, local)),
             Err(rejected) => {
-                self.count_rejected(rejected.reason());
-                self.inner.strike_refusal(peer, rejected.reason());
+                self.count_rejected(rejected.reason(), peer);
                 Err(rejected)
             }
         }
     }
 
-    /// Counts a connection refused for `reason`.
-    pub fn count_rejected(&self, reason: &RejectReason) {
+    /// Counts a connection from `peer` refused for `reason`, and lists it
+    /// among the [recent rejections](Self::recent_rejections). The
+    /// [`Listener`](crate::Listener) and [`ServiceMonitor::wrap`] do it for
+    /// every refusal; call it for connections you refuse by other means.
+    /// Under an [`AutoBan`](crate::AutoBan) rule counting refusals, a
+    /// refusal by a limit counts towards the client's ban.
+    pub fn count_rejected(&self, reason: &RejectReason, peer: SocketAddr) {
+        self.inner.recent.push(peer, reason);
+        self.inner.strike_refusal(peer, reason);
         let c = &self.inner.counters;
         match reason.slot() {
             Some(slot) => {
@@ -262,6 +276,26 @@ impl ServiceMonitor {
                     .or_default() += 1
             }
         }
+    }
+
+    /// The last refusals (at most [`RECENT_REJECTIONS`](crate::RECENT_REJECTIONS)),
+    /// newest first, with the client and the reason: the counters say how
+    /// many, this says who.
+    ///
+    /// # Examples
+    /// ```
+    /// use monconn::{Registry, ServiceConfig};
+    ///
+    /// let service = Registry::new()
+    ///     .create("web", ServiceConfig::default().blacklist(["10.0.0.0/8".parse().unwrap()]))
+    ///     .unwrap();
+    /// let (peer, local) = ("10.1.2.3:4000".parse().unwrap(), "127.0.0.1:80".parse().unwrap());
+    /// assert!(service.wrap(tokio::io::empty(), peer, local).is_err());
+    /// let last = &service.recent_rejections()[0];
+    /// assert_eq!((last.peer, last.reason.as_str()), (peer, "blacklisted"));
+    /// ```
+    pub fn recent_rejections(&self) -> Vec<super::recent::Rejection> {
+        self.inner.recent.list()
     }
 
     /// Counts an accept that failed for lack of resources (`EMFILE`,
@@ -455,7 +489,7 @@ impl ServiceInner {
             id,
             sid,
             (peer, local),
-            print_bytes,
+            (print_bytes, Some(self.hub.clone())),
             prefix,
             self.clone(),
             proxy,
@@ -470,6 +504,9 @@ impl ServiceInner {
         self.by_addr.insert(&record);
         drop(table);
         self.counters.accepted.fetch_add(1, Relaxed);
+        // After the listing: a tap starting now finds it in the table, or
+        // it finds the tap here.
+        self.hub.on_open(&record);
         record
     }
 

@@ -102,8 +102,13 @@ impl IpConnections {
 pub struct ConnSnapshot {
     /// The connection's id within its service.
     pub id: u64,
-    /// The client's address.
+    /// The client's address: the socket's peer, or the client a PROXY
+    /// header named.
     pub peer: SocketAddr,
+    /// The socket's own peer (the load balancer) when a PROXY header named
+    /// the client; absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub socket_peer: Option<SocketAddr>,
     /// The local address the client connected to.
     pub local: SocketAddr,
     /// Seconds since the connection was accepted.
@@ -177,6 +182,7 @@ impl ServiceMonitor {
                 .map(|r| ConnSnapshot {
                     id: r.id(),
                     peer: r.peer(),
+                    socket_peer: r.proxy().map(|p| p.socket_peer),
                     local: r.local(),
                     age_secs: since(now, r.opened_ms()).as_secs(),
                     idle_secs: since(now, r.last_active()).as_secs(),

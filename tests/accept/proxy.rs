@@ -5,7 +5,7 @@
 //! garbage, half headers, silence, oversized headers and untrusted sources
 //! are refused and counted by reason.
 
-use crate::accept_common::{assert_closed, counts, lo, refused};
+use crate::accept_common::{assert_closed, counts, lo, refused, serve, WELCOME};
 use crate::support::{connect_from, eventually, quiet_config, within};
 
 use std::net::SocketAddr;
@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use monconn::integrations::ConnInfo;
 use monconn::layers::proxy::{Command, ProxyConfig, ProxyHeader};
-use monconn::{Listener, MonitoredIo, Registry, ServiceConfig};
+use monconn::{Listener, MonitoredIo, Registry, ServiceConfig, ServiceSnapshot};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -187,6 +187,38 @@ async fn v2_local_and_v1_unknown_are_served_as_the_socket_peer() {
 }
 
 #[tokio::test]
+async fn snapshots_show_the_socket_peer_of_proxied_connections_only() {
+    let listener = listener(quiet_config(), trust_lo1().serve_untrusted()).await;
+    let service = listener.service().clone();
+    let to = listener.local_addr();
+    let mut lb = connect_from(lo(1), to).await;
+    lb.write_all(b"PROXY TCP4 192.0.2.7 10.0.0.1 51000 443\r\nhi")
+        .await
+        .unwrap();
+    let (proxied, _, _) = accept_and_read(&listener, 2).await;
+    // From an untrusted source, served as it is: no header, no socket_peer.
+    let mut direct = connect_from(lo(7), to).await;
+    direct.write_all(b"hi").await.unwrap();
+    let (plain, _, _) = accept_and_read(&listener, 2).await;
+
+    let stats = service.snapshot_with_conns();
+    let conns = stats.conns.as_ref().unwrap();
+    let lb_addr = lb.local_addr().unwrap();
+    assert_eq!(conns[0].peer, addr("192.0.2.7:51000"));
+    assert_eq!(conns[0].socket_peer, Some(lb_addr));
+    assert_eq!(conns[1].peer, direct.local_addr().unwrap());
+    assert_eq!(conns[1].socket_peer, None);
+    // In JSON: both addresses of the proxied one; the key left out of the other.
+    let json = serde_json::to_value(&stats).unwrap();
+    assert_eq!(json["conns"][0]["peer"], "192.0.2.7:51000");
+    assert_eq!(json["conns"][0]["socket_peer"], lb_addr.to_string());
+    assert!(json["conns"][1].get("socket_peer").is_none(), "{json}");
+    let back: ServiceSnapshot = serde_json::from_value(json).unwrap();
+    assert_eq!(back, stats);
+    drop((proxied, plain));
+}
+
+#[tokio::test]
 async fn a_header_in_one_byte_writes_loses_nothing_after_it() {
     let listener = listener(quiet_config(), trust_lo1()).await;
     let to = listener.local_addr();
@@ -271,6 +303,55 @@ async fn garbage_half_headers_silence_and_oversized_headers_are_refused_by_reaso
     );
     assert_eq!(service.snapshot().accepted, 0);
     server.abort();
+}
+
+#[tokio::test]
+async fn a_silent_client_is_refused_within_a_tick_of_its_timeout_while_others_are_served() {
+    // The layer's clock ticks every quarter of the timeout.
+    let (timeout, tick) = (Duration::from_secs(1), Duration::from_millis(250));
+    let listener = listener(quiet_config(), trust_lo1().header_timeout(timeout)).await;
+    let service = listener.service().clone();
+    let mut server = serve(listener);
+    let start = Instant::now();
+    let mut silent = connect_from(lo(1), server.addr).await;
+    let mut half = connect_from(lo(1), server.addr).await;
+    half.write_all(b"\r\n\r\n\0\r\nQUIT\n\x21").await.unwrap();
+
+    // Meanwhile, a client through the same balancer is served at once.
+    let mut good = connect_from(lo(1), server.addr).await;
+    good.write_all(b"PROXY TCP4 192.0.2.8 10.0.0.1 52000 443\r\nhi")
+        .await
+        .unwrap();
+    let mut welcome = [0u8; 1];
+    within("welcome", good.read_exact(&mut welcome))
+        .await
+        .unwrap();
+    assert_eq!(welcome[0], WELCOME);
+    let admitted = within("admitted", server.admitted.recv()).await;
+    assert_eq!(admitted, Some(addr("192.0.2.8:52000")));
+    if start.elapsed() < timeout {
+        assert!(refused(&service).is_empty());
+    }
+
+    // The silent and the half-sent ones: refused after the timeout, at
+    // most a tick late (plus two seconds of slack for a busy machine; the
+    // layer's unit tests check the tick exactly, on tokio's paused clock).
+    assert_closed("silent client", &mut silent).await;
+    assert_closed("half a header", &mut half).await;
+    let took = start.elapsed();
+    assert!(took >= timeout, "{took:?}");
+    assert!(took < timeout + tick + Duration::from_secs(2), "{took:?}");
+    eventually("two timeouts counted", || {
+        refused(&service).values().sum::<u64>() == 2
+    })
+    .await;
+    assert_eq!(refused(&service), counts(&[("proxy_timeout", 2)]));
+    // The good one is still served.
+    let stats = service.snapshot();
+    assert_eq!((stats.accepted, stats.connections), (1, 1));
+    good.write_all(b"!").await.unwrap();
+    drop(good);
+    eventually("closed", || service.connections() == 0).await;
 }
 
 #[tokio::test]

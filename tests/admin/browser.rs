@@ -1,7 +1,8 @@
 //! The dashboard in a real browser: Debian's `chromium`, headless, driven by
 //! `chromedriver` over WebDriver (the `fantoccini` crate). The test starts
 //! chromedriver itself and kills it by its PID. Without chromium the test
-//! fails, naming `scripts/test-deps.sh`: it never skips.
+//! fails, naming `scripts/test-deps.sh`: it never skips. Kicks, bans and
+//! a tap with a known payload's hex, as an operator does them.
 
 use std::net::{IpAddr, SocketAddr};
 use std::process::{Child, Command, Stdio};
@@ -330,6 +331,13 @@ async fn the_dashboard_shows_live_traffic_kicks_and_bans_in_chromium() {
     until(&page, "blacklisted on the page", "return document.querySelector('.svc[data-sid=\"web\"] [data-k=\"reasons\"]').textContent.includes('blacklisted');").await;
     until(
         &page,
+        "the refused client in the last rejections",
+        "return [...document.querySelectorAll('#rejections tbody tr')]\
+           .some((r) => r.textContent.includes('127.0.0.9:') && r.textContent.includes('blacklisted'));",
+    )
+    .await;
+    until(
+        &page,
         "the blacklist chip",
         "return !!document.querySelector('[data-net=\"127.0.0.8/30\"]');",
     )
@@ -344,6 +352,71 @@ async fn the_dashboard_shows_live_traffic_kicks_and_bans_in_chromium() {
         &page,
         "the whole table",
         "return document.querySelectorAll('#conns tbody tr').length >= 8;",
+    )
+    .await;
+
+    // A tap on web and 127.0.0.5: a known payload's hex shows in the page.
+    type_into(&page, "#tap-ip", "10.0.0.300").await;
+    click(&page, "#tap-start").await;
+    let err = until(
+        &page,
+        "the tap's error",
+        "return document.getElementById('tap-err').textContent;",
+    )
+    .await;
+    assert_eq!(err, "bad IP or CIDR \"10.0.0.300\"");
+    page.find(Locator::Css("#tap-sid"))
+        .await
+        .unwrap()
+        .select_by_value("web")
+        .await
+        .unwrap();
+    type_into(&page, "#tap-ip", "127.0.0.5").await;
+    click(&page, "#tap-start").await;
+    until(
+        &page,
+        "the tap on",
+        "return document.getElementById('tap-state').textContent.startsWith('on: sid web, ip 127.0.0.5/32');",
+    )
+    .await;
+    let mut tapped = connect_from("127.0.0.5".parse().unwrap(), web_addr).await;
+    let tapped_peer = tapped.local_addr().unwrap().to_string();
+    round_trip(&mut tapped, b"monconn-tap-payload!").await;
+    let hex = "00000000: 6d6f 6e63 6f6e 6e2d 7461 702d 7061 796c  monconn-tap-payl\n\
+               00000010: 6f61 6421                                oad!\n";
+    let shown = until(
+        &page,
+        "the payload's hex in the tap",
+        "const e = document.querySelector('#tap-log .tap-ev.read pre.hex'); return e ? e.textContent : null;",
+    )
+    .await;
+    assert_eq!(shown, hex);
+    drop(tapped);
+    let close = until(
+        &page,
+        "the tapped connection's close",
+        "const e = document.querySelector('#tap-log .tap-ev.close'); return e ? e.textContent : null;",
+    )
+    .await;
+    let close = close.as_str().unwrap();
+    assert!(
+        close.contains(&tapped_peer) && close.contains("normal · in 20 B · out 20 B"),
+        "{close}"
+    );
+    // Only 127.0.0.5 on web: the loaders from 127.0.0.1-4 are not in it.
+    let others = page
+        .execute(
+            "return [...document.querySelectorAll('#tap-log .tap-ev')].filter(e => !e.textContent.includes(arguments[0])).length;",
+            vec![json!(tapped_peer)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(others, json!(0));
+    click(&page, "#tap-stop").await;
+    until(
+        &page,
+        "the tap off",
+        "return document.getElementById('tap-state').textContent === 'off';",
     )
     .await;
 

@@ -16,8 +16,8 @@ use tokio::net::TcpStream;
 use crate::http::{echo, get, round_trip, serve_admin};
 use crate::support::{connect_from, quiet_config, within};
 
-/// An open `GET /events` stream, parsed into (event, data) pairs.
-struct Events {
+/// An open `GET /events` (or `/tap`) stream, parsed into (event, data) pairs.
+pub(crate) struct Events {
     body: Incoming,
     buf: String,
     _sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
@@ -25,15 +25,25 @@ struct Events {
 
 impl Events {
     async fn open(addr: SocketAddr, query: &str) -> Events {
+        Self::open_path(addr, &format!("/events{query}"), &[]).await
+    }
+
+    /// Opens the event stream at `path`, sending `headers`.
+    pub(crate) async fn open_path(
+        addr: SocketAddr,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Events {
         let stream = TcpStream::connect(addr).await.unwrap();
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .unwrap();
         tokio::spawn(conn);
-        let req = hyper::Request::get(format!("/events{query}"))
-            .header("host", "t")
-            .body(Full::default())
-            .unwrap();
+        let mut req = hyper::Request::get(path).header("host", "t");
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        let req = req.body(Full::default()).unwrap();
         let resp = sender.send_request(req).await.unwrap();
         assert_eq!(resp.status(), 200);
         assert_eq!(resp.headers()["content-type"], "text/event-stream");
@@ -46,7 +56,7 @@ impl Events {
     }
 
     /// The next event with a name (keep-alive comments skipped).
-    async fn next(&mut self) -> (String, Value) {
+    pub(crate) async fn next(&mut self) -> (String, Value) {
         loop {
             if let Some(end) = self.buf.find("\n\n") {
                 let block: String = self.buf.drain(..end + 2).collect();

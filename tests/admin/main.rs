@@ -11,3 +11,5 @@ mod browser;
 mod guard;
 mod http;
 mod live;
+mod server;
+mod tap;

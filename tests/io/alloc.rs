@@ -131,23 +131,33 @@ fn addr(ip: IpAddr, port: u16) -> SocketAddr {
     SocketAddr::new(ip, port)
 }
 
+/// Ping-pongs over a raw duplex, then over one wrapped in `service`: the
+/// monitored one allocates exactly what the raw one does, that is nothing.
+async fn duplex_raw_vs_monitored(service: &monconn::ServiceMonitor, what: &str) {
+    let (mut raw, mut peer) = tokio::io::duplex(64 * 1024);
+    let raw_counts = counted_ping_pong(&mut raw, &mut peer).await;
+    let (io, mut peer) = tokio::io::duplex(64 * 1024);
+    let a = addr(Ipv4Addr::LOCALHOST.into(), 1);
+    let mut monitored = service.wrap(io, a, a).unwrap();
+    let monitored_counts = counted_ping_pong(&mut monitored, &mut peer).await;
+    println!("{what}, {ROUNDS} x (write {MSG} B + read {MSG} B): raw {raw_counts:?}, monitored {monitored_counts:?}");
+    assert_eq!(monitored_counts, raw_counts);
+    assert_eq!(monitored_counts.allocs, 0);
+}
+
 #[test]
 fn no_allocation_per_read_or_write_over_duplex() {
     runtime().block_on(async {
         let service = Registry::new().create("alloc-duplex", quiet()).unwrap();
-        let (mut raw, mut peer) = tokio::io::duplex(64 * 1024);
-        let raw_counts = counted_ping_pong(&mut raw, &mut peer).await;
-
-        let (io, mut peer) = tokio::io::duplex(64 * 1024);
-        let a = addr(Ipv4Addr::LOCALHOST.into(), 1);
-        let mut monitored = service.wrap(io, a, a).unwrap();
-        let monitored_counts = counted_ping_pong(&mut monitored, &mut peer).await;
-
-        println!("duplex, {ROUNDS} x (write {MSG} B + read {MSG} B): raw {raw_counts:?}, monitored {monitored_counts:?}");
-        assert_eq!(monitored_counts, raw_counts);
-        assert_eq!(monitored_counts.allocs, 0);
+        duplex_raw_vs_monitored(&service, "duplex").await;
         let bytes = ((WARMUP + ROUNDS) * MSG) as u64;
-        assert_eq!(service.bytes(), monconn::ByteCounts { read: bytes, written: bytes });
+        assert_eq!(
+            service.bytes(),
+            monconn::ByteCounts {
+                read: bytes,
+                written: bytes
+            }
+        );
     });
 }
 
@@ -176,6 +186,52 @@ fn no_allocation_per_read_or_write_over_tcp() {
         assert_eq!(monitored_counts.allocs, 0);
         let bytes = ((WARMUP + ROUNDS) * MSG) as u64;
         assert_eq!(service.bytes(), monconn::ByteCounts { read: bytes, written: bytes });
+    });
+}
+
+/// Taps on for other connections (another service, another network,
+/// another id) and one that matches a connection beside it: the counted
+/// connection still allocates nothing per read or write, and the tapped
+/// one does see its events.
+#[test]
+fn no_allocation_per_read_or_write_with_a_tap_on_another_connection() {
+    use monconn::tap::{TapFilter, TapKind};
+
+    runtime().block_on(async {
+        let registry = Registry::new();
+        let service = registry.create("alloc-tap", quiet()).unwrap();
+        let _other = registry.create("other", quiet()).unwrap();
+        let _by_sid = registry.tap(TapFilter::new().with_sid("other"));
+        let _by_ip = registry.tap(TapFilter::new().with_ip("10.0.0.0/8".parse().unwrap()));
+        let _by_conn = registry.tap(TapFilter::new().with_sid("alloc-tap").with_conn(9_999));
+        let mut beside = registry.tap(TapFilter::new().with_ip("192.0.2.1/32".parse().unwrap()));
+
+        let (io, mut tapped_peer) = tokio::io::duplex(64 * 1024);
+        let tapped_addr = addr("192.0.2.1".parse().unwrap(), 1);
+        let mut tapped = service.wrap(io, tapped_addr, tapped_addr).unwrap();
+        ping_pong(&mut tapped, &mut tapped_peer, 1).await;
+
+        duplex_raw_vs_monitored(&service, "duplex with taps on other connections").await;
+
+        let names: Vec<_> = std::iter::from_fn(|| beside.try_next())
+            .map(|e| (e.name(), e.conn, e.bytes().map(|b| b.len)))
+            .collect();
+        let id = tapped.record().id();
+        assert_eq!(
+            names,
+            [
+                ("open", id, None),
+                ("write", id, Some(MSG)),
+                ("read", id, Some(MSG)),
+            ]
+        );
+        drop(tapped);
+        let close = beside.try_next().unwrap();
+        assert!(matches!(
+            close.kind,
+            TapKind::Close { bytes_read, bytes_written, .. } if (bytes_read, bytes_written) == (MSG as u64, MSG as u64)
+        ));
+        assert_eq!(beside.lost(), 0);
     });
 }
 

@@ -298,8 +298,14 @@ async fn reset_stats_zeroes_counters_but_not_live_connections() {
     let (b, _b_client) = tcp_pair(&service).await;
     send(&mut a, &mut a_client, 30, 40).await;
     drop(b);
-    service.count_rejected(&monconn::RejectReason::ConnLimit);
-    service.count_rejected(&monconn::RejectReason::Other("handshake".into()));
+    service.count_rejected(
+        &monconn::RejectReason::ConnLimit,
+        "127.0.0.1:9".parse().unwrap(),
+    );
+    service.count_rejected(
+        &monconn::RejectReason::Other("handshake".into()),
+        "127.0.0.1:9".parse().unwrap(),
+    );
     let snap = service.snapshot();
     assert_eq!((snap.accepted, snap.closed["normal"]), (2, 1));
     assert_eq!(

@@ -582,7 +582,10 @@ async fn print_bytes_dumps_both_directions() {
         (&b"GET /ping"[..], &b"pong!"[..])
     );
     assert_eq!(rig.result().await.unwrap(), (9, 5));
-    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    // The dump thread writes them, off the connection's path.
+    let text = || String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    support::eventually("both dumps", || text().contains("706f 6e67 21")).await;
+    let text = text();
     let read = text
         .lines()
         .position(|l| l.contains("direction=\"read\"") && l.contains("len=9"));

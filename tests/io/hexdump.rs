@@ -78,7 +78,15 @@ async fn print_bytes_dumps_like_xxd_at_trace_and_only_when_on() {
     let _guard = tracing::subscriber::set_default(subscriber);
 
     exchange(true, "dump-on").await;
-    let out = capture.take();
+    // The dumps are written by the dump thread, off the connection's path.
+    let mut out = String::new();
+    for _ in 0..200 {
+        out.push_str(&capture.take());
+        if out.matches("TRACE ").count() >= 4 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
     let events: Vec<&str> = out.split("TRACE ").filter(|e| !e.is_empty()).collect();
     assert_eq!(
         events.len(),
@@ -116,6 +124,7 @@ async fn print_bytes_dumps_like_xxd_at_trace_and_only_when_on() {
 
     // With print_bytes off, nothing is dumped.
     exchange(false, "dump-off").await;
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     let out = capture.take();
     assert!(
         !out.contains("hexdump"),

@@ -1,4 +1,4 @@
-//! The IO wrapper: byte counts, hex dump, timeouts, allocations per connection, the forward module.
+//! The IO wrapper: byte counts, hex dump, the tap, timeouts, allocations per connection, the forward module.
 //!
 //! One test binary per area (tower's layout); the shared helpers are the
 //! `monconn-test-support` crate (`tests/support`).
@@ -10,4 +10,5 @@ mod counts;
 #[cfg(feature = "forward")]
 mod forward;
 mod hexdump;
+mod tap;
 mod timeouts;

@@ -7,7 +7,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use monconn::{MonitoredIo, Registry, RejectReason, ServiceMonitor};
 use serde_json::{json, Value};
-use support::{listen, quiet_config, tcp_pair_from, LOCALHOST};
+use support::{eventually, listen, quiet_config, tcp_pair_from, LOCALHOST};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -102,10 +102,13 @@ async fn snapshot_scene(
     }
     // The last one, from 127.0.0.1, closes normally.
     drop(conns.pop());
-    service.count_rejected(&RejectReason::Blacklisted);
-    service.count_rejected(&RejectReason::Blacklisted);
-    service.count_rejected(&RejectReason::RateLimit);
-    service.count_rejected(&RejectReason::Other("tls_handshake".into()));
+    service.count_rejected(&RejectReason::Blacklisted, "127.0.0.1:9".parse().unwrap());
+    service.count_rejected(&RejectReason::Blacklisted, "127.0.0.1:9".parse().unwrap());
+    service.count_rejected(&RejectReason::RateLimit, "127.0.0.1:9".parse().unwrap());
+    service.count_rejected(
+        &RejectReason::Other("tls_handshake".into()),
+        "127.0.0.1:9".parse().unwrap(),
+    );
 
     let conn = |i: usize, up: u64, down: u64| {
         let (server, client) = &conns[i];
@@ -242,4 +245,83 @@ async fn snapshots_read_back_from_their_json() {
     let net: monconn::ipnet::IpNet = "10.0.0.0/8".parse().unwrap();
     service.ban(net);
     assert!(service.config().blacklist.contains(&net));
+}
+
+#[tokio::test]
+async fn recent_rejections_name_the_client_and_the_reason_newest_first() {
+    let service = Registry::new()
+        .create(
+            "recent",
+            quiet_config()
+                .conn_limit(1)
+                .blacklist(["127.0.0.66/32".parse().unwrap()]),
+        )
+        .unwrap();
+    let listener = monconn::Listener::bind("127.0.0.1:0", service.clone())
+        .await
+        .unwrap();
+    let addr = listener.local_addr();
+    let server = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((conn, _)) = listener.accept().await {
+            held.push(conn);
+        }
+    });
+    let from = |ip: &str| {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(format!("{ip}:0").parse().unwrap()).unwrap();
+        socket
+    };
+    let _first = from("127.0.0.1").connect(addr).await.unwrap();
+    eventually("the first admitted", || service.connections() == 1).await;
+    let banned = from("127.0.0.66").connect(addr).await.unwrap();
+    let banned_peer = banned.local_addr().unwrap();
+    eventually("the ban counted", || {
+        service.snapshot().rejected["blacklisted"] == 1
+    })
+    .await;
+    let over = from("127.0.0.67").connect(addr).await.unwrap();
+    let over_peer = over.local_addr().unwrap();
+    eventually("the limit counted", || {
+        service.snapshot().rejected["conn_limit"] == 1
+    })
+    .await;
+
+    let recent = service.recent_rejections();
+    assert_eq!(recent.len(), 2);
+    assert_eq!(
+        (recent[0].peer, recent[0].reason.as_str()),
+        (over_peer, "conn_limit")
+    );
+    assert_eq!(
+        (recent[1].peer, recent[1].reason.as_str()),
+        (banned_peer, "blacklisted")
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(recent[0].at.abs_diff(now) <= 2, "{} vs {now}", recent[0].at);
+    // Serialized as the dashboard reads it, and back.
+    let json = serde_json::to_value(&recent[0]).unwrap();
+    assert_eq!(json["reason"], "conn_limit");
+    assert_eq!(json["peer"], over_peer.to_string());
+    let back: monconn::Rejection = serde_json::from_value(json).unwrap();
+    assert_eq!(back, recent[0]);
+
+    // The ring keeps the last RECENT_REJECTIONS, and counters stay exact.
+    let peer =
+        |i: usize| -> std::net::SocketAddr { format!("10.9.0.{}:1", i % 250).parse().unwrap() };
+    for i in 0..100 {
+        service.count_rejected(&RejectReason::RateLimit, peer(i));
+    }
+    let recent = service.recent_rejections();
+    assert_eq!(recent.len(), monconn::RECENT_REJECTIONS);
+    assert_eq!(recent[0].peer, peer(99));
+    assert_eq!(
+        recent.last().unwrap().peer,
+        peer(100 - monconn::RECENT_REJECTIONS)
+    );
+    assert_eq!(service.snapshot().rejected["rate_limit"], 100);
+    server.abort();
 }

@@ -49,16 +49,10 @@ for v in $VARIANTS; do
     PORTS[$v]=$((LPORT0 + i)) PIDS[$v]=$FWD_PID
 done
 
-TCK=$(getconf CLK_TCK)
 results=()
 for rep in $(seq "$REPS"); do
     for v in $(rotated "$rep" $VARIANTS); do
-        c0=$(ticks "${PIDS[$v]}")
-        gbps=$(iperf3 -c 127.0.0.1 -p "${PORTS[$v]}" -t "$SECS" -P "$P" -J |
-            python3 -c 'import json, sys; print("%.2f" % (json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"] / 1e9))')
-        c1=$(ticks "${PIDS[$v]}")
-        line=$(awk -v v="$v" -v r="$rep" -v g="$gbps" -v c=$((c1 - c0)) -v t="$TCK" -v s="$SECS" \
-            'BEGIN { printf "%s %s gbps=%s cpu_ms_per_gb=%.0f", v, r, g, c / t * 1000 / (g * s / 8) }')
+        line=$(iperf_run "$v" "$rep" "${PORTS[$v]}" "${PIDS[$v]}")
         echo "$line"
         results+=("$line")
     done

@@ -68,3 +68,16 @@ fwd_spec() {
 	*) echo "$1" ;;
 	esac
 }
+
+# One iperf3 run of SECS seconds with P streams to 127.0.0.1:PORT, while
+# the process tree PID forwards: prints "VARIANT REP gbps=G cpu_ms_per_gb=C".
+#   line=$(iperf_run "$v" "$rep" "$LPORT" "$FWD_PID")
+iperf_run() {
+	local v=$1 rep=$2 port=$3 pid=$4 c0 c1 gbps
+	c0=$(ticks "$pid")
+	gbps=$(iperf3 -c 127.0.0.1 -p "$port" -t "$SECS" -P "$P" -J |
+		python3 -c 'import json, sys; print("%.2f" % (json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"] / 1e9))')
+	c1=$(ticks "$pid")
+	awk -v v="$v" -v r="$rep" -v g="$gbps" -v c=$((c1 - c0)) -v t="$(getconf CLK_TCK)" -v s="$SECS" \
+		'BEGIN { printf "%s %s gbps=%s cpu_ms_per_gb=%.0f\n", v, r, g, c / t * 1000 / (g * s / 8) }'
+}

@@ -29,9 +29,11 @@ static PENDING: AtomicUsize = AtomicUsize::new(0);
 /// Lines dropped since the start.
 static DROPPED: AtomicU64 = AtomicU64::new(0);
 
-/// How many log lines were dropped because stderr did not keep up.
+/// How many log lines were dropped because stderr did not keep up: here,
+/// and as hex dumps (`print_bytes`) that the library's dump queue dropped
+/// before they were formatted ([`monconn::tap::dumps_lost`]).
 pub fn dropped() -> u64 {
-    DROPPED.load(Relaxed)
+    DROPPED.load(Relaxed) + monconn::tap::dumps_lost()
 }
 
 /// The writer the subscriber writes each formatted event to: a handle on

@@ -387,7 +387,8 @@ async fn forward(
 }
 
 /// Writes the PROXY header (`version` 1 or 2) that names `client`'s client
-/// (the one its own header named, if any) to `backend`, before any byte.
+/// (the one its own header named, if any) to `backend`, before any byte;
+/// a v2 header carries the TLVs of the one received.
 async fn send_proxy(
     backend: &mut TcpStream,
     client: &MonitoredIo<TcpStream>,
@@ -399,7 +400,11 @@ async fn send_proxy(
         .proxy()
         .and_then(|p| p.header.destination())
         .unwrap_or(record.local());
-    let header = ProxyHeader::proxied(record.peer(), destination);
+    let mut header = ProxyHeader::proxied(record.peer(), destination);
+    // The TLVs of the header received (an AWS VPC endpoint id, say) go on.
+    if let Some(received) = record.proxy() {
+        header = header.with_tlvs_of(&received.header);
+    }
     let bytes = match version {
         1 => header.to_v1(),
         _ => header.to_v2(),

@@ -67,6 +67,10 @@ impl ProxyConfig {
     /// How long a trusted source has to send its whole header, from the
     /// accept; then the connection is refused, counted as
     /// [`RejectReason::ProxyTimeout`](crate::RejectReason::ProxyTimeout). Default 5 s.
+    ///
+    /// Kept coarsely, by a clock that ticks every quarter of the timeout
+    /// (10 ms to 1 s) and only while a connection waits: a connection still
+    /// waiting is refused between the timeout and a tick after it.
     pub fn header_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self

@@ -16,7 +16,7 @@ pin_project! {
     /// The response future of [`ProxyProtocol`](super::ProxyProtocol): the
     /// inner service's future when the header was already there at the
     /// accept (or none was expected), the refusal, or the wait for the header
-    /// (boxed, with its timer).
+    /// (boxed, under the layer's shared deadlines).
     pub struct ResponseFuture<F, T> {
         #[pin]
         kind: Kind<F, T>,

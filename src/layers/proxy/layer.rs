@@ -9,6 +9,7 @@ use tokio::net::TcpStream;
 use tower_layer::Layer;
 
 use super::config::ProxyConfig;
+use super::deadline::Deadlines;
 use super::future::ResponseFuture;
 use super::parse::HeaderError;
 use super::read::{read_header, read_now, Now};
@@ -21,10 +22,14 @@ use crate::{Accepted, RejectReason, Rejected};
 /// limits) and the service see the client it names. Put it first in the
 /// accept stack ([`ListenerBuilder::proxy_protocol`](crate::ListenerBuilder::proxy_protocol)).
 ///
-/// Clones share one [`ProxyConfig`].
+/// Clones share one [`ProxyConfig`], and one clock for the header
+/// timeouts: no timer per connection, but one task per layer that ticks
+/// every quarter of the timeout (10 ms to 1 s) while a connection waits
+/// for its header.
 ///
 /// For a connection from a trusted source:
-/// - the header must arrive whole within the config's timeout, be well
+/// - the header must arrive whole within the config's timeout (a connection
+///   still waiting is refused within a tick after it), be well
 ///   formed and not too long; else the connection is refused with a
 ///   [`ProxyRefused`] error whose [`Rejected`] names the reason
 ///   ([`RejectReason::ProxyTimeout`], [`RejectReason::ProxyMalformed`],
@@ -64,12 +69,14 @@ use crate::{Accepted, RejectReason, Rejected};
 #[derive(Clone, Debug)]
 pub struct ProxyProtocolLayer {
     config: Arc<ProxyConfig>,
+    deadlines: Deadlines,
 }
 
 impl ProxyProtocolLayer {
     /// A layer with `config`.
     pub fn new(config: ProxyConfig) -> Self {
         ProxyProtocolLayer {
+            deadlines: Deadlines::new(config.timeout),
             config: Arc::new(config),
         }
     }
@@ -87,6 +94,7 @@ impl<S> Layer<S> for ProxyProtocolLayer {
         ProxyProtocol {
             inner,
             config: self.config.clone(),
+            deadlines: self.deadlines.clone(),
         }
     }
 }
@@ -97,6 +105,7 @@ impl<S> Layer<S> for ProxyProtocolLayer {
 pub struct ProxyProtocol<S> {
     inner: S,
     config: Arc<ProxyConfig>,
+    deadlines: Deadlines,
 }
 
 impl<S> ProxyProtocol<S> {
@@ -137,14 +146,15 @@ where
                 Err(error) => ResponseFuture::refused(ProxyRefused::new(error, conn)),
             };
         }
-        // Else wait for it, under the timeout. The service made ready goes
-        // with the future; a clone stays.
+        // Else wait for it, under the layer's shared deadlines. The service
+        // made ready goes with the future; a clone stays.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let config = self.config.clone();
+        let deadlines = self.deadlines.clone();
         ResponseFuture::waiting(Box::pin(async move {
             let read = read_header(&mut conn.io, config.max_len);
-            let read = match tokio::time::timeout(config.timeout, read).await {
+            let read = match deadlines.run(read).await {
                 Ok(read) => read,
                 Err(_) => Err(HeaderError::Timeout(config.timeout)),
             };

@@ -34,6 +34,8 @@
 #[cfg(feature = "proxy-protocol")]
 mod config;
 #[cfg(feature = "proxy-protocol")]
+mod deadline;
+#[cfg(feature = "proxy-protocol")]
 pub mod future;
 #[cfg(feature = "proxy-protocol")]
 mod layer;

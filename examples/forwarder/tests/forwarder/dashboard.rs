@@ -93,3 +93,44 @@ async fn the_event_stream_outlives_the_connection_deadline() {
     }
     assert!(ticks_late > 0, "no tick past 16 s");
 }
+
+/// The admin address serves the library's tap (`GET /tap`), behind the
+/// same token: it shows the bytes the forwarder moves, as hex.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_address_serves_a_tap_of_the_forwarded_bytes() {
+    let backend = banner_backend().await;
+    let (fwd, [port]) = Forwarder::start_with_ports(|[port]| Setup {
+        args: vec!["--admin-token".into(), "t0ken".into()],
+        ..Setup::config(service_yaml("web", port, backend.port(), ""))
+    });
+    assert_eq!(http(fwd.admin, "GET", "/tap", &[]).await.0, 401);
+    let mut stream = TcpStream::connect(fwd.admin).await.unwrap();
+    let req =
+        "GET /tap?ip=127.0.0.3 HTTP/1.1\r\nHost: admin\r\nAuthorization: Bearer t0ken\r\n\r\n";
+    stream.write_all(req.as_bytes()).await.unwrap();
+    let mut seen = String::new();
+    let mut buf = [0; 4096];
+    let mut read_until = async |what: &str| {
+        let read = async {
+            while !seen.contains(what) {
+                let n = stream.read(&mut buf).await.unwrap();
+                assert!(n > 0, "the stream ended: {seen}");
+                seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        };
+        tokio::time::timeout(WAIT, read)
+            .await
+            .unwrap_or_else(|_| panic!("{what} not in the tap's stream"));
+    };
+    read_until("event: tap").await;
+    // Another client first: not in the tap.
+    let mut other = open([127, 0, 0, 2], local(port)).await.unwrap();
+    echo(&mut other, b"SECRET").await;
+    let mut c = open([127, 0, 0, 3], local(port)).await.unwrap();
+    echo(&mut c, b"MONCONN-TAP").await;
+    // "MONCONN-TAP" read from the client, then written back to it.
+    read_until("4d4f 4e43 4f4e 4e2d 5441 50").await;
+    read_until("event: write").await;
+    assert!(!seen.contains("5345 4352 4554"), "{seen}");
+    assert!(!seen.contains("127.0.0.2:"), "{seen}");
+}

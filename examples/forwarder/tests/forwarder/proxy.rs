@@ -9,9 +9,11 @@ use crate::support;
 
 use std::net::SocketAddr;
 
+use ppp::v2;
 use support::peers::{haproxy, nginx, nginx_log};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
 
 const CLIENT: [u8; 4] = [127, 0, 0, 7];
 
@@ -100,6 +102,86 @@ async fn haproxy_then_forwarder_then_nginx_carry_the_client_through() {
     assert_eq!(log, [format!("127.0.0.7:{} 127.0.0.1", me.port())]);
     let stats = fwd.stats("svc").await;
     assert_eq!(stats["accepted"], 1, "{stats}");
+}
+
+/// What a [`ppp_backend`] found in the header it received.
+type Received = (SocketAddr, Vec<(u8, Vec<u8>)>);
+
+/// A backend that reads the v2 header first on each connection, parses it
+/// with the `ppp` crate, reports the client and the TLVs it names, then
+/// echoes.
+async fn ppp_backend() -> (SocketAddr, mpsc::UnboundedReceiver<Received>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let addr = backend(move |mut stream| {
+        let tx = tx.clone();
+        async move {
+            let mut header = vec![0u8; 16];
+            stream.read_exact(&mut header).await.expect("a header");
+            let len = u16::from_be_bytes([header[14], header[15]]);
+            header.resize(16 + usize::from(len), 0);
+            stream
+                .read_exact(&mut header[16..])
+                .await
+                .expect("its rest");
+            let parsed = v2::Header::try_from(&header[..]).expect("a v2 header");
+            assert_eq!(parsed.command, v2::Command::Proxy);
+            let client = match parsed.addresses {
+                v2::Addresses::IPv4(a) => SocketAddr::from((a.source_address, a.source_port)),
+                v2::Addresses::IPv6(a) => SocketAddr::from((a.source_address, a.source_port)),
+                other => panic!("addresses {other:?}"),
+            };
+            let tlvs = parsed
+                .tlvs()
+                .map(|tlv| tlv.expect("a well-formed TLV"))
+                .map(|tlv| (tlv.kind, tlv.value.to_vec()))
+                .collect();
+            tx.send((client, tlvs)).unwrap();
+            let (mut from, mut to) = stream.split();
+            let _ = tokio::io::copy(&mut from, &mut to).await;
+        }
+    })
+    .await;
+    (addr, rx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_proxy_v2_carries_the_tlvs_of_the_header_received() {
+    let (backend, mut received) = ppp_backend().await;
+    let extra = "  proxy_protocol: v2\n  proxy_trusted: [127.0.0.1/32]\n  send_proxy: v2\n";
+    let (fwd, addr) = start(backend, extra);
+    // As an AWS NLB would: the VPC endpoint id (0xEA, subtype 1), and an
+    // authority (0x02).
+    let client: SocketAddr = "192.0.2.7:40000".parse().unwrap();
+    let vpce = b"\x01vpce-0123abcd";
+    let header = v2::Builder::with_addresses(
+        v2::Version::Two | v2::Command::Proxy,
+        v2::Protocol::Stream,
+        (client, "10.0.0.1:443".parse::<SocketAddr>().unwrap()),
+    )
+    .write_tlv(0xEA, vpce)
+    .and_then(|b| b.write_tlv(v2::Type::Authority, b"example.com"))
+    .and_then(|b| b.build())
+    .unwrap();
+
+    let mut lb = connect_from([127, 0, 0, 1], addr).await;
+    lb.write_all(&header).await.unwrap();
+    echo(&mut lb, b"ping").await;
+    let (named, tlvs) = tokio::time::timeout(WAIT, received.recv())
+        .await
+        .expect("the backend got a header")
+        .unwrap();
+    assert_eq!(named, client);
+    assert_eq!(
+        tlvs,
+        [(0xEA, vpce.to_vec()), (0x02, b"example.com".to_vec())]
+    );
+
+    // The admin API shows the client and the balancer it came through.
+    let (_, body) = fwd.http("GET", "/stats/svc/connections").await;
+    let conns: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let conn = &conns["connections"][0];
+    assert_eq!(conn["peer"], "192.0.2.7:40000", "{conns}");
+    assert_eq!(conn["socket_peer"], lb.local_addr().unwrap().to_string());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,21 +2,7 @@
 
 use std::fmt::Write;
 
-/// Which way the bytes went, from the server's side.
-#[derive(Clone, Copy, Debug)]
-pub(crate) enum Direction {
-    Read,
-    Write,
-}
-
-impl Direction {
-    fn as_str(self) -> &'static str {
-        match self {
-            Direction::Read => "read",
-            Direction::Write => "write",
-        }
-    }
-}
+use crate::io::Direction;
 
 /// Formats `bytes` as `xxd` does: offset, 16 bytes in groups of two, printable ASCII.
 pub(crate) fn xxd(bytes: &[u8], offset: u64) -> String {
