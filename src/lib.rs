@@ -57,6 +57,7 @@
 //! | `forward` | [`forward::copy_bidirectional`], a monitored, half-close-correct copy for your own proxy |
 //! | `proxy-protocol` | `layers::proxy`: the real client behind a load balancer (PROXY v1 and v2), read before every guard |
 //! | `admin` | [`admin`]: an operator's router (JSON API, kick and ban, health probes) and a live dashboard over server-sent events |
+//! | `redis` | [`cluster`]: bans (with their expiry) shared by many instances through Redis or Valkey; each enforces its local copy |
 //!
 //! # Map of the types
 //! - Accepting: [`Listener`] (with [`Listener::builder`] for your own layers,

@@ -24,8 +24,9 @@ const MAX_KEYS: usize = 65_536;
 #[non_exhaustive]
 pub enum AutoBanCounts {
     /// Connections refused by a limit (`conn_limit`, `ip_limit`,
-    /// `per_ip_limit`, `rate_limit`), as counted by the
-    /// [`Listener`](crate::Listener) and [`ServiceMonitor::wrap`].
+    /// `per_ip_limit`, `rate_limit`), as counted by
+    /// [`ServiceMonitor::count_rejected`] (the [`Listener`](crate::Listener)
+    /// and [`ServiceMonitor::wrap`] count every refusal).
     Refusals,
     /// Connections that reach the limits (past the blacklist and allowlist).
     Connections,
@@ -141,12 +142,14 @@ impl Strikes {
 impl ServiceInner {
     /// Counts a connection attempt that reached the limits, under a rule
     /// counting connections; true when it banned the client.
-    pub(super) fn strike_connection(self: &Arc<Self>, peer: SocketAddr) -> bool {
-        let config = self.config();
+    pub(super) fn strike_connection(
+        self: &Arc<Self>,
+        peer: SocketAddr,
+        config: &super::ServiceConfig,
+    ) -> bool {
         match config.auto_ban {
             Some(rule) if rule.counts == AutoBanCounts::Connections => {
                 let key = client_key(peer.ip(), config.ipv6_prefix);
-                drop(config);
                 self.strikes.strike(key, &rule) && self.auto_ban(key, &rule)
             }
             _ => false,

@@ -440,10 +440,10 @@ impl ServiceInner {
         if self.state.load(Relaxed) != RUNNING {
             return refuse(RejectReason::Stopped);
         }
-        if self.strike_connection(peer) {
+        let config = self.config.load();
+        if config.auto_ban.is_some() && self.strike_connection(peer, &config) {
             return refuse(RejectReason::AutoBanned);
         }
-        let config = self.config.load();
         let ip = client_key(peer.ip(), config.ipv6_prefix);
         if let Some(rate) = config.rate_limit {
             if !self.rates.allow(ip, rate) {
