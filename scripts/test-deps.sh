@@ -2,8 +2,9 @@
 # The system packages that the tests run against real peers need: HAProxy
 # (a load balancer sending the PROXY protocol) and nginx with its stream
 # module (a backend reading it); chromium and its WebDriver (the admin
-# dashboard's browser test, tests/admin/browser.rs). Idempotent: quick when
-# they are installed.
+# dashboard's browser test, tests/admin/browser.rs); redis-server (the
+# shared ban list's tests, examples/forwarder/tests/forwarder/cluster.rs).
+# Idempotent: quick when they are installed.
 set -euo pipefail
 
 missing=()
@@ -14,6 +15,7 @@ command -v nginx >/dev/null 2>&1 || missing+=(nginx)
 # The dashboard's browser test: headless chromium driven by chromedriver.
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 
 if [ "${#missing[@]}" -gt 0 ]; then
     sudo=""

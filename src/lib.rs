@@ -57,6 +57,7 @@
 //! | `forward` | [`forward::copy_bidirectional`], a monitored, half-close-correct copy for your own proxy |
 //! | `proxy-protocol` | `layers::proxy`: the real client behind a load balancer (PROXY v1 and v2), read before every guard |
 //! | `admin` | [`admin`]: an operator's router (JSON API, kick and ban, health probes, a runtime tap) and a live dashboard over server-sent events, served bounded on its own address or nested in your app |
+//! | `redis` | [`cluster`]: bans (with their expiry) shared by many instances through Redis or Valkey; each enforces its local copy |
 //!
 //! # Map of the types
 //! - Accepting: [`Listener`] (with [`Listener::builder`] for your own layers,
@@ -136,6 +137,9 @@ mod accepted;
 #[cfg_attr(docsrs, doc(cfg(feature = "admin")))]
 pub mod admin;
 mod clock;
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub mod cluster;
 #[cfg(feature = "forward")]
 #[cfg_attr(docsrs, doc(cfg(feature = "forward")))]
 pub mod forward;
@@ -158,9 +162,9 @@ pub use ip::{canonical_ip, client_key, IpSet};
 pub use ipnet;
 pub use listener::{AcceptStack, DefaultStack, Listener, ListenerBuilder};
 pub use registry::{
-    Admission, ByteCounts, CloseReport, ConnSnapshot, IpConnections, RateLimit, Registry,
-    RegistrySnapshot, RejectReason, Rejected, Rejection, ServiceConfig, ServiceMonitor,
-    ServiceSnapshot, SidTaken, RECENT_REJECTIONS,
+    Admission, AutoBan, AutoBanCounts, BanSource, ByteCounts, CloseReport, ConnSnapshot,
+    IpConnections, RateLimit, Registry, RegistrySnapshot, RejectReason, Rejected, Rejection,
+    ServiceConfig, ServiceMonitor, ServiceSnapshot, SidTaken, TimedBan, RECENT_REJECTIONS,
 };
 
 /// The README's examples, compiled as doctests.

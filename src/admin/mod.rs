@@ -16,8 +16,8 @@
 //! | GET | `/connections` | the top rows by rate: `{"total", "matched", "rows": [...]}`; `?filter=IP-or-CIDR`, `?sort=rate\|in\|out\|age\|idle`, `?limit=` |
 //! | GET | `/metrics` | the renderer's text ([`Admin::metrics`]); 404 without one |
 //! | POST | `/services/{sid}/connections/{id}/kick` | `{"sid", "id", "kicked": true}`; 404 `no connection N ...` when it is gone |
-//! | GET | `/services/{sid}/blacklist` | `{"sid", "blacklist": [...]}` |
-//! | POST | `/services/{sid}/blacklist/{ip-or-cidr}` | `{"sid", "blacklist", "kicked"}`; `?kick=1` closes its live connections too |
+//! | GET | `/services/{sid}/blacklist` | `{"sid", "blacklist": [...], "timed_bans": [{"net", "remaining_ms", "source"}, ...]}` |
+//! | POST | `/services/{sid}/blacklist/{ip-or-cidr}` | `{"sid", "blacklist", "timed_bans", "kicked"}`; `?kick=1` closes its live connections too; `?for=10m` bans for that long ([`parse_ban_time`]) |
 //! | DELETE | `/services/{sid}/blacklist/{ip-or-cidr}` | `{"sid", "blacklist", "kicked": 0}`; 404 when it was not listed |
 //! | POST | `/session` | with the bearer token: sets the dashboard's session cookie (204) |
 //! | DELETE | `/session` | clears it (204) |
@@ -86,6 +86,38 @@ pub use serve::{
     bind, listen, serve, BACKLOG, CONNECTION_DEADLINE, GRACE, HEADER_TIMEOUT, MAX_CONNECTIONS,
     STREAM_DEADLINE,
 };
+
+/// Parses a ban's lifetime as the admin API takes it (`?for=`): a number of
+/// seconds (`90`) or a duration with units (`90s`, `10m`, `1h 30m`, `2d`),
+/// more than zero. The error names the text.
+///
+/// # Examples
+/// ```
+/// use std::time::Duration;
+/// use monconn::admin::parse_ban_time;
+///
+/// assert_eq!(parse_ban_time("10m"), Ok(Duration::from_secs(600)));
+/// assert_eq!(parse_ban_time("90"), Ok(Duration::from_secs(90)));
+/// assert_eq!(
+///     parse_ban_time("soon").unwrap_err(),
+///     "bad ban time \"soon\": use seconds or a duration such as 90s, 10m, 1h, 2d"
+/// );
+/// ```
+pub fn parse_ban_time(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    let time = match text.parse::<u64>() {
+        Ok(secs) => std::time::Duration::from_secs(secs),
+        Err(_) => humantime::parse_duration(text).map_err(|_| {
+            format!("bad ban time \"{text}\": use seconds or a duration such as 90s, 10m, 1h, 2d")
+        })?,
+    };
+    if time.is_zero() {
+        return Err(format!(
+            "bad ban time \"{text}\": it must be more than zero"
+        ));
+    }
+    Ok(time)
+}
 
 use std::fmt;
 use std::sync::Arc;

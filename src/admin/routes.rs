@@ -177,6 +177,8 @@ async fn blacklist(
 #[derive(Deserialize)]
 struct BanQuery {
     kick: Option<String>,
+    #[serde(rename = "for")]
+    time: Option<String>,
 }
 
 async fn ban(
@@ -184,23 +186,33 @@ async fn ban(
     path: Result<Path<(String, String)>, PathRejection>,
     query: Result<Query<BanQuery>, QueryRejection>,
 ) -> Response {
-    let kick = match query {
-        Ok(Query(q)) => match q.kick.as_deref() {
-            None | Some("0" | "false" | "no") => false,
-            Some("" | "1" | "true" | "yes") => true,
-            Some(other) => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    format!("bad kick value \"{other}\": use kick=1 or kick=0"),
-                )
+    let (kick, time) = match query {
+        Ok(Query(q)) => {
+            let kick = match q.kick.as_deref() {
+                None | Some("0" | "false" | "no") => false,
+                Some("" | "1" | "true" | "yes") => true,
+                Some(other) => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        format!("bad kick value \"{other}\": use kick=1 or kick=0"),
+                    )
+                }
+            };
+            match q.time.as_deref().map(super::parse_ban_time).transpose() {
+                Ok(time) => (kick, time),
+                Err(e) => return error(StatusCode::BAD_REQUEST, e),
             }
-        },
+        }
         Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
     };
     change_list(&shared, path, |s, net| {
-        s.ban(net);
+        match time {
+            Some(time) => s.ban_for(net, time),
+            None => s.ban(net),
+        };
         let kicked = if kick { s.kick_net(net) } else { 0 };
-        tracing::info!(sid = %s.sid(), %net, kicked, "banned");
+        let secs = time.map(|t| t.as_secs());
+        tracing::info!(sid = %s.sid(), %net, kicked, for_secs = ?secs, "banned");
         list_reply(s, kicked)
     })
 }
@@ -246,7 +258,12 @@ fn list_reply(service: &ServiceMonitor, kicked: usize) -> Response {
         .collect();
     json(
         StatusCode::OK,
-        &json!({ "sid": service.sid(), "blacklist": list, "kicked": kicked }),
+        &json!({
+            "sid": service.sid(),
+            "blacklist": list,
+            "timed_bans": service.timed_bans(),
+            "kicked": kicked,
+        }),
     )
 }
 

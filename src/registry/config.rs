@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
+use super::AutoBan;
+
 /// The settings of one [`ServiceMonitor`](crate::ServiceMonitor).
 ///
 /// Defaults: no read or write timeout and no idle limit (like tower-http's
@@ -91,6 +93,9 @@ pub struct ServiceConfig {
     pub blacklist: Vec<IpNet>,
     /// When not empty, only these addresses and networks are admitted.
     pub allowlist: Vec<IpNet>,
+    /// A rule that bans a client by itself (too many refusals, or too many
+    /// connections, within a window). Default none.
+    pub auto_ban: Option<AutoBan>,
 }
 
 /// A per-IP connection rate: `per_sec` new connections a second, bursts up to `burst`.
@@ -121,6 +126,7 @@ impl Default for ServiceConfig {
             pause_at_limit: false,
             blacklist: Vec::new(),
             allowlist: Vec::new(),
+            auto_ban: None,
         }
     }
 }
@@ -171,6 +177,8 @@ setters! {
     rate_limit: Option<RateLimit>;
     /// Sets [`keepalive`](Self::keepalive).
     keepalive: Option<Duration>;
+    /// Sets [`auto_ban`](Self::auto_ban).
+    auto_ban: Option<AutoBan>;
 }
 
 setters! {

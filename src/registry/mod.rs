@@ -22,10 +22,13 @@
 
 mod addr_index;
 mod admission;
+mod auto_ban;
+mod bans;
 mod close;
 mod config;
 #[cfg(feature = "metrics")]
 mod export;
+mod hooks;
 mod lookup;
 mod rate;
 mod reason;
@@ -37,10 +40,16 @@ mod sweeper;
 mod tap;
 
 pub use admission::Admission;
+pub use auto_ban::{AutoBan, AutoBanCounts};
+#[cfg(feature = "redis")]
+pub(crate) use bans::{unix_ms, NEVER};
+pub use bans::{BanSource, TimedBan};
 pub use close::CloseReport;
 pub use config::{RateLimit, ServiceConfig};
 #[cfg(feature = "metrics")]
 pub(crate) use export::describe as describe_metrics;
+#[cfg(feature = "redis")]
+pub(crate) use hooks::{BanChange, Sink as BanSink};
 pub use reason::{RejectReason, Rejected};
 pub use recent::{Rejection, RECENT_REJECTIONS};
 pub use service::{ByteCounts, ServiceMonitor};
@@ -75,6 +84,8 @@ use crate::tap::Hub;
 #[derive(Clone, Default)]
 pub struct Registry {
     services: Arc<RwLock<BTreeMap<Arc<str>, ServiceMonitor>>>,
+    /// Told of every service's ban changes (the shared ban list listens).
+    hooks: Arc<hooks::Hooks>,
     /// Its taps, shared by all its services' connections.
     hub: Arc<Hub>,
 }
@@ -195,7 +206,8 @@ impl Registry {
                 running: s.is_running(),
             });
         }
-        let service = ServiceMonitor::new(Arc::from(sid), config, self.hub.clone());
+        let service =
+            ServiceMonitor::new(Arc::from(sid), config, self.hub.clone(), self.hooks.clone());
         services.insert(Arc::from(sid), service.clone());
         Ok(service)
     }
@@ -220,7 +232,8 @@ impl Registry {
             s.set_config(config);
             return s.clone();
         }
-        let service = ServiceMonitor::new(Arc::from(sid), config, self.hub.clone());
+        let service =
+            ServiceMonitor::new(Arc::from(sid), config, self.hub.clone(), self.hooks.clone());
         services.insert(Arc::from(sid), service.clone());
         service
     }
@@ -230,8 +243,16 @@ impl Registry {
         let mut services = self.write();
         services
             .entry(Arc::from(sid))
-            .or_insert_with(|| ServiceMonitor::new(Arc::from(sid), config, self.hub.clone()))
+            .or_insert_with(|| {
+                ServiceMonitor::new(Arc::from(sid), config, self.hub.clone(), self.hooks.clone())
+            })
             .clone()
+    }
+
+    /// Installs (or removes) the receiver of every service's ban changes.
+    #[cfg(feature = "redis")]
+    pub(crate) fn set_ban_sink(&self, sink: Option<BanSink>) {
+        self.hooks.set(sink);
     }
 
     /// The service `sid`, if it exists.

@@ -27,6 +27,9 @@ pub enum RejectReason {
     RateLimit,
     /// The service is stopping or stopped.
     Stopped,
+    /// The peer's address is banned by the service's
+    /// [`AutoBan`](crate::AutoBan) rule.
+    AutoBanned,
     /// A connection from outside the PROXY protocol's trusted sources.
     ProxyUntrusted,
     /// No whole PROXY header within its timeout.
@@ -45,7 +48,7 @@ impl RejectReason {
     /// The built-in reasons, in the order of their counter slots (the
     /// PROXY protocol's are counted by name, as [`RejectReason::Other`] is, and
     /// appear in snapshots once they happen).
-    pub(crate) const BUILTIN: [RejectReason; 7] = [
+    pub(crate) const BUILTIN: [RejectReason; 8] = [
         RejectReason::Blacklisted,
         RejectReason::NotAllowed,
         RejectReason::ConnLimit,
@@ -53,6 +56,7 @@ impl RejectReason {
         RejectReason::PerIpLimit,
         RejectReason::RateLimit,
         RejectReason::Stopped,
+        RejectReason::AutoBanned,
     ];
 
     /// The reason's name as it appears in snapshots and metrics labels.
@@ -65,6 +69,7 @@ impl RejectReason {
             RejectReason::PerIpLimit => "per_ip_limit",
             RejectReason::RateLimit => "rate_limit",
             RejectReason::Stopped => "stopped",
+            RejectReason::AutoBanned => "auto_banned",
             RejectReason::ProxyUntrusted => "proxy_untrusted",
             RejectReason::ProxyTimeout => "proxy_timeout",
             RejectReason::ProxyMalformed => "proxy_malformed",

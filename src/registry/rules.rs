@@ -2,13 +2,17 @@
 //! path and changed at runtime through the service's config.
 
 use std::cell::Cell;
+use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use ipnet::IpNet;
 
+use super::bans::{unix_ms, Entry, TimedSet};
+use super::hooks::BanChange;
 use super::service::lock;
 use super::{RejectReason, ServiceConfig, ServiceMonitor};
 use crate::io::CloseCause;
@@ -19,6 +23,8 @@ pub(crate) struct Compiled {
     from: Arc<ServiceConfig>,
     blacklist: IpSet,
     allowlist: IpSet,
+    /// The bans with a lifetime (`bans.rs`).
+    pub(crate) timed: Arc<TimedSet>,
 }
 
 /// Read lock-free on the accept path (an `arc-swap` snapshot); rebuilt under
@@ -26,6 +32,8 @@ pub(crate) struct Compiled {
 pub(crate) struct Rules {
     current: ArcSwap<Compiled>,
     rebuild: Mutex<()>,
+    /// A prune of expired bans is on its way (spawned by a lookup).
+    pruning: AtomicBool,
 }
 
 impl Compiled {
@@ -34,13 +42,17 @@ impl Compiled {
             blacklist: IpSet::new(from.blacklist.iter().copied()),
             allowlist: IpSet::new(from.allowlist.iter().copied()),
             from,
+            timed: Arc::default(),
         }
     }
 
+    /// The verdict; `stale` is set when an expired timed ban was met.
     #[inline]
-    pub(crate) fn verdict(&self, ip: IpAddr) -> Option<RejectReason> {
+    pub(crate) fn verdict(&self, ip: IpAddr, stale: &mut bool) -> Option<RejectReason> {
         if !self.blacklist.is_empty() && self.blacklist.contains(ip) {
             Some(RejectReason::Blacklisted)
+        } else if let Some(reason) = self.timed.verdict(ip, stale) {
+            Some(reason)
         } else if !self.allowlist.is_empty() && !self.allowlist.contains(ip) {
             Some(RejectReason::NotAllowed)
         } else {
@@ -54,12 +66,57 @@ impl Rules {
         Rules {
             current: ArcSwap::from_pointee(Compiled::new(config)),
             rebuild: Mutex::new(()),
+            pruning: AtomicBool::new(false),
         }
     }
 
+    /// The verdict, and whether the caller should start a prune of
+    /// expired bans (true once until [`Rules::edit_timed`] runs).
     #[inline]
-    pub(crate) fn verdict(&self, ip: IpAddr) -> Option<RejectReason> {
-        self.current.load().verdict(ip)
+    pub(crate) fn verdict(&self, ip: IpAddr) -> (Option<RejectReason>, bool) {
+        let mut stale = false;
+        let reason = self.current.load().verdict(ip, &mut stale);
+        (reason, stale && !self.pruning.swap(true, Relaxed))
+    }
+
+    /// The timed bans now.
+    pub(crate) fn timed(&self) -> Arc<TimedSet> {
+        self.current.load().timed.clone()
+    }
+
+    /// Changes the timed bans with `f` (expired ones are dropped first) and
+    /// recompiles them if `f` returns true or some had expired. Returns
+    /// what `f` returned.
+    pub(crate) fn edit_timed(&self, f: impl FnOnce(&mut HashMap<IpNet, Entry>) -> bool) -> bool {
+        let _rebuild = lock(&self.rebuild);
+        self.pruning.store(false, Relaxed);
+        let current = self.current.load();
+        let now = unix_ms();
+        if current.timed.is_empty() && !current.timed.has_expired(now) {
+            let mut entries = HashMap::new();
+            if !f(&mut entries) {
+                return false;
+            }
+            self.store_timed(&current, entries);
+            return true;
+        }
+        let mut entries = current.timed.entries.clone();
+        entries.retain(|_, e| e.until > now);
+        let expired = entries.len() != current.timed.entries.len();
+        let changed = f(&mut entries);
+        if changed || expired {
+            self.store_timed(&current, entries);
+        }
+        changed
+    }
+
+    fn store_timed(&self, current: &Compiled, entries: HashMap<IpNet, Entry>) {
+        self.current.store(Arc::new(Compiled {
+            from: current.from.clone(),
+            blacklist: current.blacklist.clone(),
+            allowlist: current.allowlist.clone(),
+            timed: Arc::new(TimedSet::new(entries)),
+        }));
     }
 
     /// Recompiles the lists if `config` (the service's current config,
@@ -78,9 +135,13 @@ impl Rules {
                 from: config,
                 blacklist: current.blacklist.clone(),
                 allowlist: current.allowlist.clone(),
+                timed: current.timed.clone(),
             }
         } else {
-            Compiled::new(config)
+            Compiled {
+                timed: current.timed.clone(),
+                ..Compiled::new(config)
+            }
         };
         self.current.store(Arc::new(compiled));
     }
@@ -92,6 +153,7 @@ impl fmt::Debug for Rules {
         f.debug_struct("Rules")
             .field("blacklist", &current.blacklist)
             .field("allowlist", &current.allowlist)
+            .field("timed", &current.timed.entries.len())
             .finish()
     }
 }
@@ -119,7 +181,11 @@ impl ServiceMonitor {
     /// assert_eq!(service.ip_verdict("192.168.0.1".parse().unwrap()), None);
     /// ```
     pub fn ip_verdict(&self, ip: IpAddr) -> Option<RejectReason> {
-        self.inner.rules.verdict(ip)
+        let (reason, prune) = self.inner.rules.verdict(ip);
+        if prune {
+            self.spawn_prune();
+        }
+        reason
     }
 
     /// Adds an address or network to the blacklist: new connections from it
@@ -146,7 +212,11 @@ impl ServiceMonitor {
     #[doc(alias = "RejectIP", alias = "reject_ip")]
     pub fn ban(&self, net: impl Into<IpNet>) -> bool {
         let net = canonical_net(net.into());
-        self.edit_list(|c| &mut c.blacklist, |list| add(list, net))
+        let added = self.edit_list(|c| &mut c.blacklist, |list| add(list, net));
+        if added {
+            self.emit(BanChange::Ban { net, until: None });
+        }
+        added
     }
 
     /// Adds an address or network to the blacklist and closes the live
@@ -157,13 +227,28 @@ impl ServiceMonitor {
         self.kick_net(net)
     }
 
-    /// Removes an address or network from the blacklist (the entry itself:
-    /// releasing one address of a blacklisted network does not punch a hole
-    /// in it). Returns whether it was there.
+    /// Removes an address or network from the blacklist and from the
+    /// timed bans (the entry itself: releasing one address of a blacklisted
+    /// network does not punch a hole in it). Returns whether it was there.
     #[doc(alias = "ReleaseIP", alias = "release_ip")]
     pub fn unban(&self, net: impl Into<IpNet>) -> bool {
-        let net = canonical_net(net.into());
-        self.edit_list(|c| &mut c.blacklist, |list| remove(list, net))
+        let removed = self.unban_here(net.into());
+        if let Some(net) = removed {
+            self.emit(BanChange::Unban { net });
+        }
+        removed.is_some()
+    }
+
+    /// [`ServiceMonitor::unban`] without telling the hooks: the net, if it
+    /// was there.
+    pub(crate) fn unban_here(&self, net: IpNet) -> Option<IpNet> {
+        let net = canonical_net(net);
+        let listed = self.edit_list(|c| &mut c.blacklist, |list| remove(list, net));
+        let timed = self
+            .inner
+            .rules
+            .edit_timed(|bans| bans.remove(&net).is_some());
+        (listed || timed).then_some(net)
     }
 
     /// Adds an address or network to the allowlist. Once the allowlist is not

@@ -91,6 +91,10 @@ pub(crate) struct ServiceInner {
     pub(super) recent: super::recent::Recent,
     /// Live connections by address pair, on once looked up.
     pub(super) by_addr: super::addr_index::AddrIndex,
+    /// Where this instance's ban changes are told (the registry's).
+    pub(crate) hooks: Arc<super::hooks::Hooks>,
+    /// Each client's strikes towards its auto-ban (`auto_ban.rs`).
+    pub(super) strikes: super::auto_ban::Strikes,
     /// The key of this service's duration histogram.
     #[cfg(feature = "metrics")]
     duration_key: metrics::Key,
@@ -130,10 +134,17 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 // === impl ServiceMonitor ===
 
 impl ServiceMonitor {
-    pub(crate) fn new(sid: Arc<str>, config: ServiceConfig, hub: Arc<Hub>) -> Self {
+    pub(crate) fn new(
+        sid: Arc<str>,
+        config: ServiceConfig,
+        hub: Arc<Hub>,
+        hooks: Arc<super::hooks::Hooks>,
+    ) -> Self {
         let config = Arc::new(config);
         ServiceMonitor {
             inner: Arc::new(ServiceInner {
+                hooks,
+                strikes: Default::default(),
                 #[cfg(feature = "metrics")]
                 duration_key: super::export::duration_key(&sid),
                 sid,
@@ -249,8 +260,11 @@ impl ServiceMonitor {
     /// among the [recent rejections](Self::recent_rejections). The
     /// [`Listener`](crate::Listener) and [`ServiceMonitor::wrap`] do it for
     /// every refusal; call it for connections you refuse by other means.
+    /// Under an [`AutoBan`](crate::AutoBan) rule counting refusals, a
+    /// refusal by a limit counts towards the client's ban.
     pub fn count_rejected(&self, reason: &RejectReason, peer: SocketAddr) {
         self.inner.recent.push(peer, reason);
+        self.inner.strike_refusal(peer, reason);
         let c = &self.inner.counters;
         match reason.slot() {
             Some(slot) => {
@@ -427,6 +441,9 @@ impl ServiceInner {
             return refuse(RejectReason::Stopped);
         }
         let config = self.config.load();
+        if config.auto_ban.is_some() && self.strike_connection(peer, &config) {
+            return refuse(RejectReason::AutoBanned);
+        }
         let ip = client_key(peer.ip(), config.ipv6_prefix);
         if let Some(rate) = config.rate_limit {
             if !self.rates.allow(ip, rate) {

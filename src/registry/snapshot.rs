@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+use super::bans::TimedBan;
 use super::reason::RejectReason;
 use super::service::{lock, ByteCounts, ServiceMonitor};
 use crate::clock::{now_ms, since, system_secs, unix_secs};
@@ -60,6 +61,10 @@ pub struct ServiceSnapshot {
     /// Accepts that failed for lack of resources (out of file descriptors,
     /// say), each followed by a short back-off.
     pub accept_errors: u64,
+    /// The live bans with a lifetime, with their remaining time; absent
+    /// when there is none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub timed_bans: Vec<TimedBan>,
     /// The open connections, when asked for; absent otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub conns: Option<Vec<ConnSnapshot>>,
@@ -218,6 +223,7 @@ impl ServiceMonitor {
             rejected,
             closed,
             accept_errors: c.accept_errors.load(Relaxed),
+            timed_bans: self.timed_bans(),
             conns,
         }
     }

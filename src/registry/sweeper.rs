@@ -32,6 +32,13 @@ pub(crate) async fn run(service: Weak<ServiceInner>) {
         };
         service.sweep();
         service.rates.prune();
+        service
+            .strikes
+            .prune(service.config().auto_ban.map(|r| r.window));
+        crate::ServiceMonitor {
+            inner: service.clone(),
+        }
+        .prune_bans();
         #[cfg(feature = "metrics")]
         super::export::publish(&service);
         if service.is_stopped() && service.table().active == 0 {

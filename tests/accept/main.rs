@@ -6,6 +6,7 @@
 use monconn_test_support as support;
 
 mod accept_common;
+mod auto_ban;
 mod churn;
 #[cfg(target_os = "linux")]
 mod fd;

@@ -160,7 +160,7 @@ async fn a_ban_refuses_new_clients_kicks_with_kick_1_and_an_unban_lifts_it() {
     assert_eq!(banned.status, 200, "{:?}", banned.body);
     assert_eq!(
         banned.json(),
-        serde_json::json!({"sid": "echo", "blacklist": ["127.0.0.9/32"], "kicked": 0})
+        serde_json::json!({"sid": "echo", "blacklist": ["127.0.0.9/32"], "timed_bans": [], "kicked": 0})
     );
     round_trip(&mut live, b"still here").await;
     let mut refused = connect_from(nine, echo_addr).await;
@@ -271,4 +271,69 @@ async fn readyz_is_503_while_a_service_stops() {
     );
     assert_eq!(get(addr, "/healthz").await.status, 200);
     closing.abort();
+}
+
+#[tokio::test]
+async fn a_ban_for_a_time_lists_its_remaining_time_expires_and_bad_times_are_named() {
+    let registry = Registry::new();
+    let svc = registry.create("echo", quiet_config()).unwrap();
+    let echo_addr = echo(&svc).await;
+    let nine: IpAddr = "127.0.0.9".parse().unwrap();
+    let addr = serve_admin(Admin::new(registry.clone())).await;
+
+    let long = act(
+        addr,
+        Method::POST,
+        "/services/echo/blacklist/10.0.0.0/8?for=10m",
+    )
+    .await;
+    assert_eq!(long.status, 200, "{:?}", long.body);
+    let bans = long.json()["timed_bans"].clone();
+    assert_eq!(bans[0]["net"], "10.0.0.0/8");
+    assert_eq!(bans[0]["source"], "local");
+    let remaining = bans[0]["remaining_ms"].as_u64().unwrap();
+    assert!((599_000..=600_000).contains(&remaining), "{remaining}");
+    assert_eq!(long.json()["blacklist"], serde_json::json!([]));
+
+    let short = act(
+        addr,
+        Method::POST,
+        "/services/echo/blacklist/127.0.0.9?for=1",
+    )
+    .await;
+    assert_eq!(short.json()["timed_bans"].as_array().unwrap().len(), 2);
+    let stats = get(addr, "/stats/echo").await.json();
+    assert_eq!(stats["timed_bans"][1]["net"], "127.0.0.9/32");
+    let mut refused = connect_from(nine, echo_addr).await;
+    closed_by_server(&mut refused).await;
+    eventually("counted as blacklisted", || {
+        svc.snapshot().rejected["blacklisted"] == 1
+    })
+    .await;
+    // Expired after its second, with no timer of its own.
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    let mut welcome = connect_from(nine, echo_addr).await;
+    round_trip(&mut welcome, b"back").await;
+    let listed = get(addr, "/services/echo/blacklist").await.json();
+    assert_eq!(listed["timed_bans"].as_array().unwrap().len(), 1);
+
+    for (query, message) in [
+        (
+            "for=soon",
+            "bad ban time \"soon\": use seconds or a duration such as 90s, 10m, 1h, 2d",
+        ),
+        ("for=0", "bad ban time \"0\": it must be more than zero"),
+        (
+            "for=-5m",
+            "bad ban time \"-5m\": use seconds or a duration such as 90s, 10m, 1h, 2d",
+        ),
+    ] {
+        let path = format!("/services/echo/blacklist/10.1.0.1?{query}");
+        let bad = act(addr, Method::POST, &path).await;
+        assert_eq!(
+            (bad.status, bad.error()),
+            (StatusCode::BAD_REQUEST, message.to_owned())
+        );
+    }
+    assert_eq!(svc.timed_bans().len(), 1);
 }

@@ -5,9 +5,12 @@
 
 use monconn_test_support as support;
 
+#[cfg(feature = "redis")]
+mod cluster;
 mod graceful;
 #[cfg(feature = "metrics")]
 mod metrics;
 mod registry;
 mod snapshot;
 mod sweeper;
+mod timed_bans;

@@ -173,7 +173,7 @@ async fn publishes_exact_figures_with_units_and_only_the_service_label() {
         .keys()
         .filter(|(n, _)| n == "monconn_connections_closed_total")
         .count();
-    assert_eq!((reasons, causes), (7, 7));
+    assert_eq!((reasons, causes), (8, 7));
 
     // Close both: one kicked, one normally; the duration histogram gets one
     // sample per connection, recorded as it closes.

@@ -47,7 +47,7 @@ fn normalize(value: &mut Value, key: &str, lo: u64, hi: u64) {
 fn all_rejected(entries: &[(&str, u64)]) -> Value {
     let mut map = json!({
         "blacklisted": 0, "not_allowed": 0, "conn_limit": 0, "ip_limit": 0,
-        "per_ip_limit": 0, "rate_limit": 0, "stopped": 0,
+        "per_ip_limit": 0, "rate_limit": 0, "stopped": 0, "auto_banned": 0,
     });
     for (k, v) in entries {
         map[*k] = json!(v);

@@ -12,6 +12,9 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+mod redis;
+pub use redis::RedisServer;
+
 /// How long any wait in a test may take before it fails: generous, so a
 /// loaded machine never trips it; a passing test never waits this long.
 pub const PATIENCE: Duration = Duration::from_secs(20);

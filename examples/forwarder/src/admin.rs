@@ -2,11 +2,11 @@
 //!
 //! | method | path | answer |
 //! |---|---|---|
-//! | GET | `/stats` | `{"services": [snapshot, ...], "draining": [...], "log_lines_dropped": n}` ([`crate::stats::all`]) |
+//! | GET | `/stats` | `{"services": [snapshot, ...], "draining": [...], "log_lines_dropped": n, "cluster": {...}}` ([`crate::stats::all`]; `cluster` when bans are shared) |
 //! | GET | `/stats/{sid}` | one service's snapshot, with its `backend_errors` |
 //! | GET | `/stats/{sid}/connections` | `{"sid", "connections": [...]}` |
 //! | GET | `/metrics` | Prometheus text |
-//! | POST, DELETE | `/services/{sid}/blacklist/{ip-or-cidr}` | `{"sid", "blacklist": [...]}`; `?kick=1` on POST also closes the live connections from it |
+//! | POST, DELETE | `/services/{sid}/blacklist/{ip-or-cidr}` | `{"sid", "blacklist": [...], "timed_bans": [...], "kicked"}`; `?kick=1` on POST also closes the live connections from it; `?for=10m` on POST bans for that long |
 //! | POST | `/services/{sid}/connections/{id}/kick` | `{"sid", "id", "kicked": true}` |
 //! | GET | `/`, `/events`, `/tap`, `/connections`, `/healthz`, `/readyz`, `/services/{sid}/blacklist`; POST, DELETE `/session` | the live dashboard, the runtime tap and the rest of [`monconn::admin`] |
 //!
@@ -58,6 +58,8 @@ pub struct Admin {
     pub registry: Registry,
     pub metrics: PrometheusHandle,
     pub token: Option<Arc<str>>,
+    /// The shared ban list, when on: its figures go in `/stats`.
+    pub cluster: Option<monconn::cluster::Cluster>,
 }
 
 /// Checks the admin address: anything but loopback needs a token.
@@ -108,6 +110,7 @@ impl Admin {
             registry,
             metrics,
             token,
+            cluster,
         } = self;
         let published = registry.clone();
         let render = move || {
@@ -122,8 +125,12 @@ impl Admin {
         let own = Router::new()
             .route("/stats", get(all))
             .route("/stats/", get(all))
-            .route("/stats/{sid}", get(one))
-            .with_state(registry.clone());
+            .with_state((registry.clone(), cluster))
+            .merge(
+                Router::new()
+                    .route("/stats/{sid}", get(one))
+                    .with_state(registry.clone()),
+            );
         let admin = monconn::admin::Admin::new(registry)
             .metrics(render)
             .extend(own);
@@ -140,9 +147,15 @@ fn json_reply(status: StatusCode, value: &impl serde::Serialize) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
-/// `GET /stats`: every service, the draining ones, the dropped log lines.
-async fn all(State(registry): State<Registry>) -> Response {
-    json_reply(StatusCode::OK, &crate::stats::all(&registry))
+/// `GET /stats`: every service, the draining ones, the dropped log lines,
+/// the shared ban list's figures.
+async fn all(
+    State((registry, cluster)): State<(Registry, Option<monconn::cluster::Cluster>)>,
+) -> Response {
+    json_reply(
+        StatusCode::OK,
+        &crate::stats::all(&registry, cluster.as_ref()),
+    )
 }
 
 /// `GET /stats/{sid}`: one service's snapshot with its backend errors.

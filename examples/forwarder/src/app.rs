@@ -188,6 +188,21 @@ async fn run(args: Args, shards: Vec<Handle>) -> ExitCode {
             return fail(e);
         }
     }
+    let file_cluster = match args.config.as_deref() {
+        Some(path) => match crate::config::load_file(path) {
+            Ok(file) => file.cluster,
+            Err(e) => return fail(e),
+        },
+        None => None,
+    };
+    let cluster_config = match crate::cluster::settings(
+        file_cluster.as_ref(),
+        args.cluster_redis.as_deref(),
+        args.cluster_key.as_deref(),
+    ) {
+        Ok(config) => config,
+        Err(e) => return fail(e),
+    };
     raise_nofile_limit();
     // Signals first, so that a signal sent right after start is not lost.
     let (mut hup, mut int, mut term, mut quit) = match (
@@ -221,6 +236,14 @@ async fn run(args: Args, shards: Vec<Handle>) -> ExitCode {
         Ok(f) => f,
         Err(e) => return fail(e),
     };
+    // Bans are shared once the services exist (a resync reads their sets).
+    let cluster = match cluster_config {
+        Some(config) => match crate::cluster::start(&registry, config) {
+            Ok(cluster) => Some(cluster),
+            Err(e) => return fail(e),
+        },
+        None => None,
+    };
     // The admin API binds last: once it answers, every service listens.
     if let (Some(addr), Some(metrics)) = (args.admin, metrics) {
         let listener = match admin::bind(addr).await {
@@ -232,6 +255,7 @@ async fn run(args: Args, shards: Vec<Handle>) -> ExitCode {
             registry: registry.clone(),
             metrics,
             token: args.admin_token.as_deref().map(Arc::from),
+            cluster: cluster.clone(),
         };
         tokio::spawn(admin::upkeep(admin.metrics.clone()));
         tokio::spawn(telemetry::process_metrics());

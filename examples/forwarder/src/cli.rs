@@ -63,6 +63,22 @@ pub struct Args {
     )]
     pub admin_token: Option<String>,
 
+    /// Share bans with every instance using this Redis (or Valkey) server
+    /// and key: `redis://[user:password@]host[:port][/db]`. Overrides the
+    /// config file's `cluster: {redis: ...}`. The URL is never logged.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "MONCONN_CLUSTER_REDIS",
+        hide_env_values = true
+    )]
+    pub cluster_redis: Option<String>,
+
+    /// The key prefix the instances share (default `monconn`; overrides
+    /// the file's `cluster: {key: ...}`).
+    #[arg(long, value_name = "KEY")]
+    pub cluster_key: Option<String>,
+
     /// Log one line of stats per service every SECS seconds (0: never).
     #[arg(long, value_name = "SECS", default_value_t = 0)]
     pub stats_interval: u64,
@@ -197,6 +213,16 @@ seconds, fractions allowed; 0 means no limit for limits, timeouts and max_idle):
                             # false: close both as soon as either side ends
     ip_blacklist: [1.1.1.1, 10.0.0.0/8]
     ip_allowlist: []        # when not empty, only these may connect
+    auto_ban_refused: 0     # ban a client refused this many times by the limits
+    auto_ban_connections: 0 # ... or connecting this many times (pick one)
+    auto_ban_within: 10     # ... within this window
+    auto_ban_for: 600       # for this long (its connections are closed)
+
+The top-level key `cluster` is reserved (so no service may be named so): the
+ban list shared with other instances through Redis, read at start:
+  cluster:
+    redis: redis://:password@10.0.0.5:6379/0   # or --cluster-redis URL
+    key: monconn            # instances with the same Redis and key share bans
 
 A file with no service (empty, comments only), over 16 MiB, or with [ and {
 nested deeper than 32 levels is refused: at start, by --check-config, and on

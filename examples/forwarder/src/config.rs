@@ -1,7 +1,6 @@
 //! The config file (the Go tool's `config.yaml`, plus new keys) and the
 //! services it describes.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 use std::time::Duration;
@@ -55,7 +54,7 @@ pub fn default_config() -> ServiceConfig {
 /// One service in the file. Keys of the Go tool first, then new ones.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct FileService {
+pub(crate) struct FileService {
     #[serde(default)]
     listen_ip: Option<Ip>,
     listen_port: Port,
@@ -90,6 +89,10 @@ struct FileService {
     proxy_optional: Option<bool>,
     proxy_timeout: Option<Secs>,
     send_proxy: Option<ProxyVersion>,
+    auto_ban_refused: Option<u32>,
+    auto_ban_connections: Option<u32>,
+    auto_ban_within: Option<Secs>,
+    auto_ban_for: Option<Secs>,
 }
 
 /// Reads and checks the config file: its services, sorted by name.
@@ -107,20 +110,47 @@ pub fn load(path: &Path) -> Result<Vec<ServiceSpec>, String> {
 
 /// Parses config text (see [`load`]).
 pub fn parse(text: &str) -> Result<Vec<ServiceSpec>, String> {
+    parse_file(text).map(|file| file.services)
+}
+
+/// The config file: its services, sorted by name, and its `cluster:`
+/// section (read at start only).
+#[derive(Debug)]
+pub struct FileConfig {
+    pub services: Vec<ServiceSpec>,
+    pub cluster: Option<crate::cluster::ClusterSpec>,
+}
+
+/// Reads and checks the config file as a whole (see [`load`]).
+///
+/// # Errors
+/// As [`load`].
+pub fn load_file(path: &Path) -> Result<FileConfig, String> {
+    let text = crate::precheck::read(path)?;
+    parse_file(&text).map_err(|e| format!("config file {}: {e}", path.display()))
+}
+
+/// Parses config text as a whole (see [`load`]).
+pub fn parse_file(text: &str) -> Result<FileConfig, String> {
     crate::precheck::nesting(text)?;
-    let file: Option<BTreeMap<String, FileService>> = if text.trim().is_empty() {
+    let file: Option<crate::cluster::File> = if text.trim().is_empty() {
         None
     } else {
         serde_yaml_ng::from_str(text).map_err(|e| yaml_error(&e))?
     };
     // As at startup, so on reload: a file with no service (empty, comments
     // only, or cut short) would stop every service of the file.
-    let file = file.filter(|services| !services.is_empty()).ok_or(
+    let file = file.filter(|f| !f.services.is_empty()).ok_or(
         "the whole file: it defines no service (is it empty, only comments, or cut short?)",
     )?;
-    file.into_iter()
-        .map(|(name, s)| s.into_spec(name))
-        .collect()
+    Ok(FileConfig {
+        services: file
+            .services
+            .into_iter()
+            .map(|(name, s)| s.into_spec(name))
+            .collect::<Result<_, _>>()?,
+        cluster: file.cluster,
+    })
 }
 
 /// The longest message about a bad value: serde quotes the value whole,
@@ -151,6 +181,13 @@ impl FileService {
     fn into_spec(self, sid: String) -> Result<ServiceSpec, String> {
         let bad = |e: String| format!("service `{sid}`: {e}");
         let proxy_in = self.proxy_in().map_err(bad)?;
+        let auto_ban = crate::auto_ban::rule(crate::auto_ban::Keys {
+            refused: self.auto_ban_refused,
+            connections: self.auto_ban_connections,
+            within: self.auto_ban_within.map(|s| s.0),
+            ban_for: self.auto_ban_for.map(|s| s.0),
+        })
+        .map_err(bad)?;
         let listen = match self.listen_ip.and_then(|ip| ip.0) {
             None => ListenAddr::Any(self.listen_port.0),
             Some(ip) => ListenAddr::Addr((ip, self.listen_port.0).into()),
@@ -187,7 +224,8 @@ impl FileService {
             .print_bytes(self.print_bytes.unwrap_or(d.print_bytes))
             .pause_at_limit(self.pause_at_limit.unwrap_or(d.pause_at_limit))
             .blacklist(self.ip_blacklist.into_iter().map(|n| n.0))
-            .allowlist(self.ip_allowlist.into_iter().map(|n| n.0));
+            .allowlist(self.ip_allowlist.into_iter().map(|n| n.0))
+            .auto_ban(auto_ban);
         Ok(ServiceSpec {
             send_proxy: self.send_proxy.and_then(|v| v.0),
             proxy_in,

@@ -27,9 +27,11 @@
 pub mod addr;
 pub mod admin;
 pub mod app;
+pub mod auto_ban;
 pub mod backend_errors;
 pub mod balance;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod logging;
 pub mod precheck;

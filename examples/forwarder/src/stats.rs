@@ -43,7 +43,8 @@ fn draining() -> std::sync::MutexGuard<'static, Vec<(u64, ServiceMonitor, Backen
 }
 
 /// The `/stats` answer: `{"services": [...], "draining": [...],
-/// "log_lines_dropped": N}`, with a snapshot per running service (sorted
+/// "log_lines_dropped": N, "cluster": {...}}` (`cluster` when bans are
+/// shared: connected, last_sync, bans_in, bans_out, errors, pending), with a snapshot per running service (sorted
 /// by sid), one per removed service whose connections are still draining
 /// (each with its `backend_errors`), and the log lines dropped because
 /// stderr did not keep up. `services` comes first, as it did alone.
@@ -52,11 +53,15 @@ pub struct All {
     services: Vec<WithBackendErrors>,
     draining: Vec<WithBackendErrors>,
     log_lines_dropped: u64,
+    /// The shared ban list (`--cluster-redis`, `cluster:`), when on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cluster: Option<monconn::cluster::ClusterStats>,
 }
 
 /// The `/stats` answer now.
-pub fn all(registry: &Registry) -> All {
+pub fn all(registry: &Registry, cluster: Option<&monconn::cluster::Cluster>) -> All {
     All {
+        cluster: cluster.map(monconn::cluster::Cluster::stats),
         services: registry
             .list()
             .iter()

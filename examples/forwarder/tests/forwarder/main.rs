@@ -7,9 +7,11 @@
 mod support;
 
 mod admin;
+mod auto_ban;
 mod backends;
 mod balance;
 mod cli;
+mod cluster;
 mod dashboard;
 mod e2e;
 mod limits;

@@ -416,6 +416,7 @@ impl AdminRig {
                 registry,
                 metrics,
                 token: token.map(Arc::from),
+                cluster: None,
             };
             tokio::spawn(admin::serve(listener, admin));
             addr

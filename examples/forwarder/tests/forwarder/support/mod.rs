@@ -147,6 +147,7 @@ pub fn run_to_end(config: Option<&str>, args: &[&str]) -> (ExitStatus, String, S
     let mut child = cmd
         .args(args)
         .env_remove("MONCONN_ADMIN_TOKEN")
+        .env_remove("MONCONN_CLUSTER_REDIS")
         .env_remove("RUST_LOG")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -205,6 +206,7 @@ impl Forwarder {
             }
             let child = cmd
                 .env_remove("MONCONN_ADMIN_TOKEN")
+                .env_remove("MONCONN_CLUSTER_REDIS")
                 .env("RUST_LOG", log)
                 .stdin(Stdio::null())
                 .stdout(stdout)

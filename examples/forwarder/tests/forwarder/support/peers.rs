@@ -149,3 +149,24 @@ pub async fn nginx_log(nginx: &Peer, n: usize) -> Vec<String> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// redis-server on 127.0.0.1:`port` with the password `password`, in the
+/// foreground, nothing saved to disk (a restart starts empty). Killed by
+/// its PID on drop.
+pub fn redis_on(port: u16, password: &str) -> Peer {
+    let dir = temp_dir("redis");
+    let mut cmd = Command::new("redis-server");
+    cmd.arg("--port")
+        .arg(port.to_string())
+        .arg("--bind")
+        .arg("127.0.0.1")
+        .arg("--save")
+        .arg("")
+        .arg("--appendonly")
+        .arg("no")
+        .arg("--requirepass")
+        .arg(password)
+        .arg("--dir")
+        .arg(&dir);
+    start(cmd, dir, port, "redis-server")
+}

@@ -1,0 +1,231 @@
+//! The shared ban list (feature `redis`) and timed bans, against a real
+//! redis-server started here on a free loopback port (killed by its PID).
+//!
+//! - Propagation: instance A bans an address (`ServiceMonitor::ban_for`),
+//!   a thread polls instance B's `ip_verdict` until it refuses it; 20
+//!   bans, the median, min and max in µs. Both instances are registries of
+//!   this process, each with its own `Cluster` (its own connections).
+//! - Accept rate: connections accepted per second through the default
+//!   stack, in turns (as `benches/accept.rs`): the feature on with Redis
+//!   connected and 100 bans shared, the same with no cluster, and a service
+//!   holding 100,000 timed bans; medians of the per-round ratios.
+//!
+//! `MONCONN_CLUSTER_ROUNDS=21 cargo bench --features redis --bench cluster`
+//! (needs `redis-server`: `scripts/test-deps.sh`).
+
+use std::hint::black_box;
+use std::net::{IpAddr, SocketAddr};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ipnet::IpNet;
+use monconn::cluster::{Cluster, ClusterConfig};
+use monconn::{Listener, Registry, RejectReason, ServiceMonitor};
+use tokio::net::TcpStream;
+use tokio::sync::{Notify, Semaphore};
+
+const CLIENTS: u64 = 4;
+const WINDOW: usize = 16;
+const CONNS: u64 = 2_000;
+
+/// redis-server in the foreground, killed on drop.
+struct Redis(Child, u16);
+
+impl Redis {
+    fn start() -> Redis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap()
+            .port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server (run scripts/test-deps.sh)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server not listening");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Redis(child, port)
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.1)
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A registry with service `web` sharing bans under `key`.
+async fn instance(redis: &Redis, key: &str) -> (ServiceMonitor, Cluster) {
+    let registry = Registry::new();
+    let web = registry.service("web");
+    let config = ClusterConfig::new(&redis.url()).unwrap().key(key);
+    let cluster = Cluster::start(&registry, config).unwrap();
+    while !cluster.stats().connected {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    (web, cluster)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn propagation(rt: &tokio::runtime::Runtime, redis: &Redis) {
+    let ((a, _ca), (b, _cb)) =
+        rt.block_on(async { (instance(redis, "prop").await, instance(redis, "prop").await) });
+    let mut us = Vec::new();
+    for n in 1..=20u8 {
+        let ip = IpAddr::from([198, 51, 100, n]);
+        let started = Instant::now();
+        a.ban_for(ip, Duration::from_secs(60));
+        while b.ip_verdict(ip) != Some(RejectReason::Blacklisted) {
+            assert!(started.elapsed() < Duration::from_secs(5), "never learnt");
+            std::thread::yield_now();
+        }
+        us.push(started.elapsed().as_secs_f64() * 1e6);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let min = us.iter().copied().fold(f64::MAX, f64::min);
+    let max = us.iter().copied().fold(0.0, f64::max);
+    println!(
+        "ban propagation A -> B, 20 bans: median {:.0} us (min {min:.0}, max {max:.0})",
+        median(us)
+    );
+}
+
+/// Connections the server has handled; the clients stay at most `WINDOW`
+/// ahead of it (as `benches/accept.rs`).
+struct Done {
+    count: AtomicU64,
+    notify: Notify,
+    window: Semaphore,
+}
+
+impl Done {
+    fn new() -> Self {
+        Done {
+            count: AtomicU64::new(0),
+            notify: Notify::new(),
+            window: Semaphore::new(WINDOW),
+        }
+    }
+
+    fn add(&self) {
+        self.count.fetch_add(1, SeqCst);
+        self.window.add_permits(1);
+        self.notify.notify_waiters();
+    }
+}
+
+async fn serve(service: ServiceMonitor, done: Arc<Done>) -> SocketAddr {
+    let listener = Listener::bind("127.0.0.1:0", service).await.unwrap();
+    let addr = listener.local_addr();
+    tokio::spawn(async move {
+        loop {
+            let (conn, _) = listener.accept().await.unwrap();
+            drop(black_box(conn));
+            done.add();
+        }
+    });
+    addr
+}
+
+/// `CONNS` connections from `CLIENTS` tasks, each closed with a reset at
+/// once; returns when the server has handled them all.
+async fn connect_many(addr: SocketAddr, done: &Arc<Done>) -> Duration {
+    let target = done.count.load(SeqCst) + CONNS;
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            let done = done.clone();
+            tokio::spawn(async move {
+                for _ in 0..CONNS / CLIENTS {
+                    done.window.acquire().await.unwrap().forget();
+                    let s = TcpStream::connect(addr).await.unwrap();
+                    socket2::SockRef::from(&s)
+                        .set_linger(Some(Duration::ZERO))
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    loop {
+        let notified = done.notify.notified();
+        if done.count.load(SeqCst) >= target {
+            break;
+        }
+        notified.await;
+    }
+    start.elapsed()
+}
+
+fn accept_rate(rt: &tokio::runtime::Runtime, redis: &Redis, rounds: usize) {
+    let (on, _cluster) = rt.block_on(instance(redis, "accept"));
+    let nets = (0..100u8).map(|n| IpNet::from(IpAddr::from([203, 0, 113, n])));
+    on.ban_all_for(nets, Duration::from_secs(600));
+    let off = Registry::new().service("web");
+    let timed = Registry::new().service("web");
+    let many =
+        (0..100_000u32).map(|n| IpNet::from(IpAddr::from((0x0b00_0000 + n * 7).to_be_bytes())));
+    timed.ban_all_for(many, Duration::from_secs(600));
+    let variants = [
+        ("cluster_off", off),
+        ("cluster_connected", on),
+        ("timed_bans_100k", timed),
+    ];
+    let servers: Vec<_> = variants
+        .into_iter()
+        .map(|(name, service)| {
+            let done = Arc::new(Done::new());
+            let addr = rt.block_on(serve(service, done.clone()));
+            (name, addr, done)
+        })
+        .collect();
+    let mut rates = vec![Vec::new(); servers.len()];
+    for round in 0..rounds {
+        for k in 0..servers.len() {
+            let i = (k + round) % servers.len();
+            let (_, addr, done) = &servers[i];
+            let took = rt.block_on(connect_many(*addr, done));
+            rates[i].push(CONNS as f64 / took.as_secs_f64());
+        }
+    }
+    println!("{rounds} rounds of {CONNS} connections; medians, and medians of per-round ratios:");
+    for (i, (name, _, _)) in servers.iter().enumerate() {
+        let ratio = median((0..rounds).map(|r| rates[i][r] / rates[0][r]).collect());
+        println!(
+            "{name:<18} {:>9.0} conn/s  to cluster_off {ratio:.3}",
+            median(rates[i].clone())
+        );
+    }
+}
+
+fn main() {
+    let rounds = std::env::var("MONCONN_CLUSTER_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(11);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let redis = Redis::start();
+    propagation(&rt, &redis);
+    accept_rate(&rt, &redis, rounds);
+}
