@@ -63,6 +63,9 @@ pub(super) struct ServiceTick {
     rejected_rate: BTreeMap<String, f64>,
     blacklist: Vec<String>,
     blacklist_len: usize,
+    /// Bans with a lifetime (or learnt from other instances), the first
+    /// [`BLACKLIST_SHOWN`].
+    timed_bans: Vec<crate::TimedBan>,
     /// The last refusals, newest first.
     rejections: Vec<crate::Rejection>,
     point: Point,
@@ -303,6 +306,11 @@ impl State {
                     .map(ToString::to_string)
                     .collect(),
                 blacklist_len: config.blacklist.len(),
+                timed_bans: {
+                    let mut bans = service.timed_bans();
+                    bans.truncate(BLACKLIST_SHOWN);
+                    bans
+                },
                 rejections: service.recent_rejections(),
                 point,
             });

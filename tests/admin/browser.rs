@@ -343,6 +343,35 @@ async fn the_dashboard_shows_live_traffic_kicks_and_bans_in_chromium() {
     )
     .await;
 
+    // A ban for ten minutes: listed with its time left, on the page and in the service.
+    type_into(&page, "#ban-ip", "127.0.0.12").await;
+    type_into(&page, "#ban-for", "10m").await;
+    click(&page, "#ban-btn").await;
+    until(
+        &page,
+        "the timed ban's message",
+        "return document.getElementById('ban-ok').textContent == 'banned 127.0.0.12 on web for 10m (kicked 0)';",
+    )
+    .await;
+    let timed = web.timed_bans();
+    assert_eq!(timed.len(), 1, "{timed:?}");
+    assert_eq!(timed[0].net.to_string(), "127.0.0.12/32");
+    assert!(
+        timed[0]
+            .remaining_ms
+            .is_some_and(|ms| ms > 590_000 && ms <= 600_000),
+        "{timed:?}"
+    );
+    until(
+        &page,
+        "the timed ban's chip",
+        "const c = document.querySelector('[data-timed][data-net=\"127.0.0.12/32\"]'); return !!c && /\\(\\d+m\\d+s left, local\\)/.test(c.textContent);",
+    )
+    .await;
+    let mut twelve = connect_from("127.0.0.12".parse().unwrap(), web_addr).await;
+    within("the timed ban's refusal", closed_by_server(&mut twelve)).await;
+    type_into(&page, "#ban-for", "").await;
+
     // A filter that matches narrows the table to 127.0.0.2.
     type_into(&page, "#filter", "127.0.0.2").await;
     click(&page, "#filter-btn").await;
