@@ -20,7 +20,6 @@
 
 use std::hint::black_box;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -29,17 +28,15 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use monconn::{Listener, Registry, ServiceConfig};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, Semaphore};
+use tokio::net::TcpListener;
 
 #[cfg(feature = "proxy-protocol")]
+#[path = "support/load.rs"]
+mod load;
 #[path = "accept/proxy.rs"]
 mod proxy;
 
-const CLIENTS: u64 = 4;
-/// Connections opened and not yet accepted, at most: keeps the accept queue
-/// far from full (a full queue drops SYNs and the client retries after 1 s).
-const WINDOW: usize = 16;
+use load::{connect_many, serve_dropping, Done};
 
 /// `n` random CIDRs shaped like a real blacklist: 80 % IPv4 (60 % of them
 /// single addresses, 30 % /24, 10 % /16 to /23) and 20 % IPv6 (/128, /64,
@@ -78,41 +75,6 @@ fn cidrs(n: usize, seed: u64) -> Vec<IpNet> {
     out
 }
 
-/// Accepted-and-dropped counter the clients wait on.
-struct Done {
-    count: AtomicU64,
-    notify: Notify,
-    window: Semaphore,
-}
-
-impl Default for Done {
-    fn default() -> Self {
-        Done {
-            count: AtomicU64::new(0),
-            notify: Notify::new(),
-            window: Semaphore::new(WINDOW),
-        }
-    }
-}
-
-impl Done {
-    fn add(&self) {
-        self.count.fetch_add(1, SeqCst);
-        self.window.add_permits(1);
-        self.notify.notify_waiters();
-    }
-
-    async fn reach(&self, target: u64) {
-        loop {
-            let notified = self.notify.notified();
-            if self.count.load(SeqCst) >= target {
-                return;
-            }
-            notified.await;
-        }
-    }
-}
-
 /// A plain tokio accept loop; with `keepalive`, the listening socket has the
 /// default config's keepalive (30 s), which accepted sockets inherit on Linux.
 async fn bare_server(done: Arc<Done>, keepalive: bool) -> SocketAddr {
@@ -137,44 +99,7 @@ async fn bare_server(done: Arc<Done>, keepalive: bool) -> SocketAddr {
 
 async fn monconn_server(done: Arc<Done>, config: ServiceConfig) -> SocketAddr {
     let service = Registry::new().create("bench", config).unwrap();
-    let listener = Listener::bind("127.0.0.1:0", service).await.unwrap();
-    let addr = listener.local_addr();
-    tokio::spawn(async move {
-        loop {
-            let (conn, _) = listener.accept().await.unwrap();
-            drop(black_box(conn));
-            done.add();
-        }
-    });
-    addr
-}
-
-/// Opens `iters` connections from `CLIENTS` tasks, at most `WINDOW` ahead of
-/// the server, each closed with a reset right away, and waits until the
-/// server has handled them all.
-async fn connect_many(addr: SocketAddr, done: &Arc<Done>, iters: u64) -> Duration {
-    let target = done.count.load(SeqCst) + iters;
-    let start = Instant::now();
-    let tasks: Vec<_> = (0..CLIENTS)
-        .map(|c| {
-            let n = iters / CLIENTS + u64::from(c < iters % CLIENTS);
-            let done = done.clone();
-            tokio::spawn(async move {
-                for _ in 0..n {
-                    done.window.acquire().await.unwrap().forget();
-                    let s = TcpStream::connect(addr).await.unwrap();
-                    socket2::SockRef::from(&s)
-                        .set_linger(Some(Duration::ZERO))
-                        .unwrap();
-                }
-            })
-        })
-        .collect();
-    for t in tasks {
-        t.await.unwrap();
-    }
-    done.reach(target).await;
-    start.elapsed()
+    serve_dropping(Listener::bind("127.0.0.1:0", service).await.unwrap(), done)
 }
 
 fn accept(c: &mut Criterion) {
@@ -206,7 +131,7 @@ fn accept(c: &mut Criterion) {
             }
         });
         group.bench_function(name, |b| {
-            b.iter_custom(|iters| rt.block_on(connect_many(addr, &done, iters)))
+            b.iter_custom(|iters| rt.block_on(connect_many(addr, &done, iters, None)))
         });
     }
     group.finish();
@@ -338,7 +263,7 @@ fn interleaved(rounds: usize) {
         for k in 0..servers.len() {
             let i = (k + round) % servers.len();
             let (_, addr, done) = &servers[i];
-            let took = rt.block_on(connect_many(*addr, done, CONNS));
+            let took = rt.block_on(connect_many(*addr, done, CONNS, None));
             rates[i].push(CONNS as f64 / took.as_secs_f64());
         }
     }

@@ -13,21 +13,19 @@
 //! `MONCONN_CLUSTER_ROUNDS=21 cargo bench --features redis --bench cluster`
 //! (needs `redis-server`: `scripts/test-deps.sh`).
 
-use std::hint::black_box;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
 use monconn::cluster::{Cluster, ClusterConfig};
 use monconn::{Listener, Registry, RejectReason, ServiceMonitor};
-use tokio::net::TcpStream;
-use tokio::sync::{Notify, Semaphore};
 
-const CLIENTS: u64 = 4;
-const WINDOW: usize = 16;
+#[path = "support/load.rs"]
+mod load;
+use load::{connect_many, serve_dropping, Done};
+
 const CONNS: u64 = 2_000;
 
 /// redis-server in the foreground, killed on drop.
@@ -105,75 +103,6 @@ fn propagation(rt: &tokio::runtime::Runtime, redis: &Redis) {
     );
 }
 
-/// Connections the server has handled; the clients stay at most `WINDOW`
-/// ahead of it (as `benches/accept.rs`).
-struct Done {
-    count: AtomicU64,
-    notify: Notify,
-    window: Semaphore,
-}
-
-impl Done {
-    fn new() -> Self {
-        Done {
-            count: AtomicU64::new(0),
-            notify: Notify::new(),
-            window: Semaphore::new(WINDOW),
-        }
-    }
-
-    fn add(&self) {
-        self.count.fetch_add(1, SeqCst);
-        self.window.add_permits(1);
-        self.notify.notify_waiters();
-    }
-}
-
-async fn serve(service: ServiceMonitor, done: Arc<Done>) -> SocketAddr {
-    let listener = Listener::bind("127.0.0.1:0", service).await.unwrap();
-    let addr = listener.local_addr();
-    tokio::spawn(async move {
-        loop {
-            let (conn, _) = listener.accept().await.unwrap();
-            drop(black_box(conn));
-            done.add();
-        }
-    });
-    addr
-}
-
-/// `CONNS` connections from `CLIENTS` tasks, each closed with a reset at
-/// once; returns when the server has handled them all.
-async fn connect_many(addr: SocketAddr, done: &Arc<Done>) -> Duration {
-    let target = done.count.load(SeqCst) + CONNS;
-    let start = Instant::now();
-    let tasks: Vec<_> = (0..CLIENTS)
-        .map(|_| {
-            let done = done.clone();
-            tokio::spawn(async move {
-                for _ in 0..CONNS / CLIENTS {
-                    done.window.acquire().await.unwrap().forget();
-                    let s = TcpStream::connect(addr).await.unwrap();
-                    socket2::SockRef::from(&s)
-                        .set_linger(Some(Duration::ZERO))
-                        .unwrap();
-                }
-            })
-        })
-        .collect();
-    for t in tasks {
-        t.await.unwrap();
-    }
-    loop {
-        let notified = done.notify.notified();
-        if done.count.load(SeqCst) >= target {
-            break;
-        }
-        notified.await;
-    }
-    start.elapsed()
-}
-
 fn accept_rate(rt: &tokio::runtime::Runtime, redis: &Redis, rounds: usize) {
     let (on, _cluster) = rt.block_on(instance(redis, "accept"));
     let nets = (0..100u8).map(|n| IpNet::from(IpAddr::from([203, 0, 113, n])));
@@ -191,8 +120,13 @@ fn accept_rate(rt: &tokio::runtime::Runtime, redis: &Redis, rounds: usize) {
     let servers: Vec<_> = variants
         .into_iter()
         .map(|(name, service)| {
-            let done = Arc::new(Done::new());
-            let addr = rt.block_on(serve(service, done.clone()));
+            let done = Arc::new(Done::default());
+            let addr = rt.block_on(async {
+                serve_dropping(
+                    Listener::bind("127.0.0.1:0", service).await.unwrap(),
+                    done.clone(),
+                )
+            });
             (name, addr, done)
         })
         .collect();
@@ -201,7 +135,7 @@ fn accept_rate(rt: &tokio::runtime::Runtime, redis: &Redis, rounds: usize) {
         for k in 0..servers.len() {
             let i = (k + round) % servers.len();
             let (_, addr, done) = &servers[i];
-            let took = rt.block_on(connect_many(*addr, done));
+            let took = rt.block_on(connect_many(*addr, done, CONNS, None));
             rates[i].push(CONNS as f64 / took.as_secs_f64());
         }
     }

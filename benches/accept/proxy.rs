@@ -13,16 +13,16 @@
 
 use std::hint::black_box;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering::SeqCst;
+
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use monconn::layers::proxy::{ProxyConfig, ProxyHeader};
 use monconn::{AcceptStack, Listener, Registry};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
-use super::{Done, CLIENTS};
+use super::load::{connect_many, Done};
 
 /// Serves `listener` as servers do, each connection in a task of its own:
 /// dropped at once, or once `read` bytes are read from it.
@@ -47,40 +47,6 @@ where
         }
     });
     addr
-}
-
-/// Opens `iters` connections that each write `bytes`, wait for the
-/// server's close and reset; returns when the server has handled them all.
-async fn connect_writing(
-    addr: SocketAddr,
-    done: &Arc<Done>,
-    iters: u64,
-    bytes: &'static [u8],
-) -> Duration {
-    let target = done.count.load(SeqCst) + iters;
-    let start = Instant::now();
-    let tasks: Vec<_> = (0..CLIENTS)
-        .map(|c| {
-            let n = iters / CLIENTS + u64::from(c < iters % CLIENTS);
-            let done = done.clone();
-            tokio::spawn(async move {
-                for _ in 0..n {
-                    done.window.acquire().await.unwrap().forget();
-                    let mut s = TcpStream::connect(addr).await.unwrap();
-                    s.write_all(bytes).await.unwrap();
-                    let _ = s.read(&mut [0u8; 1]).await;
-                    socket2::SockRef::from(&s)
-                        .set_linger(Some(Duration::ZERO))
-                        .unwrap();
-                }
-            })
-        })
-        .collect();
-    for t in tasks {
-        t.await.unwrap();
-    }
-    done.reach(target).await;
-    start.elapsed()
 }
 
 pub(crate) fn interleaved_proxy(rounds: usize) {
@@ -131,7 +97,7 @@ pub(crate) fn interleaved_proxy(rounds: usize) {
             let i = (k + round) % servers.len();
             let (_, addr, done) = &servers[i];
             let cpu_start = process_cpu();
-            let took = rt.block_on(connect_writing(*addr, done, CONNS, header));
+            let took = rt.block_on(connect_many(*addr, done, CONNS, Some(header)));
             let cpu_took = process_cpu() - cpu_start;
             rates[i].push(CONNS as f64 / took.as_secs_f64());
             cpu[i].push(cpu_took.as_secs_f64() * 1e6 / CONNS as f64);
