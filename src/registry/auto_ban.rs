@@ -97,7 +97,16 @@ impl AutoBan {
 
 /// Each client key's count within its window: `(window start ms, count)`.
 #[derive(Default)]
-pub(crate) struct Strikes(Mutex<HashMap<IpNet, (u64, u32)>>);
+pub(crate) struct Strikes(Mutex<Table>);
+
+#[derive(Default)]
+pub(crate) struct Table {
+    keys: HashMap<IpNet, (u64, u32)>,
+    /// When full, no sweep of the whole table before this (ms): a flood
+    /// of new keys into a full table costs a sweep a few times per window,
+    /// not one per connection.
+    next_sweep: u64,
+}
 
 impl Strikes {
     /// Counts one event for `key`; true when it reaches the rule's `max`
@@ -105,9 +114,17 @@ impl Strikes {
     fn strike(&self, key: IpNet, rule: &AutoBan) -> bool {
         let now = now_ms();
         let window = rule.window.as_millis() as u64;
-        let mut map = lock(&self.0);
+        let mut table = lock(&self.0);
+        let Table {
+            keys: map,
+            next_sweep,
+        } = &mut *table;
         if map.len() >= MAX_KEYS && !map.contains_key(&key) {
+            if now < *next_sweep {
+                return false;
+            }
             map.retain(|_, (start, _)| now.saturating_sub(*start) < window);
+            *next_sweep = now + (window / 8).max(1);
             if map.len() >= MAX_KEYS {
                 return false;
             }
@@ -126,7 +143,7 @@ impl Strikes {
 
     /// Drops the keys whose window has passed (the sweeper's tick).
     pub(crate) fn prune(&self, window: Option<Duration>) {
-        let mut map = lock(&self.0);
+        let map = &mut lock(&self.0).keys;
         match window {
             None => map.clear(),
             Some(w) => {
@@ -198,5 +215,45 @@ impl ServiceInner {
             "auto-banned"
         );
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr};
+    use std::time::Duration;
+
+    use ipnet::IpNet;
+
+    use super::{AutoBan, Strikes, MAX_KEYS};
+
+    fn key(n: u32) -> IpNet {
+        IpNet::from(IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + n)))
+    }
+
+    /// A full table counts no new key until a window has passed, sweeps
+    /// at most a few times per window, and never grows past its cap.
+    #[test]
+    fn a_full_table_stays_bounded_and_frees_up_after_the_window() {
+        let rule = AutoBan::after_connections(3, Duration::from_millis(300));
+        let strikes = Strikes::default();
+        let counted = |n: u32| strikes.0.lock().unwrap().keys.get(&key(n)).map(|e| e.1);
+        for n in 0..MAX_KEYS as u32 {
+            assert!(!strikes.strike(key(n), &rule));
+        }
+        // A known key is still counted; a new one is not.
+        assert!(!strikes.strike(key(7), &rule));
+        assert_eq!(counted(7), Some(2));
+        let new = MAX_KEYS as u32;
+        for _ in 0..3 {
+            assert!(!strikes.strike(key(new), &rule));
+        }
+        assert_eq!(counted(new), None);
+        assert_eq!(strikes.0.lock().unwrap().keys.len(), MAX_KEYS);
+        std::thread::sleep(Duration::from_millis(400));
+        // The window has passed: the sweep frees the table.
+        assert!(!strikes.strike(key(new), &rule));
+        assert_eq!(counted(new), Some(1));
+        assert_eq!(strikes.0.lock().unwrap().keys.len(), 1);
     }
 }

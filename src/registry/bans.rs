@@ -118,36 +118,28 @@ impl TimedSet {
     /// `ip`, looked up by each prefix length (no scan of the list).
     #[cold]
     fn exact(&self, ip: IpAddr, now: u64) -> Option<RejectReason> {
-        let ip = canonical_ip(ip);
-        let mut nets: Vec<IpNet> = Vec::with_capacity(129);
-        match ip {
-            IpAddr::V4(v4) => {
-                nets.extend(
-                    (0..=32).filter_map(|l| Ipv4Net::new(v4, l).ok().map(|n| IpNet::V4(n.trunc()))),
-                );
-                let mapped = v4.to_ipv6_mapped();
-                nets.extend(
-                    (0..=96)
-                        .filter_map(|l| Ipv6Net::new(mapped, l).ok().map(|n| IpNet::V6(n.trunc()))),
-                );
-            }
-            IpAddr::V6(v6) => {
-                nets.extend(
-                    (0..=128)
-                        .filter_map(|l| Ipv6Net::new(v6, l).ok().map(|n| IpNet::V6(n.trunc()))),
-                );
-            }
-        }
-        let live: Vec<BanSource> = nets
-            .iter()
-            .filter_map(|n| self.entries.get(n))
+        // An IPv4 client is looked up as itself and as its IPv4-mapped
+        // IPv6 address (to /96); no allocation, as on the fast path.
+        let (v4, v6, v6_max) = match canonical_ip(ip) {
+            IpAddr::V4(a) => (Some(a), a.to_ipv6_mapped(), 96),
+            IpAddr::V6(a) => (None, a, 128),
+        };
+        let nets = v4
+            .into_iter()
+            .flat_map(|a| (0..=32).filter_map(move |l| Ipv4Net::new(a, l).ok()))
+            .map(|n| IpNet::V4(n.trunc()))
+            .chain(
+                (0..=v6_max)
+                    .filter_map(move |l| Ipv6Net::new(v6, l).ok())
+                    .map(|n| IpNet::V6(n.trunc())),
+            );
+        let mut live = nets
+            .filter_map(|n| self.entries.get(&n))
             .filter(|e| e.until > now)
-            .map(|e| e.source)
-            .collect();
-        if live.iter().any(|s| *s != BanSource::Rule) {
+            .map(|e| e.source);
+        let first = live.next()?;
+        if first != BanSource::Rule || live.any(|s| s != BanSource::Rule) {
             Some(RejectReason::Blacklisted)
-        } else if live.is_empty() {
-            None
         } else {
             Some(RejectReason::AutoBanned)
         }
