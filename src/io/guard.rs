@@ -12,6 +12,13 @@ use super::record::{ConnRecord, Record};
 pub(crate) trait Release: Send + Sync {
     /// Takes back the connection of `record`.
     fn release(&self, record: &ConnRecord);
+
+    /// Who is told of its watched connections' bytes and closes (the
+    /// registry's tap hub): reached through the owner, so that a record
+    /// holds no pointer of its own for it.
+    fn watcher(&self) -> Option<&dyn super::watch::Watcher> {
+        None
+    }
 }
 
 /// Owned by a [`MonitoredIo`](super::MonitoredIo): releases its record into

@@ -197,9 +197,7 @@ fn watch(record: &ConnRecord, dir: Direction, offset: u64, n: usize, bufs: &[IoS
     if n == 0 {
         return;
     }
-    if let Some(watcher) = record.watcher() {
-        watcher.on_bytes(record, dir, offset, n, bufs);
-    }
+    record.with_watcher(|watcher| watcher.on_bytes(record, dir, offset, n, bufs));
 }
 
 impl<T: AsyncRead> AsyncRead for MonitoredIo<T> {

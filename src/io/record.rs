@@ -69,9 +69,6 @@ pub struct ConnRecord {
     /// Who watches the connection's bytes: [`PRINT`] and [`TAP`] bits, the
     /// one load the hot path pays for watching.
     watch: AtomicU8,
-    /// Told of the bytes and the close of a watched connection: its
-    /// registry's tap hub.
-    watcher: Option<Arc<dyn Watcher>>,
     /// The `ipv6_prefix` its client was counted under (the config may change
     /// before it closes).
     key_prefix: u8,
@@ -94,12 +91,12 @@ pub struct ConnRecord {
 impl ConnRecord {
     /// The record of connection `id` of service `sid`, released into `owner`
     /// when its `MonitoredIo` is dropped; its bytes dumped (`print_bytes`)
-    /// and tapped through `watcher`.
+    /// and tapped through the owner's [`Release::watcher`].
     pub(crate) fn new(
         id: u64,
         sid: Arc<str>,
         (peer, local): (SocketAddr, SocketAddr),
-        (print_bytes, watcher): (bool, Option<Arc<dyn Watcher>>),
+        print_bytes: bool,
         key_prefix: u8,
         owner: Arc<dyn Release>,
         proxy: Option<Box<ProxyInfo>>,
@@ -123,7 +120,6 @@ impl ConnRecord {
             state: AtomicU8::new(OPEN),
             errored: AtomicBool::new(false),
             watch: AtomicU8::new(if print_bytes { PRINT } else { 0 }),
-            watcher,
             key_prefix,
             read_waker: AtomicWaker::new(),
             write_waker: AtomicWaker::new(),
@@ -164,7 +160,7 @@ impl ConnRecord {
         if let Some(owner) = owner {
             owner.release(self);
             if self.watch.load(Relaxed) & TAP != 0 {
-                if let Some(watcher) = &self.watcher {
+                if let Some(watcher) = owner.watcher() {
                     watcher.on_close(self);
                 }
             }
@@ -254,9 +250,18 @@ impl ConnRecord {
         }
     }
 
-    /// Who is told of a watched connection's bytes and close.
-    pub(crate) fn watcher(&self) -> Option<&Arc<dyn Watcher>> {
-        self.watcher.as_ref()
+    /// Tells the owner's watcher (its registry's tap hub), if any, of a
+    /// watched connection's bytes; nothing once the connection is released.
+    /// Off the hot path: only watched connections get here.
+    pub(crate) fn with_watcher(&self, f: impl FnOnce(&dyn Watcher)) {
+        let owner = self
+            .owner
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        if let Some(watcher) = owner.as_deref().and_then(Release::watcher) {
+            f(watcher);
+        }
     }
 
     /// Why the connection ended, as it is counted once it is released: the

@@ -82,7 +82,7 @@ impl ServiceInner {
             id,
             sid,
             (peer, local),
-            (print_bytes, Some(self.hub.clone())),
+            print_bytes,
             prefix,
             self.clone(),
             proxy,
@@ -171,5 +171,9 @@ impl ServiceInner {
 impl Release for ServiceInner {
     fn release(&self, record: &ConnRecord) {
         ServiceInner::release(self, record.client_key(), Some(record));
+    }
+
+    fn watcher(&self) -> Option<&dyn crate::io::Watcher> {
+        Some(&*self.hub)
     }
 }
