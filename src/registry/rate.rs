@@ -9,7 +9,7 @@
 //! clients come and go.
 //!
 //! The table holds at most [`MAX_KEYS`] buckets (24 bytes each: 3.1 MiB
-//! at the cap with the map's spare slots, measured in `tests/alloc.rs`). When it is full and none
+//! at the cap with the map's spare slots, measured in `tests/io/alloc.rs`). When it is full and none
 //! of its buckets has refilled, clients without a bucket share one overflow
 //! bucket (same rate and burst): they are limited together, never given a
 //! fresh bucket of their own, until a bucket in the table refills.
