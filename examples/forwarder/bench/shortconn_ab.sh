@@ -11,7 +11,8 @@
 #   VARIANTS="ours one nginx" REPS=4 bash examples/forwarder/bench/shortconn_ab.sh
 #   BASE_BIN=/path/to/forwarder VARIANTS="ours base" bash examples/forwarder/bench/shortconn_ab.sh
 #
-# Variants as bench/lib.sh's fwd_spec names them; base = the forwarder binary
+# Variants as bench/lib.sh's fwd_spec names them, and direct (no forwarder:
+# connrate against the backend); base = the forwarder binary
 # BASE_BIN with its defaults (a build of an earlier commit, say: A/B of a
 # change).
 #
@@ -46,15 +47,21 @@ TCK=$(getconf CLK_TCK)
 results=()
 for rep in $(seq "$REPS"); do
     for v in $(rotated "$rep" $VARIANTS); do
-        fwd_start "$(fwd_spec "$v" "$FWD")" "$LPORT" "$BPORT" 2>/dev/null || exit 1
-        pid=$FWD_PID
+        port=$LPORT pid=$ECHOD
+        if [ "$v" = direct ]; then
+            port=$BPORT # no forwarder: the CPU figure is the backend's
+        else
+            fwd_start "$(fwd_spec "$v" "$FWD")" "$LPORT" "$BPORT" 2>/dev/null || exit 1
+            pid=$FWD_PID
+        fi
         c0=$(ticks "$pid")
-        out=$(nice -n $((NICE - FWD_NICE)) "$TOOLS/connrate" "127.0.0.1:$LPORT" "$WORKERS" "$SECS")
+        out=$(nice -n $((NICE - FWD_NICE)) "$TOOLS/connrate" "127.0.0.1:$port" "$WORKERS" "$SECS")
         c1=$(ticks "$pid")
         conns=$(sed -n 's/.*conns=\([0-9]*\).*/\1/p' <<<"$out")
         echo "$v $rep $out cpu_us_per_conn=$(( (c1 - c0) * 1000000 / TCK / (conns > 0 ? conns : 1) ))"
         results+=("$v $(sed -n 's/.*rate=//p' <<<"$out")")
-        fwd_stop "$pid" >/dev/null 2>&1
+        # HAProxy exits 143 on SIGTERM: not an error of this script.
+        [ "$v" = direct ] || fwd_stop "$pid" >/dev/null 2>&1 || true
         sleep 0.5
     done
 done
