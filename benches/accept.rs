@@ -30,9 +30,9 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tokio::net::TcpListener;
 
-#[cfg(feature = "proxy-protocol")]
 #[path = "support/load.rs"]
 mod load;
+#[cfg(feature = "proxy-protocol")]
 #[path = "accept/proxy.rs"]
 mod proxy;
 

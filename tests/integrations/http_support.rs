@@ -156,6 +156,7 @@ pub fn get(path: &str) -> Request<Full<Bytes>> {
 }
 
 /// A POST request for `path` with `body`.
+#[cfg(feature = "axum")]
 pub fn post(path: &str, body: Vec<u8>) -> Request<Full<Bytes>> {
     Request::post(path)
         .header("host", "test")
