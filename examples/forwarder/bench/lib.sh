@@ -47,7 +47,7 @@ median() {
 # The forwarders.sh SPEC of VARIANT, for a forwarder staged in BIN (see
 # stage_forwarder): ours = the defaults, shared = --accept shared, one =
 # --threads 1, splice = --splice, nohc = a config with `half_close: false`,
-# base = BIN/base-forwarder (BASE_BIN),
+# base = BIN/base-forwarder (BASE_BIN) with the same flags as ours,
 # base-copy = the same with FORWARDER_SPLICE=off (builds before 254b122
 # spliced by default), nginx-hc = nginx stream with proxy_half_close on
 # (bench/nginx_half_close.sh); any other name is passed on as it is (a
@@ -61,7 +61,7 @@ fwd_spec() {
 	shared) echo "shared=$2/forwarder --accept shared $map" ;;
 	one) echo "one=$2/forwarder --threads 1 $map" ;;
 	splice) echo "splice=$2/forwarder --splice $map" ;;
-	base) echo "base=$2/base-forwarder -p 127.0.0.1:\$LPORT=127.0.0.1:\$BPORT" ;;
+	base) echo "base=$2/base-forwarder $map" ;;
 	base-copy) echo "base-copy=env FORWARDER_SPLICE=off $2/base-forwarder -p 127.0.0.1:\$LPORT=127.0.0.1:\$BPORT" ;;
 	nohc) echo "nohc=sh -c 'echo \"{svc: {listen_ip: 127.0.0.1, listen_port: \$LPORT, backend_port: \$BPORT, half_close: false}}\" >nohc.yaml && exec $2/forwarder --access-log off -c nohc.yaml'" ;;
 	nginx-hc) echo "nginx-hc=bash $ROOT/examples/forwarder/bench/nginx_half_close.sh" ;;

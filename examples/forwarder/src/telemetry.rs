@@ -61,6 +61,10 @@ pub async fn process_metrics() {
 /// and how it ended (`normal`, `error`, or the cause of a cut: `idle`,
 /// `read_timeout`, `write_timeout`, `kicked`, `shutdown`).
 pub fn access_log(sid: &str, record: &ConnRecord, backend: &dyn std::fmt::Display, error: bool) {
+    // With the log off (`--access-log off`), nothing is read or formatted.
+    if !tracing::enabled!(target: ACCESS_TARGET, tracing::Level::INFO) {
+        return;
+    }
     let cause = match record.closed() {
         Some(cause) => cause.to_string(),
         None if error => "error".to_owned(),
