@@ -16,7 +16,11 @@
 //!   direction goes on until it ends too (without [`Mode::with_half_close`],
 //!   the first EOF closes both sides instead); an EOF the reactor reported
 //!   before the short read that drained the socket is taken without reading
-//!   it ([`eof_pending`]);
+//!   it ([`eof_pending`]); when that FIN was known before the read that
+//!   drained the socket, the last bytes are written with `MSG_MORE` (Linux)
+//!   and the FIN passed on at once, so both leave in one segment (a
+//!   request-reply-close exchange, `echod once` or an HTTP/1.0 server, costs
+//!   both peers a segment less to send, receive and acknowledge);
 //! - an error in either direction, or a close of the client from outside
 //!   (idle, timeouts, kick, shutdown), ends the pair: both sockets close
 //!   with a reset, so neither peer mistakes the cut for a clean end;
@@ -288,6 +292,10 @@ struct Half {
     /// [`Mode::half_close`], the same in both halves (kept here, in what
     /// would be padding, so that the pair future stays as small).
     half_close: bool,
+    /// The source's FIN was seen before the read in flight drained it: the
+    /// bytes being written are its last, and the destination's FIN goes in
+    /// the same segment (see [`End::poll_write_before_fin`]).
+    eof: bool,
 }
 
 enum State {
@@ -312,6 +320,7 @@ impl Half {
             bytes: 0,
             splice,
             half_close,
+            eof: false,
         }
     }
 
@@ -358,6 +367,9 @@ impl Half {
                         continue;
                     }
                     self.bytes += n as u64;
+                    // A short read drained the socket; if its FIN was seen
+                    // already, these bytes are the last.
+                    self.eof = n < buf.len() && fin_seen(src, cx);
                     self.state = State::Write {
                         buf,
                         pos: 0,
@@ -366,11 +378,24 @@ impl Half {
                 }
                 State::Write { buf, pos, end } => {
                     while *pos < *end {
-                        let n = ready!(dst.poll_write(cx, &buf[*pos as usize..*end as usize]))?;
+                        let bytes = &buf[*pos as usize..*end as usize];
+                        let n = if self.eof {
+                            ready!(dst.poll_write_before_fin(cx, bytes))?
+                        } else {
+                            ready!(dst.poll_write(cx, bytes))?
+                        };
                         if n == 0 {
                             return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
                         }
                         *pos += n as u32;
+                    }
+                    if self.eof {
+                        // The FIN now, even for the pair's last direction:
+                        // it leaves with the bytes held back for it, which
+                        // a later close would also send, but not at once.
+                        self.state = State::Done;
+                        dst.shutdown_write()?;
+                        continue;
                     }
                     // A full buffer is a bulk transfer: go on without copies.
                     let bulk = *end as usize == BUF_SIZE;
@@ -447,6 +472,21 @@ trait End {
     fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
     fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>>;
     fn poll_write(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>>;
+    /// Writes the source's last bytes, which a write shutdown follows at
+    /// once: on Linux with `MSG_MORE`, which holds a short tail back until
+    /// that shutdown, so that the FIN leaves in the same segment. One
+    /// segment less per short exchange (a request, then the server's
+    /// answer and close) for both peers to send, receive and acknowledge.
+    fn poll_write_before_fin(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        #[cfg(target_os = "linux")]
+        return tcp::poll_send_more(self.tcp(), cx, buf);
+        #[cfg(not(target_os = "linux"))]
+        self.poll_write(cx, buf)
+    }
     fn tcp(&self) -> &TcpStream;
     /// Whether a read would return only EOF: see [`eof_pending`].
     fn eof_pending(&self) -> bool {
@@ -491,6 +531,14 @@ pub fn eof_pending(tcp: &TcpStream) -> bool {
     }
 }
 
+/// Whether `src`'s FIN is known, right after a short read: polled on the
+/// plain socket (a monitored client's read is not pending while its bytes
+/// are written), whose readiness is then empty unless the reactor has seen
+/// more, and only then asked [`eof_pending`], which completes at once.
+fn fin_seen<S: End>(src: &S, cx: &mut Context<'_>) -> bool {
+    src.tcp().poll_read_ready(cx).is_ready() && src.eof_pending()
+}
+
 /// Reads into `buf` through `AsyncRead`, which, unlike `try_read`, knows
 /// that a short read drained the socket and saves the `EAGAIN` call.
 fn read_into<R: AsyncRead + Unpin>(
@@ -533,6 +581,19 @@ impl End for MonitoredIo<TcpStream> {
     }
     fn poll_write(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         Pin::new(self).poll_write(cx, buf)
+    }
+    fn poll_write_before_fin(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        // A watched connection's bytes go through `AsyncWrite`, which shows
+        // them to its watchers.
+        #[cfg(target_os = "linux")]
+        if !self.record().watched() {
+            return self.poll_send_more(cx, buf);
+        }
+        self.poll_write(cx, buf)
     }
     fn tcp(&self) -> &TcpStream {
         self.get_ref()

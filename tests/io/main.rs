@@ -9,6 +9,8 @@ mod alloc;
 mod counts;
 #[cfg(feature = "forward")]
 mod forward;
+#[cfg(all(feature = "forward", target_os = "linux"))]
+mod forward_fin;
 mod hexdump;
 mod tap;
 mod timeouts;
