@@ -10,7 +10,8 @@
 #   BASE_BIN=/path/to/forwarder VARIANTS="ours base" bash examples/forwarder/bench/redis_ab.sh
 #
 # ours = the forwarder's defaults, shared = --accept shared, one = --threads 1,
-# base = the forwarder binary BASE_BIN (an earlier build: A/B of a change);
+# base = the forwarder binary BASE_BIN (an earlier build: A/B of a change),
+# direct = no forwarder (redis-benchmark against redis-server);
 # other names are ../shared/bench/forwarders.sh builtins. NICE=-15 runs the
 # client at that priority (the forwarders and redis-server stay at 0).
 set -uo pipefail
@@ -42,8 +43,13 @@ csw() { # PIDS -> voluntary context switches of all their threads
 
 for rep in $(seq "$REPS"); do
     for v in $(rotated "$rep" $VARIANTS); do
-        fwd_start "$(fwd_spec "$v" "$BIN")" "$LPORT" "$BPORT" 2>/dev/null || exit 1
-        pid=$FWD_PID
+        port=$LPORT pid=$REDIS
+        if [ "$v" = direct ]; then
+            port=$BPORT # no forwarder: the CPU figures are redis-server's
+        else
+            fwd_start "$(fwd_spec "$v" "$BIN")" "$LPORT" "$BPORT" 2>/dev/null || exit 1
+            pid=$FWD_PID
+        fi
         sleep 0.3
         pids=$(tree_pids "$pid")
         if [ "$STRACE" = 1 ]; then
@@ -54,7 +60,7 @@ for rep in $(seq "$REPS"); do
             sleep 0.5
         fi
         c0=$(ticks "$pid") s0=$(csw $pids)
-        rate=$(nice -n "$NICE" redis-benchmark -h 127.0.0.1 -p "$LPORT" -t get -n "$N" -c 50 -P "$P" --csv 2>/dev/null |
+        rate=$(nice -n "$NICE" redis-benchmark -h 127.0.0.1 -p "$port" -t get -n "$N" -c 50 -P "$P" --csv 2>/dev/null |
             tail -1 | cut -d, -f2 | tr -d '"')
         c1=$(ticks "$pid") s1=$(csw $pids)
         awk -v v="$v" -v r="$rep" -v rate="$rate" -v c=$((c1 - c0)) -v s=$((s1 - s0)) -v n="$N" -v tck="$TCK" \
@@ -65,7 +71,7 @@ for rep in $(seq "$REPS"); do
             awk -v n="$N" '$NF ~ /^[a-z_0-9]+$/ && $4 ~ /^[0-9]+$/ && $NF != "total" {
                 printf "  %-14s %6.3f per request\n", $NF, $4 / n }' "$BIN/strace"
         fi
-        fwd_stop "$pid" >/dev/null 2>&1 || true # HAProxy exits 143 on SIGTERM
+        [ "$v" = direct ] || fwd_stop "$pid" >/dev/null 2>&1 || true # HAProxy exits 143 on SIGTERM
         sleep 0.5
     done
 done
