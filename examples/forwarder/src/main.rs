@@ -2,8 +2,8 @@
 
 // Every connection allocates a few blocks aligned to 128 bytes (tokio's
 // task cells and I/O registrations), which glibc's `memalign` serves slowly;
-// mimalloc serves them from its size classes. `--no-default-features`
-// builds with the system allocator.
+// mimalloc serves them from its size classes, for more memory per idle
+// connection (BENCHMARKS.md). Off by default: `--features mimalloc`.
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
