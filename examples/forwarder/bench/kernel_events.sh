@@ -19,21 +19,17 @@ LPORT=${LPORT:-19000} BPORT=${BPORT:-19001}
 
 source "$PEERS_DIR/forwarders.sh"
 source "$ROOT/examples/forwarder/bench/lib.sh"
-DIR=$(stage_forwarder kernel-events) || exit 1
-"$TOOLS/echod" "127.0.0.1:$BPORT" once >/dev/null 2>&1 &
-ECHOD=$!
-trap 'kill $ECHOD 2>/dev/null; rm -rf "$DIR"' EXIT
-sleep 0.3
+start_echod_once kernel-events
 
 events=(-e context-switches -e syscalls:sys_enter_epoll_wait -e syscalls:sys_enter_epoll_ctl
     -e syscalls:sys_enter_accept4 -e syscalls:sys_enter_recvfrom -e syscalls:sys_enter_sendto
     -e syscalls:sys_enter_writev -e syscalls:sys_enter_shutdown -e syscalls:sys_enter_close
     -e raw_syscalls:sys_enter)
 for v in $VARIANTS; do
-    fwd_start "$(fwd_spec "$v" "$DIR")" "$LPORT" "$BPORT" 2>/dev/null || exit 1
+    fwd_start "$(fwd_spec "$v" "$STAGED")" "$LPORT" "$BPORT" 2>/dev/null || exit 1
     pid=$FWD_PID
     sleep 0.5
-    perf stat "${events[@]}" -p "$(tree_pids "$pid" | paste -sd,)" -o "$DIR/$v.stat" -- sleep "$SECS" 2>/dev/null &
+    perf stat "${events[@]}" -p "$(tree_pids "$pid" | paste -sd,)" -o "$STAGED/$v.stat" -- sleep "$SECS" 2>/dev/null &
     stat=$!
     nstat -n >/dev/null
     out=$("$TOOLS/connrate" "127.0.0.1:$LPORT" "$WORKERS" "$SECS")
@@ -44,6 +40,6 @@ for v in $VARIANTS; do
     echo "$v: $out; per connection:"
     awk -v n="$conns" -v s="$segs" '
         $1 ~ /^[0-9,]+$/ { gsub(",", "", $1); sub(/^.*:/, "", $2); printf "  %-16s %6.2f\n", $2, $1 / n }
-        END { printf "  %-16s %6.2f\n", "tcp_segments", s / n }' "$DIR/$v.stat"
+        END { printf "  %-16s %6.2f\n", "tcp_segments", s / n }' "$STAGED/$v.stat"
     sleep 0.5
 done

@@ -26,6 +26,19 @@ stage_forwarder() {
 	echo "$dir"
 }
 
+# Prepares a short-connection run: the forwarder staged as NAME (see
+# stage_forwarder) in STAGED, and `echod once` (from TOOLS) on
+# 127.0.0.1:BPORT, which echoes a client's first bytes and closes first;
+# ECHOD is its PID. Both go when the script exits:
+#   start_echod_once syscalls
+start_echod_once() {
+	STAGED=$(stage_forwarder "$1") || exit 1
+	"$TOOLS/echod" "127.0.0.1:$BPORT" once >/dev/null 2>&1 &
+	ECHOD=$!
+	trap 'kill $ECHOD 2>/dev/null; rm -rf "$STAGED"' EXIT
+	sleep 0.3
+}
+
 # The variants of repetition REP (from 1), one per line, in an order that
 # turns every repetition, so that no variant always runs first:
 #   for v in $(rotated "$rep" $VARIANTS); do ...

@@ -20,24 +20,20 @@ LPORT=${LPORT:-19000} BPORT=${BPORT:-19001}
 
 source "$PEERS_DIR/forwarders.sh"
 source "$ROOT/examples/forwarder/bench/lib.sh"
-DIR=$(stage_forwarder profile) || exit 1
-"$TOOLS/echod" "127.0.0.1:$BPORT" once >/dev/null 2>&1 &
-ECHOD=$!
-trap 'kill $ECHOD 2>/dev/null; rm -rf "$DIR"' EXIT
-sleep 0.3
+start_echod_once profile
 
 for v in $VARIANTS; do
-    fwd_start "$(fwd_spec "$v" "$DIR")" "$LPORT" "$BPORT" 2>/dev/null || exit 1
+    fwd_start "$(fwd_spec "$v" "$STAGED")" "$LPORT" "$BPORT" 2>/dev/null || exit 1
     pid=$FWD_PID
     sleep 0.5
-    perf record -q -e cpu-clock -F 4000 -p "$(tree_pids "$pid" | paste -sd,)" -o "$DIR/$v.data" -- sleep "$SECS" 2>/dev/null &
+    perf record -q -e cpu-clock -F 4000 -p "$(tree_pids "$pid" | paste -sd,)" -o "$STAGED/$v.data" -- sleep "$SECS" 2>/dev/null &
     rec=$!
     out=$("$TOOLS/connrate" "127.0.0.1:$LPORT" "$WORKERS" "$SECS")
     wait "$rec" || true
     fwd_stop "$pid" >/dev/null 2>&1 || true # HAProxy exits 143 on SIGTERM
     conns=$(sed -n 's/.*conns=\([0-9]*\).*/\1/p' <<<"$out")
     echo "$v: $out"
-    perf report -i "$DIR/$v.data" --no-children --sort sym -q -g none -F sample,sym 2>/dev/null |
+    perf report -i "$STAGED/$v.data" --no-children --sort sym -q -g none -F sample,sym 2>/dev/null |
         python3 -c '
 import sys
 conns, top = int(sys.argv[1]), int(sys.argv[2])

@@ -34,14 +34,10 @@ LPORT=${LPORT:-19000} BPORT=${BPORT:-19001}
 
 source "$PEERS_DIR/forwarders.sh"
 source "$ROOT/examples/forwarder/bench/lib.sh"
-FWD=$(stage_forwarder shortconn-ab) || exit 1
 # The backend and the forwarders inherit this shell's priority, FWD_NICE;
 # the client runs at NICE.
 renice -n "$FWD_NICE" -p $$ >/dev/null
-"$TOOLS/echod" "127.0.0.1:$BPORT" once >/dev/null 2>&1 &
-ECHOD=$!
-trap 'kill $ECHOD 2>/dev/null; rm -rf "$FWD"' EXIT
-sleep 0.3
+start_echod_once shortconn-ab
 
 TCK=$(getconf CLK_TCK)
 results=()
@@ -51,7 +47,7 @@ for rep in $(seq "$REPS"); do
         if [ "$v" = direct ]; then
             port=$BPORT # no forwarder: the CPU figure is the backend's
         else
-            fwd_start "$(fwd_spec "$v" "$FWD")" "$LPORT" "$BPORT" 2>/dev/null || exit 1
+            fwd_start "$(fwd_spec "$v" "$STAGED")" "$LPORT" "$BPORT" 2>/dev/null || exit 1
             pid=$FWD_PID
         fi
         c0=$(ticks "$pid")

@@ -26,17 +26,13 @@ SYSCALLS="accept4 socket connect getsockopt setsockopt ioctl recvfrom sendto wri
 
 source "$PEERS_DIR/forwarders.sh"
 source "$ROOT/examples/forwarder/bench/lib.sh"
-FWD=$(stage_forwarder syscall-cpu) || exit 1
-"$TOOLS/echod" "127.0.0.1:$BPORT" once >/dev/null 2>&1 &
-ECHOD=$!
-trap 'kill $ECHOD 2>/dev/null; rm -rf "$FWD"' EXIT
-sleep 0.3
+start_echod_once syscall-cpu
 
 # One line for a run: "VARIANT conns=N rate=R cpu=µs user=µs SYSCALL=µs ... other=µs".
 measure() { # VARIANT REP
-	local v=$1 dir=$FWD/$1.$2 pid pids out conns task
+	local v=$1 dir=$STAGED/$1.$2 pid pids out conns task
 	mkdir -p "$dir"
-	fwd_start "$(fwd_spec "$v" "$FWD")" "$LPORT" "$BPORT" 2>/dev/null || return 1
+	fwd_start "$(fwd_spec "$v" "$STAGED")" "$LPORT" "$BPORT" 2>/dev/null || return 1
 	pid=$FWD_PID
 	pids=$(tree_pids "$pid" | paste -sd,)
 	perf stat -x, -e task-clock -p "$pids" -o "$dir/stat" -- sleep "$SECS" &

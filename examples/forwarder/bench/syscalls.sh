@@ -20,20 +20,16 @@ LPORT=${LPORT:-19000} BPORT=${BPORT:-19001}
 
 source "$PEERS_DIR/forwarders.sh"
 source "$ROOT/examples/forwarder/bench/lib.sh"
-DIR=$(stage_forwarder syscalls) || exit 1
-"$TOOLS/echod" "127.0.0.1:$BPORT" once >/dev/null 2>&1 &
-ECHOD=$!
-trap 'kill $ECHOD 2>/dev/null; rm -rf "$DIR"' EXIT
-sleep 0.3
+start_echod_once syscalls
 
 for v in $VARIANTS; do
-    fwd_start "$(fwd_spec "$v" "$DIR")" "$LPORT" "$BPORT" 2>/dev/null || exit 1
+    fwd_start "$(fwd_spec "$v" "$STAGED")" "$LPORT" "$BPORT" 2>/dev/null || exit 1
     pid=$FWD_PID
-    mkdir -p "$DIR/$v"
+    mkdir -p "$STAGED/$v"
     sleep 1
     attach=()
     for p in $pid $(pgrep -P "$pid" || true); do attach+=(-p "$p"); done
-    strace -c -f "${attach[@]}" -o "$DIR/$v/strace" 2>/dev/null &
+    strace -c -f "${attach[@]}" -o "$STAGED/$v/strace" 2>/dev/null &
     tracer=$!
     sleep 0.5
     nstat -n >/dev/null
@@ -47,6 +43,6 @@ for v in $VARIANTS; do
     echo "$v: $conns connections; TCP segments per connection: $(awk -v s="$segs" -v n="$conns" 'BEGIN {printf "%.2f", s / n}'); system calls per connection:"
     awk -v n="$conns" '$NF ~ /^[a-z_0-9]+$/ && $4 ~ /^[0-9]+$/ && $NF != "total" {
             printf "  %-12s %6.2f\n", $NF, $4 / n; t += $4 }
-        END { printf "  %-12s %6.2f\n", "total", t / n }' "$DIR/$v/strace"
+        END { printf "  %-12s %6.2f\n", "total", t / n }' "$STAGED/$v/strace"
     sleep 0.5
 done
