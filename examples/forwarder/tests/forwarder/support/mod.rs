@@ -434,11 +434,44 @@ pub async fn connect_from(from: [u8; 4], to: SocketAddr) -> TcpStream {
     // 127.0.0.x:PORT would keep a later test from listening on [::]:PORT
     // (`:PORT` services) for a minute.
     socket.set_reuseaddr(true).expect("SO_REUSEADDR");
+    // The port is chosen at connect (IP_BIND_ADDRESS_NO_PORT), unique for
+    // the whole address pair. One chosen at bind, with SO_REUSEADDR, can
+    // repeat a pair whose earlier connection still lingers on the server's
+    // side (an orphaned FIN_WAIT2 of an earlier test's forwarder on the same
+    // port), which answers the SYN with a reset: a connect refused.
+    bind_address_no_port(&socket);
     socket.bind((from, 0).into()).expect("bind source address");
     tokio::time::timeout(WAIT, socket.connect(to))
         .await
         .expect("connect timed out")
         .expect("connect")
+}
+
+/// Sets `IP_BIND_ADDRESS_NO_PORT` on `socket` (Linux; elsewhere nothing).
+#[cfg(not(target_os = "linux"))]
+fn bind_address_no_port(_: &TcpSocket) {}
+
+/// Sets `IP_BIND_ADDRESS_NO_PORT` on `socket` (Linux; elsewhere nothing).
+#[cfg(target_os = "linux")]
+fn bind_address_no_port(socket: &TcpSocket) {
+    use std::os::fd::AsRawFd;
+    let on: libc::c_int = 1;
+    // SAFETY: a valid descriptor, and an option value of the size given.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(
+        rc,
+        0,
+        "IP_BIND_ADDRESS_NO_PORT: {}",
+        std::io::Error::last_os_error()
+    );
 }
 
 /// Reads until EOF or an error, up to [`WAIT`]: what a client of a refused
