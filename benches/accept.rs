@@ -36,7 +36,7 @@ mod load;
 #[path = "accept/proxy.rs"]
 mod proxy;
 
-use load::{connect_many, serve_dropping, Done};
+use load::{connect_many, interleaved_rates, median, paired, serve_dropping, Done};
 
 /// `n` random CIDRs shaped like a real blacklist: 80 % IPv4 (60 % of them
 /// single addresses, 30 % /24, 10 % /16 to /23) and 20 % IPv6 (/128, /64,
@@ -258,31 +258,20 @@ fn interleaved(rounds: usize) {
             (*name, addr, done)
         })
         .collect();
-    let mut rates: Vec<Vec<f64>> = vec![Vec::new(); servers.len()];
-    for round in 0..rounds {
-        for k in 0..servers.len() {
-            let i = (k + round) % servers.len();
-            let (_, addr, done) = &servers[i];
-            let took = rt.block_on(connect_many(*addr, done, CONNS, None));
-            rates[i].push(CONNS as f64 / took.as_secs_f64());
-        }
-    }
-    fn median(mut v: Vec<f64>) -> f64 {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    }
-    // Ratios paired within each round, so slow drifts of the load cancel.
-    let paired =
-        |i: usize, base: usize| median((0..rounds).map(|r| rates[i][r] / rates[base][r]).collect());
+    let turns: Vec<_> = servers
+        .iter()
+        .map(|(_, addr, done)| (*addr, done.clone()))
+        .collect();
+    let rates = interleaved_rates(&rt, &turns, rounds, CONNS);
     println!("{rounds} rounds of {CONNS} connections; medians, and medians of per-round ratios:");
     let last = servers.len() - 1;
     for (i, (name, _, _)) in servers.iter().enumerate() {
         println!(
             "{name:<26} {:>9.0} conn/s  to bare {:.3}  to bare+keepalive {:.3}  to default stack {:.3}",
             median(rates[i].clone()),
-            paired(i, 0),
-            paired(i, 2.min(last)),
-            paired(i, 1.min(last))
+            paired(&rates, i, 0),
+            paired(&rates, i, 2.min(last)),
+            paired(&rates, i, 1.min(last))
         );
     }
 }

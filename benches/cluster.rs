@@ -24,7 +24,7 @@ use monconn::{Listener, Registry, RejectReason, ServiceMonitor};
 
 #[path = "support/load.rs"]
 mod load;
-use load::{connect_many, serve_dropping, Done};
+use load::{interleaved_rates, median, paired, serve_dropping, Done};
 
 const CONNS: u64 = 2_000;
 
@@ -73,11 +73,6 @@ async fn instance(redis: &Redis, key: &str) -> (ServiceMonitor, Cluster) {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     (web, cluster)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 fn propagation(rt: &tokio::runtime::Runtime, redis: &Redis) {
@@ -130,18 +125,14 @@ fn accept_rate(rt: &tokio::runtime::Runtime, redis: &Redis, rounds: usize) {
             (name, addr, done)
         })
         .collect();
-    let mut rates = vec![Vec::new(); servers.len()];
-    for round in 0..rounds {
-        for k in 0..servers.len() {
-            let i = (k + round) % servers.len();
-            let (_, addr, done) = &servers[i];
-            let took = rt.block_on(connect_many(*addr, done, CONNS, None));
-            rates[i].push(CONNS as f64 / took.as_secs_f64());
-        }
-    }
+    let turns: Vec<_> = servers
+        .iter()
+        .map(|(_, addr, done)| (*addr, done.clone()))
+        .collect();
+    let rates = interleaved_rates(rt, &turns, rounds, CONNS);
     println!("{rounds} rounds of {CONNS} connections; medians, and medians of per-round ratios:");
     for (i, (name, _, _)) in servers.iter().enumerate() {
-        let ratio = median((0..rounds).map(|r| rates[i][r] / rates[0][r]).collect());
+        let ratio = paired(&rates, i, 0);
         println!(
             "{name:<18} {:>9.0} conn/s  to cluster_off {ratio:.3}",
             median(rates[i].clone())

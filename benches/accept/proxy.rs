@@ -22,7 +22,7 @@ use monconn::{AcceptStack, Listener, Registry};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
-use super::load::{connect_many, Done};
+use super::load::{connect_many, median, paired, Done};
 
 /// Serves `listener` as servers do, each connection in a task of its own:
 /// dropped at once, or once `read` bytes are read from it.
@@ -103,10 +103,6 @@ pub(crate) fn interleaved_proxy(rounds: usize) {
             cpu[i].push(cpu_took.as_secs_f64() * 1e6 / CONNS as f64);
         }
     }
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
     println!(
         "{rounds} rounds of {CONNS} connections, each writing a {}-byte v2 header; medians:",
         header.len()
@@ -114,8 +110,7 @@ pub(crate) fn interleaved_proxy(rounds: usize) {
     for (i, (name, _, _)) in servers.iter().enumerate() {
         println!("{name:<15} {:>9.0} conn/s", median(rates[i].clone()));
     }
-    let ratio =
-        |a: usize, b: usize| median((0..rounds).map(|r| rates[a][r] / rates[b][r]).collect());
+    let ratio = |a: usize, b: usize| paired(&rates, a, b);
     println!(
         "medians of per-round ratios: on / off_read {:.3}, on / off {:.3}",
         ratio(2, 1),
@@ -129,8 +124,8 @@ pub(crate) fn interleaved_proxy(rounds: usize) {
             median(cpu[i].clone())
         );
     }
-    let cpu_ratio =
-        |a: usize, b: usize| median((0..rounds).map(|r| cpu[b][r] / cpu[a][r]).collect());
+    // Inverted: less CPU per connection is better.
+    let cpu_ratio = |a: usize, b: usize| paired(&cpu, b, a);
     println!(
         "medians of per-round CPU ratios: off_read / on {:.3}, off / on {:.3}",
         cpu_ratio(2, 1),

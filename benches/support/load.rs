@@ -1,6 +1,7 @@
 //! The accept benches' load: clients that open connections at most
-//! `WINDOW` ahead of the server, and the count the server keeps. Shared by
-//! `benches/accept.rs` (and its `accept/proxy.rs`) and `benches/cluster.rs`.
+//! `WINDOW` ahead of the server, the count the server keeps, and servers
+//! measured in turns. Shared by `benches/accept.rs` (and its
+//! `accept/proxy.rs`) and `benches/cluster.rs`.
 
 use std::hint::black_box;
 use std::net::SocketAddr;
@@ -109,4 +110,41 @@ pub async fn connect_many(
     }
     done.reach(target).await;
     start.elapsed()
+}
+
+/// Connections per second of each server (its address and count), over
+/// `rounds` rounds of `conns` connections each: the servers take turns, the
+/// order turned every round. `rates[server][round]`.
+pub fn interleaved_rates(
+    rt: &tokio::runtime::Runtime,
+    servers: &[(SocketAddr, Arc<Done>)],
+    rounds: usize,
+    conns: u64,
+) -> Vec<Vec<f64>> {
+    let mut rates = vec![Vec::new(); servers.len()];
+    for round in 0..rounds {
+        for k in 0..servers.len() {
+            let i = (k + round) % servers.len();
+            let (addr, done) = &servers[i];
+            let took = rt.block_on(connect_many(*addr, done, conns, None));
+            rates[i].push(conns as f64 / took.as_secs_f64());
+        }
+    }
+    rates
+}
+
+/// The median of `v` (the upper one of an even count).
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// The median over rounds of `rates[a][round] / rates[b][round]`: paired
+/// within each round, so slow drifts of the machine's load cancel.
+pub fn paired(rates: &[Vec<f64>], a: usize, b: usize) -> f64 {
+    median(
+        (0..rates[a].len())
+            .map(|r| rates[a][r] / rates[b][r])
+            .collect(),
+    )
 }
