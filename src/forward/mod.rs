@@ -360,6 +360,11 @@ impl Half {
                         self.finish(dst, last)?;
                         continue;
                     }
+                    // Whether the FIN came before this read: then a short
+                    // read drains the socket up to it, and its bytes are
+                    // the last. Read off the readiness just polled, with no
+                    // lock and no system call.
+                    let fin = read_readiness(src.tcp()).is_some_and(|r| r.is_read_closed());
                     let mut buf = Buf::lend();
                     let n = ready!(src.poll_read(cx, &mut buf))?;
                     if n == 0 {
@@ -367,9 +372,7 @@ impl Half {
                         continue;
                     }
                     self.bytes += n as u64;
-                    // A short read drained the socket; if its FIN was seen
-                    // already, these bytes are the last.
-                    self.eof = n < buf.len() && fin_seen(src, cx);
+                    self.eof = fin && n < buf.len();
                     self.state = State::Write {
                         buf,
                         pos: 0,
@@ -522,21 +525,20 @@ trait End {
 /// is then not empty, and this poll completes at once, never parking a
 /// waker. Otherwise it is only slower (a waiter added and removed).
 pub fn eof_pending(tcp: &TcpStream) -> bool {
-    let ready = pin!(tcp.ready(Interest::READABLE | Interest::ERROR));
-    match ready.poll(&mut Context::from_waker(Waker::noop())) {
-        Poll::Ready(Ok(r)) => {
-            r.is_read_closed() && (r & (Ready::READABLE | Ready::ERROR)).is_empty()
-        }
-        _ => false,
-    }
+    read_readiness(tcp)
+        .is_some_and(|r| r.is_read_closed() && (r & (Ready::READABLE | Ready::ERROR)).is_empty())
 }
 
-/// Whether `src`'s FIN is known, right after a short read: polled on the
-/// plain socket (a monitored client's read is not pending while its bytes
-/// are written), whose readiness is then empty unless the reactor has seen
-/// more, and only then asked [`eof_pending`], which completes at once.
-fn fin_seen<S: End>(src: &S, cx: &mut Context<'_>) -> bool {
-    src.tcp().poll_read_ready(cx).is_ready() && src.eof_pending()
+/// `tcp`'s read readiness as the reactor last saw it, if not empty: after
+/// `poll_read_ready` returned `Ready`, it is not, and this completes at once
+/// without a lock. Empty, it would park a waiter (a lock to add it, one to
+/// remove it): `None` then.
+fn read_readiness(tcp: &TcpStream) -> Option<Ready> {
+    let ready = pin!(tcp.ready(Interest::READABLE | Interest::ERROR));
+    match ready.poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(Ok(r)) => Some(r),
+        _ => None,
+    }
 }
 
 /// Reads into `buf` through `AsyncRead`, which, unlike `try_read`, knows
